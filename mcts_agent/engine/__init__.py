@@ -1,0 +1,24 @@
+"""The tree engine: a forest of search trees in numpy arrays, driven by numba kernels.
+
+It knows nothing of text or models: leaves go out, priors and values come back. See
+:class:`Forest` for the wave-at-a-time API the LLM driver uses, and :func:`search` /
+:func:`search_fused` for whole searches from numpy callbacks.
+"""
+
+from .config import EngineConfig
+from .forest import Evaluation, Forest, Selection
+from .search import search, search_fused
+from .storage import BYTES_PER_NODE, NodeArrays
+from .synthetic import SyntheticGame
+
+__all__ = [
+    "BYTES_PER_NODE",
+    "EngineConfig",
+    "Evaluation",
+    "Forest",
+    "NodeArrays",
+    "Selection",
+    "SyntheticGame",
+    "search",
+    "search_fused",
+]

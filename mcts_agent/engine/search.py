@@ -1,0 +1,126 @@
+"""Model-free search: run whole searches from batched numpy callbacks (like mctx's ``recurrent_fn``).
+
+Two entry points with the same tree semantics (they build identical trees):
+
+* :func:`search` calls a Python ``evaluate(forest, leaves, rng) -> Evaluation`` once per wave,
+  with up to ``leaves_per_call`` leaves from every tree in flight — how the LLM driver uses the
+  engine.
+* :func:`search_fused` takes an ``@njit`` evaluator and runs every wave inside one compiled
+  call: for cheap simulators, and as the engine's speed ceiling.
+
+Each root is evaluated once first (not counted as a simulation, as in mctx); then every tree
+spends ``num_simulations`` simulations (a leaf evaluation or a terminal revisit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import kernels
+from .config import EngineConfig
+from .forest import Evaluation, Forest
+
+Evaluator = Callable[[Forest, np.ndarray, np.random.Generator], Evaluation]
+
+
+def _prepare(
+    forest: Forest | None, num_trees: int | None, config: EngineConfig | None
+) -> Forest:
+    if forest is None:
+        if not num_trees or num_trees < 1:
+            raise ValueError("give a forest or num_trees >= 1")
+        forest = Forest(config, num_trees=num_trees)
+    elif config is not None and config != forest.config:
+        raise ValueError("the forest already has a config; pass one or the other")
+    return forest
+
+
+def _root_noise(forest: Forest, fraction: float, alpha: float, rng: np.random.Generator):
+    """AlphaZero exploration noise: mix Dirichlet(alpha) into each root's priors."""
+    if fraction <= 0:
+        return
+    for root in forest.roots:
+        kids = forest.children(int(root))
+        if len(kids):
+            noise = rng.dirichlet(np.full(len(kids), alpha))
+            mixed = (1 - fraction) * forest.nodes.prior[kids] + fraction * noise
+            forest.nodes.prior[kids] = mixed.astype(np.float32)
+
+
+def search(
+    evaluate: Evaluator,
+    num_simulations: int,
+    *,
+    num_trees: int | None = None,
+    forest: Forest | None = None,
+    config: EngineConfig | None = None,
+    leaves_per_call: int = 8,
+    logits: bool = False,
+    seed: int | None = 0,
+    dirichlet_fraction: float = 0.0,
+    dirichlet_alpha: float = 0.3,
+    on_wave: Callable[[Forest, int], Any] | None = None,
+) -> Forest:
+    """Search every tree of ``forest`` (or of a new forest of ``num_trees`` roots).
+
+    ``evaluate(forest, leaves, rng)`` returns an :class:`Evaluation` for the node ids in
+    ``leaves`` (leaves of many trees at once): priors over each leaf's new children, its value,
+    and optionally terminal flags and edge rewards. A leaf that already has children is being
+    widened (progressive widening); its new children's actions start at
+    ``forest.nodes.num_children[leaf]``. ``rng`` is seeded from ``seed``: the same seed and
+    callback give the same trees. ``on_wave(forest, wave)`` runs after every wave.
+    """
+    forest = _prepare(forest, num_trees, config)
+    rng = np.random.default_rng(seed)
+    unevaluated = forest.roots[forest.nodes.visits[forest.roots] == 0]
+    if len(unevaluated):
+        forest.apply(unevaluated, evaluate(forest, unevaluated, rng), logits=logits)
+    _root_noise(forest, dirichlet_fraction, dirichlet_alpha, rng)
+    budget = np.full(forest.num_trees, int(num_simulations), np.int64)
+    wave = 0
+    while True:
+        leaves = forest.select(leaves_per_call, budget=budget)
+        if len(leaves) == 0:  # nothing is pending at a wave's start: budgets are spent
+            return forest
+        forest.apply(leaves.nodes, evaluate(forest, leaves.nodes, rng), logits=logits)
+        wave += 1
+        if on_wave is not None:
+            on_wave(forest, wave)
+
+
+def search_fused(
+    kernel: Callable,
+    context: Any,
+    num_actions: int,
+    num_simulations: int,
+    *,
+    num_trees: int | None = None,
+    forest: Forest | None = None,
+    config: EngineConfig | None = None,
+    leaves_per_call: int = 8,
+    logits: bool = False,
+) -> Forest:
+    """Like :func:`search`, but with an ``@njit`` evaluator and every wave in compiled code.
+
+    ``kernel(nodes, leaves, context, priors, values, terminal, rewards)`` fills the output
+    arrays (``priors`` is ``(len(leaves), num_actions)``; ``terminal`` and ``rewards`` arrive
+    as False / 0) from the :class:`~mcts_agent.engine.storage.NodeArrays` ``nodes`` and any
+    numba-compatible ``context`` (e.g. a named tuple of settings).
+    """
+    forest = _prepare(forest, num_trees, config)
+    trees = np.arange(forest.num_trees, dtype=np.int64)
+    budget = np.full(forest.num_trees, int(num_simulations), np.int64)
+    forest.reserve(forest.num_trees * (num_simulations + 1) * num_actions)
+    unevaluated = forest.roots[forest.nodes.visits[forest.roots] == 0]
+    if len(unevaluated):
+        n = len(unevaluated)
+        priors = np.empty((n, num_actions))
+        values, terminal, rewards = np.empty(n), np.zeros(n, bool), np.zeros(n)
+        kernel(forest.nodes, unevaluated, context, priors, values, terminal, rewards)
+        forest.apply(unevaluated, Evaluation(priors, values, terminal, rewards), logits=logits)
+    kernels.fused_search(forest.nodes, forest._params, forest.roots, trees, int(leaves_per_call),
+                         budget, kernel, context, int(num_actions), bool(logits))
+    return forest

@@ -1,0 +1,91 @@
+"""A deterministic synthetic game for tests, benchmarks and demos: no model needed.
+
+Every node's priors, value and terminal flag come from a 64-bit hash of its path (tree seed,
+then each action), so any two implementations that walk the same tree see the same numbers.
+Each evaluation offers ``branching`` new actions (numbered after the node's existing children,
+so progressive widening keeps discovering new ones); nodes at ``max_depth`` are terminal, as is
+a hashed ``terminal_prob`` share of the others; a terminal node's value is 1 or 0 (a win or loss),
+any other node's value lies in [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from .forest import Evaluation, Forest
+from .storage import NO_NODE, NodeArrays
+
+MASK = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+
+
+class SyntheticGame(NamedTuple):
+    seed: int = 0
+    branching: int = 8
+    max_depth: int = 20
+    terminal_prob: float = 0.05
+    logit_scale: float = 2.0
+
+
+@njit(cache=True, inline="always")
+def mix(x: np.uint64) -> np.uint64:
+    """splitmix64's finaliser: a bijective 64-bit mix."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@njit(cache=True, inline="always")
+def unit(h: np.uint64) -> float:
+    """The top 53 bits of a hash as a float in [0, 1)."""
+    return np.float64(h >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True)
+def node_hash(a: NodeArrays, node: int, seed: int) -> np.uint64:
+    depth = a.depth[node]
+    actions = np.empty(depth, np.int64)
+    root = node
+    for d in range(depth - 1, -1, -1):
+        actions[d] = a.action[root]
+        root = a.parent[root]
+    h = mix(np.uint64(seed) * np.uint64(GOLDEN) + np.uint64(root) + np.uint64(1))
+    for d in range(depth):
+        h = mix(h + np.uint64(actions[d] + 1) * np.uint64(GOLDEN))
+    return h
+
+
+@njit(cache=True)
+def evaluate_kernel(a, leaves, game, priors, values, terminal, rewards):
+    """The game as an ``@njit`` evaluator for :func:`~mcts_agent.engine.search_fused` (logits)."""
+    priors[:, :] = -np.inf
+    for i in range(len(leaves)):
+        node = leaves[i]
+        h = node_hash(a, node, game.seed)
+        done = a.depth[node] >= game.max_depth or unit(mix(h ^ np.uint64(7))) < game.terminal_prob
+        if done and a.parent[node] != NO_NODE:
+            terminal[i] = True
+            values[i] = 1.0 if unit(h) < 0.5 else 0.0
+            continue
+        values[i] = unit(h)
+        first = a.num_children[node]
+        for j in range(game.branching):
+            u = unit(mix(h + np.uint64(first + j + 1) * np.uint64(0xD1B54A32D192ED03)))
+            priors[i, j] = game.logit_scale * (2.0 * u - 1.0)
+
+
+def evaluator(game: SyntheticGame):
+    """The game as a Python ``evaluate(forest, leaves, rng)`` for :func:`~mcts_agent.engine.search`
+    (apply with ``logits=True``)."""
+
+    def evaluate(forest: Forest, leaves: np.ndarray, rng: np.random.Generator) -> Evaluation:
+        n = len(leaves)
+        priors = np.empty((n, game.branching))
+        values, terminal, rewards = np.empty(n), np.zeros(n, bool), np.zeros(n)
+        evaluate_kernel(forest.nodes, leaves, game, priors, values, terminal, rewards)
+        return Evaluation(priors, values, terminal, rewards)
+
+    return evaluate
