@@ -36,9 +36,8 @@ def unit(h: int) -> float:
 
 def game_eval(game, root_id: int, actions: list[int], num_children: int):
     """(logits or None if terminal, value) of the node reached by ``actions`` from a root."""
-    h = mix(game.seed * GOLDEN + root_id + 1)
-    for action in actions:
-        h = mix(h + (action + 1) * GOLDEN)
+    steps = sum(mix(((d + 1) << 32) + action + 1) for d, action in enumerate(actions))
+    h = mix(game.seed * GOLDEN + root_id + steps)
     depth = len(actions)
     done = depth >= game.max_depth or unit(mix(h ^ 7)) < game.terminal_prob
     if done and depth > 0:

@@ -27,8 +27,17 @@ import numpy as np
 
 from . import kernels
 from .config import EngineConfig
-from .storage import BYTES_PER_NODE, CLOSED, NO_NODE, PENDING, TERMINAL, NodeArrays, allocate
-from .storage import field_names, grow
+from .storage import (
+    BYTES_PER_NODE,
+    CLOSED,
+    NO_NODE,
+    PENDING,
+    TERMINAL,
+    NodeArrays,
+    allocate,
+    field_names,
+    grow,
+)
 
 FORMAT_VERSION = 1
 
@@ -183,8 +192,10 @@ class Forest:
         kernels.expand(self.nodes, parents, counts, weights, logits, terminal, reward, children)
         return children
 
-    def backup(self, nodes: Sequence[int] | np.ndarray, values: Sequence[float] | np.ndarray):
-        """Back up ``values[i]`` from ``nodes[i]`` to its root (one visit on every node on the path)."""
+    def backup(
+        self, nodes: Sequence[int] | np.ndarray, values: Sequence[float] | np.ndarray
+    ) -> None:
+        """Back up ``values[i]`` from ``nodes[i]`` to its root: one visit per node on the way."""
         nodes = _index_array(nodes, "nodes")
         values = np.asarray(values, np.float64)
         if values.shape != nodes.shape:
@@ -195,13 +206,13 @@ class Forest:
         kernels.backup(self.nodes, self._params, nodes, values)
 
     def release(self, leaves: Sequence[int] | np.ndarray) -> None:
-        """Remove the virtual loss :meth:`select` put on ``leaves`` (call once per selected leaf)."""
+        """Remove the virtual loss :meth:`select` put on ``leaves`` (once per selected leaf)."""
         leaves = _index_array(leaves, "leaves")
         self._check_nodes(leaves)
         kernels.release(self.nodes, leaves)
 
     def apply(self, leaves: np.ndarray, evaluation: Evaluation, *, logits: bool = False) -> None:
-        """AlphaZero-style update: expand each leaf from its prior row, back up its value, release."""
+        """AlphaZero-style update: expand each leaf from its priors, back up its value, release."""
         leaves = _index_array(leaves, "leaves")
         self._check_nodes(leaves)
         n = len(leaves)
@@ -222,7 +233,7 @@ class Forest:
                                   terminal, rewards)
 
     def close(self, nodes: Sequence[int] | np.ndarray) -> None:
-        """Forbid further children (progressive widening) for ``nodes``: their action set is complete."""
+        """Forbid more children (progressive widening) for ``nodes``: their actions are complete."""
         nodes = _index_array(nodes, "nodes")
         self._check_nodes(nodes)
         self.nodes.flags[nodes] |= CLOSED

@@ -61,34 +61,43 @@ def child_q(a: NodeArrays, p: KernelParams, c: int, n: float) -> float:
 
 
 @njit(cache=True)
-def best_child_puct(a: NodeArrays, p: KernelParams, node: int) -> int:
-    """mctx's ``muzero_action_selection`` with ``qtransform_by_parent_and_siblings``."""
+def best_child_puct(a: NodeArrays, p: KernelParams, node: int, scratch: np.ndarray) -> int:
+    """mctx's ``muzero_action_selection`` with ``qtransform_by_parent_and_siblings``.
+
+    ``scratch`` keeps each child's Q between the min/max pass and the scoring pass (divisions
+    dominate the cost of a descent); a node with more children gets a larger buffer.
+    """
+    q = scratch if a.num_children[node] <= len(scratch) else np.empty(a.num_children[node])
     n_parent = effective_visits(a, p, node)
     parent_value = effective_value_sum(a, p, node) / n_parent if n_parent > 0 else 0.0
     lo = parent_value
     hi = parent_value
     c = a.first_child[node]
+    k = 0
     while c != NO_NODE:
         n = effective_visits(a, p, c)
         if n > 0:
-            q = child_q(a, p, c, n)
-            lo = min(lo, q)
-            hi = max(hi, q)
+            q[k] = child_q(a, p, c, n)
+            lo = min(lo, q[k])
+            hi = max(hi, q[k])
         c = a.next_sibling[c]
+        k += 1
     scale = max(hi - lo, 1e-8)
     pb_c = p.pb_c_init + np.log((n_parent + p.pb_c_base + 1.0) / p.pb_c_base)
     explore = np.sqrt(n_parent) * pb_c
     best = NO_NODE
     best_score = -np.inf
     c = a.first_child[node]
+    k = 0
     while c != NO_NODE:
         n = effective_visits(a, p, c)
-        score = (child_q(a, p, c, n) - lo) / scale if n > 0 else 0.0
+        score = (q[k] - lo) / scale if n > 0 else 0.0
         score += explore * a.prior[c] / (n + 1.0)
         if score > best_score:
             best_score = score
             best = c
         c = a.next_sibling[c]
+        k += 1
     return best
 
 
@@ -101,10 +110,7 @@ def best_child_uct(a: NodeArrays, p: KernelParams, node: int) -> int:
     c = a.first_child[node]
     while c != NO_NODE:
         n = effective_visits(a, p, c)
-        if n > 0:
-            score = child_q(a, p, c, n) + p.uct_c * np.sqrt(log_n / n)
-        else:
-            score = np.inf
+        score = child_q(a, p, c, n) + p.uct_c * np.sqrt(log_n / n) if n > 0 else np.inf
         if score > best_score:
             best_score = score
             best = c
@@ -114,20 +120,23 @@ def best_child_uct(a: NodeArrays, p: KernelParams, node: int) -> int:
 
 @njit(cache=True, inline="always")
 def wants_children(a: NodeArrays, p: KernelParams, node: int) -> bool:
-    """Progressive widening: an open node may hold up to ``widen_c · visits^widen_alpha`` children."""
+    """Progressive widening: an open node may hold ``widen_c · visits^widen_alpha`` children."""
     if p.widen_c <= 0.0 or a.flags[node] & (CLOSED | PENDING):
         return False
     return a.num_children[node] < p.widen_c * a.visits[node] ** p.widen_alpha
 
 
 @njit(cache=True)
-def descend(a: NodeArrays, p: KernelParams, root: int) -> int:
+def descend(a: NodeArrays, p: KernelParams, root: int, scratch: np.ndarray) -> int:
     """Follow the selection rule from ``root`` to a terminal node or a node to expand."""
     node = root
     while not a.flags[node] & TERMINAL:
         if a.num_children[node] == 0 or wants_children(a, p, node):
             break
-        node = best_child_puct(a, p, node) if p.rule == PUCT else best_child_uct(a, p, node)
+        if p.rule == PUCT:
+            node = best_child_puct(a, p, node, scratch)
+        else:
+            node = best_child_uct(a, p, node)
     return node
 
 
@@ -201,11 +210,12 @@ def select(
     """
     count = 0
     collided = np.empty(max(p.max_collisions, 1), np.int64)
+    scratch = np.empty(64)
     for t in trees:
         found = 0
         collisions = 0
         while found < k and budget[t] > 0:
-            node = descend(a, p, roots[t])
+            node = descend(a, p, roots[t], scratch)
             if a.flags[node] & TERMINAL:
                 backup_one(a, p, node, terminal_value(a, node))
                 budget[t] -= 1
@@ -251,8 +261,19 @@ def normalise_priors(a: NodeArrays, node: int) -> None:
 
 
 @njit(cache=True)
-def add_child(a: NodeArrays, parent: int, logit: float, terminal: bool, reward: float) -> int:
-    """Append one child (storage must have room) and link it after its last sibling."""
+def last_child(a: NodeArrays, parent: int) -> int:
+    c = a.first_child[parent]
+    if c != NO_NODE:
+        while a.next_sibling[c] != NO_NODE:
+            c = a.next_sibling[c]
+    return c
+
+
+@njit(cache=True)
+def add_child(
+    a: NodeArrays, parent: int, last: int, logit: float, terminal: bool, reward: float
+) -> int:
+    """Append one child after ``last`` (the parent's current last child); storage must have room."""
     c = a.size[0]
     a.size[0] += 1
     a.parent[c] = parent
@@ -268,12 +289,9 @@ def add_child(a: NodeArrays, parent: int, logit: float, terminal: bool, reward: 
     a.prior[c] = 0.0
     a.reward[c] = reward
     a.value_sum[c] = 0.0
-    last = a.first_child[parent]
     if last == NO_NODE:
         a.first_child[parent] = c
     else:
-        while a.next_sibling[last] != NO_NODE:
-            last = a.next_sibling[last]
         a.next_sibling[last] = c
     a.num_children[parent] += 1
     return c
@@ -305,9 +323,11 @@ def expand(
     j = 0
     for i in range(len(parents)):
         parent = parents[i]
+        last = last_child(a, parent)
         for _ in range(counts[i]):
             logit = as_logit(weights[j], is_logit)
-            out_child[j] = add_child(a, parent, logit, terminal[j], reward[j])
+            last = add_child(a, parent, last, logit, terminal[j], reward[j])
+            out_child[j] = last
             j += 1
         if counts[i] > 0:
             normalise_priors(a, parent)
@@ -334,11 +354,12 @@ def apply_evaluations(
         if terminal[i]:
             a.flags[leaf] |= TERMINAL
         else:
+            last = last_child(a, leaf)
             added = 0
             for j in range(priors.shape[1]):
                 logit = as_logit(priors[i, j], is_logit)
                 if np.isfinite(logit):
-                    add_child(a, leaf, logit, False, 0.0)
+                    last = add_child(a, leaf, last, logit, False, 0.0)
                     added += 1
             if added > 0:
                 normalise_priors(a, leaf)

@@ -1,4 +1,4 @@
-"""Model-free search: run whole searches from batched numpy callbacks (like mctx's ``recurrent_fn``).
+"""Model-free search: whole searches from batched numpy callbacks (like mctx's ``recurrent_fn``).
 
 Two entry points with the same tree semantics (they build identical trees):
 

@@ -72,7 +72,7 @@ def allocate(capacity: int) -> NodeArrays:
 
 
 def grow(nodes: NodeArrays, needed: int) -> NodeArrays:
-    """Storage holding ``nodes`` with room for at least ``needed`` nodes (doubling, amortised O(1))."""
+    """Storage holding ``nodes`` with room for ``needed`` nodes (doubling: amortised O(1))."""
     capacity = len(nodes.parent)
     if needed <= capacity:
         return nodes

@@ -18,7 +18,6 @@ from numba import njit
 from .forest import Evaluation, Forest
 from .storage import NO_NODE, NodeArrays
 
-MASK = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
 
 
@@ -26,7 +25,7 @@ class SyntheticGame(NamedTuple):
     seed: int = 0
     branching: int = 8
     max_depth: int = 20
-    terminal_prob: float = 0.05
+    terminal_prob: float = 0.0
     logit_scale: float = 2.0
 
 
@@ -46,16 +45,13 @@ def unit(h: np.uint64) -> float:
 
 @njit(cache=True)
 def node_hash(a: NodeArrays, node: int, seed: int) -> np.uint64:
-    depth = a.depth[node]
-    actions = np.empty(depth, np.int64)
-    root = node
-    for d in range(depth - 1, -1, -1):
-        actions[d] = a.action[root]
-        root = a.parent[root]
-    h = mix(np.uint64(seed) * np.uint64(GOLDEN) + np.uint64(root) + np.uint64(1))
-    for d in range(depth):
-        h = mix(h + np.uint64(actions[d] + 1) * np.uint64(GOLDEN))
-    return h
+    """Hash of (seed, root id, (depth, action) of every step): walks up, allocates nothing."""
+    steps = np.uint64(0)
+    while a.parent[node] != NO_NODE:
+        step = (np.uint64(a.depth[node]) << np.uint64(32)) + np.uint64(a.action[node] + 1)
+        steps += mix(step)
+        node = a.parent[node]
+    return mix(np.uint64(seed) * np.uint64(GOLDEN) + np.uint64(node) + steps)
 
 
 @njit(cache=True)
