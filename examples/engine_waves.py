@@ -38,7 +38,7 @@ def main(num_trees: int = 4, waves: int = 30, k: int = 4, seed: int = 0) -> Fore
         values = np.where(totals == TARGET, 1.0, np.maximum(0, 1 - abs(TARGET - totals) / TARGET))
         children = forest.expand(leaves.nodes, np.full(len(leaves), len(STEPS)),
                                  logprobs.ravel(), logits=True, terminal=totals >= TARGET)
-        forest.payload.update(zip(children.tolist(), states))
+        forest.payload.update(zip(children.tolist(), states, strict=True))
         forest.backup(children, values)
         forest.release(leaves.nodes)
         forest.check_invariants()
