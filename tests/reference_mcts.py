@@ -93,7 +93,7 @@ class ReferenceMCTS:
     def q(self, x: Node, n: float) -> float:
         return x.reward + self.c.discount * self.w_eff(x) / n
 
-    def best_child(self, x: Node) -> Node:
+    def best_child(self, x: Node) -> Node | None:
         n_parent = self.n_eff(x)
         scores = []
         if self.c.rule == "puct":
@@ -114,7 +114,10 @@ class ReferenceMCTS:
                 n = self.n_eff(ch)
                 scores.append(self.q(ch, n) + self.c.uct_c * math.sqrt(log_n / n)
                               if n > 0 else math.inf)
-        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        free = [i for i, ch in enumerate(x.children) if not (ch.pending and not ch.children)]
+        if not free:
+            return None
+        best = max(free, key=lambda i: (scores[i], -i))
         return x.children[best]
 
     def wants_children(self, x: Node) -> bool:
@@ -125,7 +128,10 @@ class ReferenceMCTS:
     def descend(self, root: Node) -> Node:
         x = root
         while not x.terminal and x.children and not self.wants_children(x):
-            x = self.best_child(x)
+            child = self.best_child(x)
+            if child is None:  # every child is a pending leaf
+                break
+            x = child
         return x
 
     def add_virtual(self, x: Node | None, delta: int) -> None:
@@ -171,7 +177,7 @@ class ReferenceMCTS:
                 if x.terminal:
                     self.backup(x, x.value_sum / x.visits if x.visits else 0.0)
                     budget[t] -= 1
-                elif x.pending:
+                elif x.pending or (x.children and not self.wants_children(x)):
                     if len(collided) >= self.c.max_collisions:
                         break
                     self.add_virtual(x, 1)

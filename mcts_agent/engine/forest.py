@@ -72,9 +72,25 @@ class Evaluation:
 def _index_array(values: Any, name: str) -> np.ndarray:
     array = np.asarray(values)
     if array.ndim != 1 or (array.size and not np.issubdtype(array.dtype, np.integer)):
-        raise TypeError(f"{name} must be a 1-D array of integer node ids, got {array.dtype} "
+        raise TypeError(f"{name} must be a 1-D array of integers, got {array.dtype} "
                         f"with shape {array.shape}")
     return array.astype(np.int64, copy=False)
+
+
+def _check_finite(values: np.ndarray, name: str) -> None:
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} must be finite (found NaN or inf); score unknown states "
+                         "explicitly, e.g. with a neutral value")
+
+
+def _check_weights(weights: np.ndarray, logits: bool) -> None:
+    """Priors: log-probabilities may be -inf (no such action), probabilities must be >= 0."""
+    if np.isnan(weights).any():
+        raise ValueError("priors contain NaN")
+    if logits and np.isposinf(weights).any():
+        raise ValueError("log-prior of +inf: pass finite log-probabilities (or -inf to omit)")
+    if not logits and (~np.isfinite(weights) | (weights < 0)).any():
+        raise ValueError("probabilities must be finite and >= 0 (or pass logits=True)")
 
 
 class Forest:
@@ -145,9 +161,10 @@ class Forest:
         if budget is None:
             budget = np.zeros(self.num_trees, np.int64)
             budget[tree_ids] = k
-        elif budget.dtype != np.int64 or budget.shape != (self.num_trees,):
-            raise ValueError(f"budget must be int64 with shape ({self.num_trees},), one entry "
-                             f"per tree; got {budget.dtype} {budget.shape}")
+        elif (not isinstance(budget, np.ndarray) or budget.dtype != np.int64
+              or budget.shape != (self.num_trees,)):
+            raise ValueError(f"budget must be an int64 numpy array of shape ({self.num_trees},) "
+                             f"(one entry per tree, spent in place); got {budget!r:.80}")
         out_leaf = np.empty(len(tree_ids) * k, np.int64)
         out_tree = np.empty_like(out_leaf)
         n = kernels.select(self.nodes, self._params, self.roots, tree_ids, int(k), budget,
@@ -172,7 +189,7 @@ class Forest:
         every child weighs the same.
         """
         parents = _index_array(parents, "parents")
-        counts = np.asarray(counts, np.int64)
+        counts = _index_array(counts, "counts")
         if counts.shape != parents.shape or (counts < 0).any():
             raise ValueError("counts must give a non-negative child count for every parent")
         self._check_nodes(parents)
@@ -187,6 +204,8 @@ class Forest:
         for name, arr in (("priors", weights), ("terminal", terminal), ("reward", reward)):
             if arr.shape != (total,):
                 raise ValueError(f"{name} needs one entry per new child ({total}), got {arr.shape}")
+        _check_weights(weights, logits)
+        _check_finite(reward, "rewards")
         self.reserve(total)
         children = np.empty(total, np.int64)
         kernels.expand(self.nodes, parents, counts, weights, logits, terminal, reward, children)
@@ -200,8 +219,7 @@ class Forest:
         values = np.asarray(values, np.float64)
         if values.shape != nodes.shape:
             raise ValueError(f"one value per node: {len(nodes)} nodes, values {values.shape}")
-        if not np.isfinite(values).all():
-            raise ValueError("values must be finite; score unknown states explicitly")
+        _check_finite(values, "values")
         self._check_nodes(nodes)
         kernels.backup(self.nodes, self._params, nodes, values)
 
@@ -226,8 +244,9 @@ class Forest:
         rewards = np.asarray(rewards, np.float64)
         if values.shape != (n,) or terminal.shape != (n,) or rewards.shape != (n,):
             raise ValueError(f"values, terminal and rewards need one entry per leaf ({n})")
-        if not np.isfinite(values).all():
-            raise ValueError("values must be finite")
+        _check_finite(values, "values")
+        _check_finite(rewards, "rewards")
+        _check_weights(priors, logits)
         self.reserve(n * priors.shape[1])
         kernels.apply_evaluations(self.nodes, self._params, leaves, priors, logits, values,
                                   terminal, rewards)
@@ -242,6 +261,7 @@ class Forest:
 
     def children(self, node: int) -> np.ndarray:
         """Child ids of ``node`` in action order."""
+        self._check_nodes(node)
         out = np.empty(int(self.nodes.num_children[node]), np.int64)
         c = self.nodes.first_child[node]
         for i in range(len(out)):
@@ -251,6 +271,7 @@ class Forest:
 
     def mean_value(self, nodes: np.ndarray | int) -> np.ndarray:
         """Mean backed-up value of ``nodes`` (NaN where never visited)."""
+        self._check_nodes(nodes)
         n = self.nodes.visits[nodes].astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(n > 0, self.nodes.value_sum[nodes] / n, np.nan)
@@ -270,12 +291,15 @@ class Forest:
         return np.asarray(order, np.int64)
 
     def tree_of(self, node: int) -> int:
+        """The tree ``node`` belongs to."""
+        self._check_nodes(node)
         while self.nodes.parent[node] != NO_NODE:
             node = int(self.nodes.parent[node])
         return int(np.searchsorted(self.roots, node))
 
     def path(self, node: int) -> list[int]:
         """Node ids from the root down to ``node``."""
+        self._check_nodes(node)
         out = [int(node)]
         while self.nodes.parent[out[-1]] != NO_NODE:
             out.append(int(self.nodes.parent[out[-1]]))
@@ -426,7 +450,8 @@ class Forest:
             raise IndexError(f"tree ids must lie in [0, {self.num_trees}), got {ids}")
         return ids
 
-    def _check_nodes(self, nodes: np.ndarray) -> None:
+    def _check_nodes(self, nodes: np.ndarray | int) -> None:
+        nodes = np.asarray(nodes)
         if nodes.size and (nodes.min() < 0 or nodes.max() >= self.num_nodes):
             raise IndexError(f"node ids must lie in [0, {self.num_nodes}); got "
                              f"{nodes.min()}..{nodes.max()}")

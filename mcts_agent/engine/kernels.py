@@ -60,6 +60,12 @@ def child_q(a: NodeArrays, p: KernelParams, c: int, n: float) -> float:
 # --------------------------------------------------------------------------- selection rules
 
 
+@njit(cache=True, inline="always")
+def is_taken(a: NodeArrays, c: int) -> bool:
+    """A leaf already selected in this wave: no descent may end there again."""
+    return (a.flags[c] & PENDING) != 0 and a.num_children[c] == 0
+
+
 @njit(cache=True)
 def best_child_puct(a: NodeArrays, p: KernelParams, node: int, scratch: np.ndarray) -> int:
     """mctx's ``muzero_action_selection`` with ``qtransform_by_parent_and_siblings``.
@@ -93,7 +99,7 @@ def best_child_puct(a: NodeArrays, p: KernelParams, node: int, scratch: np.ndarr
         n = effective_visits(a, p, c)
         score = (q[k] - lo) / scale if n > 0 else 0.0
         score += explore * a.prior[c] / (n + 1.0)
-        if score > best_score:
+        if score > best_score and not is_taken(a, c):
             best_score = score
             best = c
         c = a.next_sibling[c]
@@ -111,7 +117,7 @@ def best_child_uct(a: NodeArrays, p: KernelParams, node: int) -> int:
     while c != NO_NODE:
         n = effective_visits(a, p, c)
         score = child_q(a, p, c, n) + p.uct_c * np.sqrt(log_n / n) if n > 0 else np.inf
-        if score > best_score:
+        if score > best_score and not is_taken(a, c):
             best_score = score
             best = c
         c = a.next_sibling[c]
@@ -128,15 +134,21 @@ def wants_children(a: NodeArrays, p: KernelParams, node: int) -> bool:
 
 @njit(cache=True)
 def descend(a: NodeArrays, p: KernelParams, root: int, scratch: np.ndarray) -> int:
-    """Follow the selection rule from ``root`` to a terminal node or a node to expand."""
+    """Follow the selection rule from ``root`` to a terminal node or a node to expand.
+
+    Ends early on a node whose children are all taken (pending leaves): a collision.
+    """
     node = root
     while not a.flags[node] & TERMINAL:
         if a.num_children[node] == 0 or wants_children(a, p, node):
             break
         if p.rule == PUCT:
-            node = best_child_puct(a, p, node, scratch)
+            child = best_child_puct(a, p, node, scratch)
         else:
-            node = best_child_uct(a, p, node)
+            child = best_child_uct(a, p, node)
+        if child == NO_NODE:
+            break
+        node = child
     return node
 
 
@@ -202,11 +214,12 @@ def select(
     """Select up to ``k`` distinct leaves in each of ``trees``; returns how many were written.
 
     Each selected leaf is marked PENDING and its path carries one virtual loss until
-    :func:`release`. A descent that ends on a terminal node backs up that node's value at once
-    (a simulation that needs no model). Every selected leaf and every terminal backup spends one
-    unit of ``budget[tree]``. A descent that ends on an already-pending leaf is a collision: its
-    path takes a temporary virtual loss (removed before returning) so the next descent differs;
-    after ``max_collisions`` collisions the tree yields fewer than ``k`` leaves.
+    :func:`release`; descents skip pending leaves. A descent that ends on a terminal node backs
+    up that node's value at once (a simulation that needs no model). Every selected leaf and
+    every terminal backup spends one unit of ``budget[tree]``. A descent that finds only pending
+    leaves below some node is a collision: that node's path takes a temporary virtual loss
+    (removed before returning) so the next descent differs; after ``max_collisions`` collisions
+    the tree yields fewer than ``k`` leaves.
     """
     count = 0
     collided = np.empty(max(p.max_collisions, 1), np.int64)
@@ -219,7 +232,9 @@ def select(
             if a.flags[node] & TERMINAL:
                 backup_one(a, p, node, terminal_value(a, node))
                 budget[t] -= 1
-            elif a.flags[node] & PENDING:
+            elif a.flags[node] & PENDING or (
+                a.num_children[node] > 0 and not wants_children(a, p, node)
+            ):
                 if collisions >= p.max_collisions:
                     break
                 add_virtual(a, node, 1)
@@ -249,6 +264,12 @@ def normalise_priors(a: NodeArrays, node: int) -> None:
     while c != NO_NODE:
         top = max(top, a.logit[c])
         c = a.next_sibling[c]
+    if top == -np.inf:  # every child weighs zero: fall back to uniform priors
+        top = 0.0
+        c = a.first_child[node]
+        while c != NO_NODE:
+            a.logit[c] = 0.0
+            c = a.next_sibling[c]
     total = 0.0
     c = a.first_child[node]
     while c != NO_NODE:

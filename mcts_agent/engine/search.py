@@ -38,11 +38,13 @@ def _prepare(
     return forest
 
 
-def _root_noise(forest: Forest, fraction: float, alpha: float, rng: np.random.Generator):
-    """AlphaZero exploration noise: mix Dirichlet(alpha) into each root's priors."""
+def _root_noise(
+    forest: Forest, roots: np.ndarray, fraction: float, alpha: float, rng: np.random.Generator
+) -> None:
+    """AlphaZero exploration noise: mix Dirichlet(alpha) into the priors of ``roots``."""
     if fraction <= 0:
         return
-    for root in forest.roots:
+    for root in roots:
         kids = forest.children(int(root))
         if len(kids):
             noise = rng.dirichlet(np.full(len(kids), alpha))
@@ -71,14 +73,15 @@ def search(
     and optionally terminal flags and edge rewards. A leaf that already has children is being
     widened (progressive widening); its new children's actions start at
     ``forest.nodes.num_children[leaf]``. ``rng`` is seeded from ``seed``: the same seed and
-    callback give the same trees. ``on_wave(forest, wave)`` runs after every wave.
+    callback give the same trees. ``dirichlet_fraction`` mixes AlphaZero noise into the priors
+    of the roots this call evaluates. ``on_wave(forest, wave)`` runs after every wave.
     """
     forest = _prepare(forest, num_trees, config)
     rng = np.random.default_rng(seed)
     unevaluated = forest.roots[forest.nodes.visits[forest.roots] == 0]
     if len(unevaluated):
         forest.apply(unevaluated, evaluate(forest, unevaluated, rng), logits=logits)
-    _root_noise(forest, dirichlet_fraction, dirichlet_alpha, rng)
+    _root_noise(forest, unevaluated, dirichlet_fraction, dirichlet_alpha, rng)
     budget = np.full(forest.num_trees, int(num_simulations), np.int64)
     wave = 0
     while True:
