@@ -208,7 +208,10 @@ class Forest:
         _check_finite(reward, "rewards")
         self.reserve(total)
         children = np.empty(total, np.int64)
-        kernels.expand(self.nodes, parents, counts, weights, logits, terminal, reward, children)
+        if not logits:
+            with np.errstate(divide="ignore"):
+                weights = np.log(weights)
+        kernels.expand(self.nodes, parents, counts, weights, terminal, reward, children)
         return children
 
     def backup(
@@ -436,6 +439,7 @@ class Forest:
             for name in field_names():
                 getattr(forest.nodes, name)[: len(data[name])] = data[name]
             forest.nodes.size[0] = len(data["parent"])
+            forest.nodes.widest[0] = data["num_children"].max(initial=0)
             forest.roots = data["roots"].astype(np.int64)
             forest.payload = pickle.load(io.BytesIO(data["payload"].tobytes()))
         return forest

@@ -1,6 +1,6 @@
 """Compiled MCTS kernels. Every kernel works on many trees (or many leaves) per call.
 
-Conventions shared by all kernels (see ``docs`` in :mod:`mcts_agent.engine`):
+Conventions shared by all kernels (and by the plain-Python reference in ``tests/``):
 
 * ``visits[i]`` counts backups through node ``i``; ``value_sum[i]`` sums the returns backed up
   through it, seen from ``i``. A backup of value ``v`` at node ``x`` adds ``v`` at ``x`` and
@@ -9,6 +9,11 @@ Conventions shared by all kernels (see ``docs`` in :mod:`mcts_agent.engine`):
 * Virtual loss: every pending selection through a node counts as ``virtual_loss`` extra visits of
   value ``virtual_value`` until it is released, so concurrent selections spread out.
 * Ties between children break towards the lowest action (deterministic).
+
+Speed note: each kernel unpacks the :class:`NodeArrays` it needs into local variables once and
+keeps its per-node loops in its own body. Reading ``nodes.field`` inside a hot loop, or passing
+many arrays to a helper per tree level, makes numba count references on every access and was
+3–5× slower here; the helpers below take only a few arrays and run once per leaf, not per child.
 """
 
 from __future__ import annotations
@@ -39,160 +44,51 @@ class KernelParams(NamedTuple):
     max_collisions: int
 
 
-# --------------------------------------------------------------------------- node statistics
-
-
-@njit(cache=True, inline="always")
-def effective_visits(a: NodeArrays, p: KernelParams, i: int) -> float:
-    return a.visits[i] + p.virtual_loss * a.virtual[i]
-
-
-@njit(cache=True, inline="always")
-def effective_value_sum(a: NodeArrays, p: KernelParams, i: int) -> float:
-    return a.value_sum[i] + p.virtual_loss * a.virtual[i] * p.virtual_value
-
-
-@njit(cache=True, inline="always")
-def child_q(a: NodeArrays, p: KernelParams, c: int, n: float) -> float:
-    return a.reward[c] + p.discount * effective_value_sum(a, p, c) / n
-
-
-# --------------------------------------------------------------------------- selection rules
-
-
-@njit(cache=True, inline="always")
-def is_taken(a: NodeArrays, c: int) -> bool:
-    """A leaf already selected in this wave: no descent may end there again."""
-    return (a.flags[c] & PENDING) != 0 and a.num_children[c] == 0
+# --------------------------------------------------------------------------- path walks
 
 
 @njit(cache=True)
-def best_child_puct(a: NodeArrays, p: KernelParams, node: int, scratch: np.ndarray) -> int:
-    """mctx's ``muzero_action_selection`` with ``qtransform_by_parent_and_siblings``.
-
-    ``scratch`` keeps each child's Q between the min/max pass and the scoring pass (divisions
-    dominate the cost of a descent); a node with more children gets a larger buffer.
-    """
-    q = scratch if a.num_children[node] <= len(scratch) else np.empty(a.num_children[node])
-    n_parent = effective_visits(a, p, node)
-    parent_value = effective_value_sum(a, p, node) / n_parent if n_parent > 0 else 0.0
-    lo = parent_value
-    hi = parent_value
-    c = a.first_child[node]
-    k = 0
-    while c != NO_NODE:
-        n = effective_visits(a, p, c)
-        if n > 0:
-            q[k] = child_q(a, p, c, n)
-            lo = min(lo, q[k])
-            hi = max(hi, q[k])
-        c = a.next_sibling[c]
-        k += 1
-    scale = max(hi - lo, 1e-8)
-    pb_c = p.pb_c_init + np.log((n_parent + p.pb_c_base + 1.0) / p.pb_c_base)
-    explore = np.sqrt(n_parent) * pb_c
-    best = NO_NODE
-    best_score = -np.inf
-    c = a.first_child[node]
-    k = 0
-    while c != NO_NODE:
-        n = effective_visits(a, p, c)
-        score = (q[k] - lo) / scale if n > 0 else 0.0
-        score += explore * a.prior[c] / (n + 1.0)
-        if score > best_score and not is_taken(a, c):
-            best_score = score
-            best = c
-        c = a.next_sibling[c]
-        k += 1
-    return best
-
-
-@njit(cache=True)
-def best_child_uct(a: NodeArrays, p: KernelParams, node: int) -> int:
-    """UCT (Kocsis & Szepesvári): mean Q + c·sqrt(ln N / n); unvisited children first."""
-    log_n = np.log(max(effective_visits(a, p, node), 1.0))
-    best = NO_NODE
-    best_score = -np.inf
-    c = a.first_child[node]
-    while c != NO_NODE:
-        n = effective_visits(a, p, c)
-        score = child_q(a, p, c, n) + p.uct_c * np.sqrt(log_n / n) if n > 0 else np.inf
-        if score > best_score and not is_taken(a, c):
-            best_score = score
-            best = c
-        c = a.next_sibling[c]
-    return best
-
-
-@njit(cache=True, inline="always")
-def wants_children(a: NodeArrays, p: KernelParams, node: int) -> bool:
-    """Progressive widening: an open node may hold ``widen_c · visits^widen_alpha`` children."""
-    if p.widen_c <= 0.0 or a.flags[node] & (CLOSED | PENDING):
-        return False
-    return a.num_children[node] < p.widen_c * a.visits[node] ** p.widen_alpha
-
-
-@njit(cache=True)
-def descend(a: NodeArrays, p: KernelParams, root: int, scratch: np.ndarray) -> int:
-    """Follow the selection rule from ``root`` to a terminal node or a node to expand.
-
-    Ends early on a node whose children are all taken (pending leaves): a collision.
-    """
-    node = root
-    while not a.flags[node] & TERMINAL:
-        if a.num_children[node] == 0 or wants_children(a, p, node):
-            break
-        if p.rule == PUCT:
-            child = best_child_puct(a, p, node, scratch)
-        else:
-            child = best_child_uct(a, p, node)
-        if child == NO_NODE:
-            break
-        node = child
-    return node
-
-
-# --------------------------------------------------------------------------- backup
-
-
-@njit(cache=True)
-def add_virtual(a: NodeArrays, node: int, delta: int) -> None:
+def add_virtual(parent: np.ndarray, virtual: np.ndarray, node: int, delta: int) -> None:
+    """Add ``delta`` pending selections on the path from ``node`` to its root."""
     while node != NO_NODE:
-        a.virtual[node] += delta
-        node = a.parent[node]
+        virtual[node] += delta
+        node = parent[node]
 
 
 @njit(cache=True)
-def backup_one(a: NodeArrays, p: KernelParams, node: int, value: float) -> None:
+def backup_path(
+    parent: np.ndarray,
+    visits: np.ndarray,
+    value_sum: np.ndarray,
+    reward: np.ndarray,
+    discount: float,
+    node: int,
+    value: float,
+) -> None:
+    """One visit on every node from ``node`` to its root, carrying the discounted return."""
     g = value
     while node != NO_NODE:
-        a.visits[node] += 1
-        a.value_sum[node] += g
-        g = a.reward[node] + p.discount * g
-        node = a.parent[node]
+        visits[node] += 1
+        value_sum[node] += g
+        g = reward[node] + discount * g
+        node = parent[node]
 
 
 @njit(cache=True)
 def backup(a: NodeArrays, p: KernelParams, nodes: np.ndarray, values: np.ndarray) -> None:
     for i in range(len(nodes)):
-        backup_one(a, p, nodes[i], values[i])
-
-
-@njit(cache=True)
-def terminal_value(a: NodeArrays, node: int) -> float:
-    """What a revisit of a terminal node backs up: its mean so far (0 if never evaluated)."""
-    return a.value_sum[node] / a.visits[node] if a.visits[node] > 0 else 0.0
+        backup_path(a.parent, a.visits, a.value_sum, a.reward, p.discount, nodes[i], values[i])
 
 
 @njit(cache=True)
 def release(a: NodeArrays, nodes: np.ndarray) -> int:
     """Remove the virtual loss of pending leaves; returns how many were pending."""
+    flags, parent, virtual = a.flags, a.parent, a.virtual
     released = 0
-    for i in range(len(nodes)):
-        node = nodes[i]
-        if a.flags[node] & PENDING:
-            a.flags[node] &= ~PENDING
-            add_virtual(a, node, -1)
+    for node in nodes:
+        if flags[node] & PENDING:
+            flags[node] &= ~PENDING
+            add_virtual(parent, virtual, node, -1)
             released += 1
     return released
 
@@ -213,43 +109,111 @@ def select(
 ) -> int:
     """Select up to ``k`` distinct leaves in each of ``trees``; returns how many were written.
 
+    A descent follows the rule (PUCT: mctx's ``muzero_action_selection`` with
+    ``qtransform_by_parent_and_siblings``; UCT: mean Q + ``uct_c·sqrt(ln N / n)``, unvisited
+    first) until a node with no children, a node progressive widening lets grow
+    (``num_children < widen_c · visits^widen_alpha``, not CLOSED, not already pending), or a
+    terminal node. Pending leaves are skipped.
+
     Each selected leaf is marked PENDING and its path carries one virtual loss until
-    :func:`release`; descents skip pending leaves. A descent that ends on a terminal node backs
-    up that node's value at once (a simulation that needs no model). Every selected leaf and
-    every terminal backup spends one unit of ``budget[tree]``. A descent that finds only pending
+    :func:`release`. A descent that ends on a terminal node backs up that node's mean value (0
+    if never evaluated) at once: a simulation that needs no model. Every selected leaf and every
+    terminal backup spends one unit of ``budget[tree]``. A descent that finds only pending
     leaves below some node is a collision: that node's path takes a temporary virtual loss
     (removed before returning) so the next descent differs; after ``max_collisions`` collisions
     the tree yields fewer than ``k`` leaves.
     """
-    count = 0
+    parent, first_child, next_sibling = a.parent, a.first_child, a.next_sibling
+    num_children, visits, virtual, flags = a.num_children, a.visits, a.virtual, a.flags
+    prior, reward, value_sum = a.prior, a.reward, a.value_sum
+    vl, vv, discount = p.virtual_loss, p.virtual_value, p.discount
+    q = np.empty(max(a.widest[0], 1))  # each child's Q between PUCT's two passes
     collided = np.empty(max(p.max_collisions, 1), np.int64)
-    scratch = np.empty(64)
+    count = 0
     for t in trees:
         found = 0
         collisions = 0
         while found < k and budget[t] > 0:
-            node = descend(a, p, roots[t], scratch)
-            if a.flags[node] & TERMINAL:
-                backup_one(a, p, node, terminal_value(a, node))
+            node = roots[t]
+            blocked = False
+            while not flags[node] & TERMINAL:
+                nc = num_children[node]
+                if nc == 0:
+                    break
+                if (p.widen_c > 0.0 and not flags[node] & (CLOSED | PENDING)
+                        and nc < p.widen_c * visits[node] ** p.widen_alpha):
+                    break
+                n_parent = visits[node] + vl * virtual[node]
+                best = NO_NODE
+                best_score = -np.inf
+                if p.rule == PUCT:
+                    # min-max normalisation over the parent's value and visited children's Q
+                    lo = (value_sum[node] + vl * virtual[node] * vv) / n_parent \
+                        if n_parent > 0 else 0.0
+                    hi = lo
+                    c = first_child[node]
+                    j = 0
+                    while c != NO_NODE:
+                        n = visits[c] + vl * virtual[c]
+                        if n > 0:
+                            q[j] = reward[c] + discount * (value_sum[c] + vl * virtual[c] * vv) / n
+                            lo = min(lo, q[j])
+                            hi = max(hi, q[j])
+                        c = next_sibling[c]
+                        j += 1
+                    scale = max(hi - lo, 1e-8)
+                    pb_c = p.pb_c_init + np.log((n_parent + p.pb_c_base + 1.0) / p.pb_c_base)
+                    explore = np.sqrt(n_parent) * pb_c
+                    c = first_child[node]
+                    j = 0
+                    while c != NO_NODE:
+                        n = visits[c] + vl * virtual[c]
+                        score = (q[j] - lo) / scale if n > 0 else 0.0
+                        score += explore * prior[c] / (n + 1.0)
+                        if score > best_score and (not flags[c] & PENDING or num_children[c] > 0):
+                            best_score = score
+                            best = c
+                        c = next_sibling[c]
+                        j += 1
+                else:
+                    log_n = np.log(max(n_parent, 1.0))
+                    c = first_child[node]
+                    while c != NO_NODE:
+                        n = visits[c] + vl * virtual[c]
+                        if n > 0:
+                            score = reward[c] + discount * (value_sum[c] + vl * virtual[c] * vv) / n
+                            score += p.uct_c * np.sqrt(log_n / n)
+                        else:
+                            score = np.inf
+                        if score > best_score and (not flags[c] & PENDING or num_children[c] > 0):
+                            best_score = score
+                            best = c
+                        c = next_sibling[c]
+                if best == NO_NODE:  # every child is a pending leaf
+                    blocked = True
+                    break
+                node = best
+
+            if flags[node] & TERMINAL:
+                value = value_sum[node] / visits[node] if visits[node] > 0 else 0.0
+                backup_path(parent, visits, value_sum, reward, discount, node, value)
                 budget[t] -= 1
-            elif a.flags[node] & PENDING or (
-                a.num_children[node] > 0 and not wants_children(a, p, node)
-            ):
+            elif blocked or flags[node] & PENDING:
                 if collisions >= p.max_collisions:
                     break
-                add_virtual(a, node, 1)
+                add_virtual(parent, virtual, node, 1)
                 collided[collisions] = node
                 collisions += 1
             else:
-                a.flags[node] |= PENDING
-                add_virtual(a, node, 1)
+                flags[node] |= PENDING
+                add_virtual(parent, virtual, node, 1)
                 out_leaf[count] = node
                 out_tree[count] = t
                 count += 1
                 found += 1
                 budget[t] -= 1
         for j in range(collisions):
-            add_virtual(a, collided[j], -1)
+            add_virtual(parent, virtual, collided[j], -1)
     return count
 
 
@@ -257,101 +221,97 @@ def select(
 
 
 @njit(cache=True)
-def normalise_priors(a: NodeArrays, node: int) -> None:
-    """prior = softmax(logit) over the node's current children."""
-    top = -np.inf
-    c = a.first_child[node]
-    while c != NO_NODE:
-        top = max(top, a.logit[c])
-        c = a.next_sibling[c]
-    if top == -np.inf:  # every child weighs zero: fall back to uniform priors
-        top = 0.0
-        c = a.first_child[node]
-        while c != NO_NODE:
-            a.logit[c] = 0.0
-            c = a.next_sibling[c]
-    total = 0.0
-    c = a.first_child[node]
-    while c != NO_NODE:
-        total += np.exp(np.float64(a.logit[c]) - top)
-        c = a.next_sibling[c]
-    c = a.first_child[node]
-    while c != NO_NODE:
-        a.prior[c] = np.exp(np.float64(a.logit[c]) - top) / total
-        c = a.next_sibling[c]
-
-
-@njit(cache=True)
-def last_child(a: NodeArrays, parent: int) -> int:
-    c = a.first_child[parent]
-    if c != NO_NODE:
-        while a.next_sibling[c] != NO_NODE:
-            c = a.next_sibling[c]
-    return c
-
-
-@njit(cache=True)
-def add_child(
-    a: NodeArrays, parent: int, last: int, logit: float, terminal: bool, reward: float
-) -> int:
-    """Append one child after ``last`` (the parent's current last child); storage must have room."""
-    c = a.size[0]
-    a.size[0] += 1
-    a.parent[c] = parent
-    a.first_child[c] = NO_NODE
-    a.next_sibling[c] = NO_NODE
-    a.num_children[c] = 0
-    a.action[c] = a.num_children[parent]
-    a.depth[c] = a.depth[parent] + 1
-    a.visits[c] = 0
-    a.virtual[c] = 0
-    a.flags[c] = TERMINAL if terminal else 0
-    a.logit[c] = logit
-    a.prior[c] = 0.0
-    a.reward[c] = reward
-    a.value_sum[c] = 0.0
-    if last == NO_NODE:
-        a.first_child[parent] = c
-    else:
-        a.next_sibling[last] = c
-    a.num_children[parent] += 1
-    return c
-
-
-@njit(cache=True, inline="always")
-def as_logit(weight: float, is_logit: bool) -> float:
-    if is_logit:
-        return weight
-    return np.log(weight) if weight > 0 else -np.inf
-
-
-@njit(cache=True)
 def expand(
     a: NodeArrays,
     parents: np.ndarray,
     counts: np.ndarray,
-    weights: np.ndarray,
-    is_logit: bool,
+    logits: np.ndarray,
     terminal: np.ndarray,
     reward: np.ndarray,
     out_child: np.ndarray,
 ) -> None:
-    """Give ``parents[i]`` ``counts[i]`` new children, described by consecutive flat entries.
+    """Append ``counts[i]`` children to ``parents[i]``, described by consecutive flat entries.
 
-    ``weights`` are priors (probabilities, or log-probabilities when ``is_logit``); new and old
-    children of a parent are renormalised together, so widening keeps priors a distribution.
+    ``logits`` are unnormalised log-priors (-inf: weight 0). Each parent's children, old and
+    new, are renormalised together (softmax), so widening keeps priors a distribution; if every
+    child weighs 0 the priors are uniform. Storage must already have room.
     """
+    parent_of, first_child, next_sibling = a.parent, a.first_child, a.next_sibling
+    num_children, action, depth, flags = a.num_children, a.action, a.depth, a.flags
+    visits, virtual, value_sum, reward_of = a.visits, a.virtual, a.value_sum, a.reward
+    logit_of, prior = a.logit, a.prior
+    size = a.size[0]
+    widest = a.widest[0]
+    for i in range(len(parents)):
+        widest = max(widest, num_children[parents[i]] + counts[i])
+    weights = np.empty(widest)  # softmax scratch
     j = 0
     for i in range(len(parents)):
-        parent = parents[i]
-        last = last_child(a, parent)
+        node = parents[i]
+        last = first_child[node]
+        if last != NO_NODE:
+            while next_sibling[last] != NO_NODE:
+                last = next_sibling[last]
         for _ in range(counts[i]):
-            logit = as_logit(weights[j], is_logit)
-            last = add_child(a, parent, last, logit, terminal[j], reward[j])
-            out_child[j] = last
+            c = size
+            size += 1
+            parent_of[c] = node
+            first_child[c] = NO_NODE
+            next_sibling[c] = NO_NODE
+            num_children[c] = 0
+            action[c] = num_children[node]
+            depth[c] = depth[node] + 1
+            visits[c] = 0
+            virtual[c] = 0
+            flags[c] = TERMINAL if terminal[j] else 0
+            logit_of[c] = logits[j]
+            reward_of[c] = reward[j]
+            value_sum[c] = 0.0
+            if last == NO_NODE:
+                first_child[node] = c
+            else:
+                next_sibling[last] = c
+            last = c
+            num_children[node] += 1
+            out_child[j] = c
             j += 1
         if counts[i] > 0:
-            normalise_priors(a, parent)
+            softmax_priors(first_child, next_sibling, logit_of, prior, node, weights)
+    a.size[0] = size
+    a.widest[0] = widest
+
+
+@njit(cache=True)
+def softmax_priors(
+    first_child: np.ndarray, next_sibling: np.ndarray, logit: np.ndarray, prior: np.ndarray,
+    node: int, weights: np.ndarray,
+) -> None:
+    """prior = softmax(logit) over the children of ``node``; uniform if all weigh zero."""
+    top = -np.inf
+    c = first_child[node]
+    while c != NO_NODE:
+        top = max(top, logit[c])
+        c = next_sibling[c]
+    if top == -np.inf:
+        top = 0.0
+        c = first_child[node]
+        while c != NO_NODE:
+            logit[c] = 0.0
+            c = next_sibling[c]
+    total = 0.0
+    c = first_child[node]
+    j = 0
+    while c != NO_NODE:
+        weights[j] = np.exp(np.float64(logit[c]) - top)
+        total += weights[j]
+        c = next_sibling[c]
+        j += 1
+    c = first_child[node]
+    j = 0
+    while c != NO_NODE:
+        prior[c] = weights[j] / total
+        c = next_sibling[c]
+        j += 1
 
 
 @njit(cache=True)
@@ -369,33 +329,34 @@ def apply_evaluations(
     every valid prior in the leaf's row (non-finite logit / zero probability = invalid action),
     release the leaf's virtual loss and back up its value. A leaf with no valid action is terminal.
     """
-    for i in range(len(leaves)):
+    n, width = priors.shape
+    counts = np.zeros(n, np.int64)
+    logits = np.empty(n * width)
+    j = 0
+    for i in range(n):
         leaf = leaves[i]
         a.reward[leaf] = rewards[i]
         if terminal[i]:
             a.flags[leaf] |= TERMINAL
-        else:
-            last = last_child(a, leaf)
-            added = 0
-            for j in range(priors.shape[1]):
-                logit = as_logit(priors[i, j], is_logit)
-                if np.isfinite(logit):
-                    last = add_child(a, leaf, last, logit, False, 0.0)
-                    added += 1
-            if added > 0:
-                normalise_priors(a, leaf)
-            elif a.num_children[leaf] == 0:
-                a.flags[leaf] |= TERMINAL
-        if a.flags[leaf] & PENDING:
-            a.flags[leaf] &= ~PENDING
-            add_virtual(a, leaf, -1)
-        backup_one(a, p, leaf, values[i])
+            continue
+        for col in range(width):
+            w = priors[i, col]
+            logit = w if is_logit else (np.log(w) if w > 0 else -np.inf)
+            if np.isfinite(logit):
+                logits[j] = logit
+                counts[i] += 1
+                j += 1
+        if counts[i] == 0 and a.num_children[leaf] == 0:
+            a.flags[leaf] |= TERMINAL
+    expand(a, leaves, counts, logits[:j], np.zeros(j, np.bool_), np.zeros(j), np.empty(j, np.int64))
+    release(a, leaves)
+    backup(a, p, leaves, values)
 
 
 # --------------------------------------------------------------------------- whole search
 
 
-@njit(cache=True)
+@njit  # not cache=True: numba cannot cache a kernel that takes a function argument
 def fused_search(a, p, roots, trees, k, budget, evaluate, context, num_actions, is_logit):
     """Run select → evaluate → update waves until every tree's budget is spent, all compiled.
 

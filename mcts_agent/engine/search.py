@@ -25,6 +25,8 @@ from .forest import Evaluation, Forest
 
 Evaluator = Callable[[Forest, np.ndarray, np.random.Generator], Evaluation]
 
+PRESERVE_NODES = 1 << 20  # nodes reserved up front at most (~53 MB), to skip early regrowth
+
 
 def _prepare(
     forest: Forest | None, num_trees: int | None, config: EngineConfig | None
@@ -80,7 +82,11 @@ def search(
     rng = np.random.default_rng(seed)
     unevaluated = forest.roots[forest.nodes.visits[forest.roots] == 0]
     if len(unevaluated):
-        forest.apply(unevaluated, evaluate(forest, unevaluated, rng), logits=logits)
+        evaluation = evaluate(forest, unevaluated, rng)
+        forest.apply(unevaluated, evaluation, logits=logits)
+        # room for every child the search can create, up to a sane cap (growth does the rest)
+        width = np.shape(evaluation.priors)[1]
+        forest.reserve(min(forest.num_trees * num_simulations * width, PRESERVE_NODES))
     _root_noise(forest, unevaluated, dirichlet_fraction, dirichlet_alpha, rng)
     budget = np.full(forest.num_trees, int(num_simulations), np.int64)
     wave = 0

@@ -5,8 +5,8 @@ Children form a singly linked list (``first_child`` → ``next_sibling``) so a n
 children at any time (progressive widening) without moving existing nodes: node ids are stable,
 which is what lets Python payloads (step text, snapshots …) be keyed by id.
 
-The arrays travel into numba kernels as one :class:`NodeArrays` named tuple; ``size`` is a
-one-element array so kernels can append nodes in place.
+The arrays travel into numba kernels as one :class:`NodeArrays` named tuple; ``size`` and
+``widest`` are one-element arrays so kernels can update them in place.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class NodeArrays(NamedTuple):
     reward: np.ndarray  # float32, reward on the edge parent → node
     value_sum: np.ndarray  # float64, sum of backed-up returns seen from this node
     size: np.ndarray  # int64[1], number of nodes in use
+    widest: np.ndarray  # int64[1], the most children any node has (sizes kernel scratch space)
 
 
 _FIELDS = {
@@ -68,7 +69,7 @@ def allocate(capacity: int) -> NodeArrays:
     arrays = {name: np.zeros(capacity, dtype) for name, dtype in _FIELDS.items()}
     for name in ("parent", "first_child", "next_sibling"):
         arrays[name].fill(NO_NODE)
-    return NodeArrays(**arrays, size=np.zeros(1, np.int64))
+    return NodeArrays(**arrays, size=np.zeros(1, np.int64), widest=np.zeros(1, np.int64))
 
 
 def grow(nodes: NodeArrays, needed: int) -> NodeArrays:
@@ -81,6 +82,7 @@ def grow(nodes: NodeArrays, needed: int) -> NodeArrays:
     for name in _FIELDS:
         getattr(bigger, name)[:used] = getattr(nodes, name)[:used]
     bigger.size[0] = used
+    bigger.widest[0] = nodes.widest[0]
     return bigger
 
 

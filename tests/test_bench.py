@@ -1,0 +1,20 @@
+"""The engine benchmark still runs and reports its figures (no speed is asserted here)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).parents[1] / "bench" / "engine.py"
+FIELDS = {"numba_stepwise_sims_per_s_b64", "python_sims_per_s_b64", "stepwise_speedup_b64",
+          "numba_fused_sims_per_s_b64", "bytes_per_node", "jit_warmup_s"}
+
+
+def test_engine_benchmark_quick_run_prints_its_json_line():
+    done = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]  # 1 = the implementations disagree
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures.keys() >= FIELDS
+    assert figures["cross_check"]["identical_root_visits"]
+    assert figures["bytes_per_node"] <= 64
