@@ -54,6 +54,19 @@ def _root_noise(
             forest.nodes.prior[kids] = mixed.astype(np.float32)
 
 
+def numba_evaluator(kernel: Callable, context: Any, num_actions: int) -> Evaluator:
+    """Wrap an ``@njit`` evaluator of the :func:`search_fused` kind as a Python ``evaluate``."""
+
+    def evaluate(forest: Forest, leaves: np.ndarray, rng: Any) -> Evaluation:
+        n = len(leaves)
+        priors = np.empty((n, num_actions))
+        values, terminal, rewards = np.empty(n), np.zeros(n, bool), np.zeros(n)
+        kernel(forest.nodes, leaves, context, priors, values, terminal, rewards)
+        return Evaluation(priors, values, terminal, rewards)
+
+    return evaluate
+
+
 def search(
     evaluate: Evaluator,
     num_simulations: int,
@@ -125,11 +138,8 @@ def search_fused(
     forest.reserve(forest.num_trees * (num_simulations + 1) * num_actions)
     unevaluated = forest.roots[forest.nodes.visits[forest.roots] == 0]
     if len(unevaluated):
-        n = len(unevaluated)
-        priors = np.empty((n, num_actions))
-        values, terminal, rewards = np.empty(n), np.zeros(n, bool), np.zeros(n)
-        kernel(forest.nodes, unevaluated, context, priors, values, terminal, rewards)
-        forest.apply(unevaluated, Evaluation(priors, values, terminal, rewards), logits=logits)
+        evaluate = numba_evaluator(kernel, context, num_actions)
+        forest.apply(unevaluated, evaluate(forest, unevaluated, None), logits=logits)
     kernels.fused_search(forest.nodes, forest._params, forest.roots, trees, int(leaves_per_call),
                          budget, kernel, context, int(num_actions), bool(logits))
     return forest

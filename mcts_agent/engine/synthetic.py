@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from .forest import Evaluation, Forest
+from .search import Evaluator, numba_evaluator
 from .storage import NO_NODE, NodeArrays
 
 GOLDEN = 0x9E3779B97F4A7C15
@@ -73,15 +73,7 @@ def evaluate_kernel(a, leaves, game, priors, values, terminal, rewards):
             priors[i, j] = game.logit_scale * (2.0 * u - 1.0)
 
 
-def evaluator(game: SyntheticGame):
+def evaluator(game: SyntheticGame) -> Evaluator:
     """The game as a Python ``evaluate(forest, leaves, rng)`` for :func:`~mcts_agent.engine.search`
     (apply with ``logits=True``)."""
-
-    def evaluate(forest: Forest, leaves: np.ndarray, rng: np.random.Generator) -> Evaluation:
-        n = len(leaves)
-        priors = np.empty((n, game.branching))
-        values, terminal, rewards = np.empty(n), np.zeros(n, bool), np.zeros(n)
-        evaluate_kernel(forest.nodes, leaves, game, priors, values, terminal, rewards)
-        return Evaluation(priors, values, terminal, rewards)
-
-    return evaluate
+    return numba_evaluator(evaluate_kernel, game, game.branching)
