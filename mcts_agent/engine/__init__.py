@@ -7,7 +7,7 @@ It knows nothing of text or models: leaves go out, priors and values come back. 
 
 from .config import EngineConfig
 from .forest import Evaluation, Forest, Selection
-from .search import search, search_fused
+from .search import numba_evaluator, search, search_fused
 from .storage import BYTES_PER_NODE, NodeArrays
 from .synthetic import SyntheticGame
 
@@ -19,6 +19,7 @@ __all__ = [
     "NodeArrays",
     "Selection",
     "SyntheticGame",
+    "numba_evaluator",
     "search",
     "search_fused",
 ]
