@@ -6,14 +6,15 @@ touching this repository by declaring an entry point, e.g. in its ``pyproject.to
     [project.entry-points."mcts_agent.environments"]
     my-env = "my_package.envs:MyEnvironment"
 
-Entry points are read on first use of a registry, so importing mcts-agent stays cheap.
+Entry points are listed on first use of a registry and a plug-in is imported only when it is
+created, so importing mcts-agent stays cheap and one broken plug-in does not hide the others.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -25,8 +26,8 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, group: str) -> None:
         self.kind = kind
         self.group = group
-        self._factories: dict[str, Callable[..., T]] = {}
-        self._entry_points_loaded = False
+        self._factories: dict[str, Callable[..., T] | EntryPoint] = {}
+        self._entry_points_found = False
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator: ``@environments.register("arith")`` on a class or factory function."""
@@ -40,32 +41,34 @@ class Registry(Generic[T]):
         return add
 
     def names(self) -> list[str]:
-        self._load_entry_points()
+        self._find_entry_points()
         return sorted(self._factories)
 
     def create(self, name: str, **kwargs: Any) -> T:
         """Build the plug-in ``name`` with ``kwargs``; unknown names list what exists."""
-        self._load_entry_points()
+        self._find_entry_points()
         if name not in self._factories:
             close = difflib.get_close_matches(name, self._factories, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise KeyError(f"unknown {self.kind} {name!r}.{hint} Available: "
                            f"{', '.join(sorted(self._factories)) or 'none'}; packages add "
                            f"their own through the {self.group!r} entry-point group.")
-        return self._factories[name](**kwargs)
-
-    def _load_entry_points(self) -> None:
-        if self._entry_points_loaded:
-            return
-        self._entry_points_loaded = True
-        for point in entry_points(group=self.group):
-            if point.name in self._factories:
-                continue  # a built-in of the same name wins; the package can pick another
+        factory = self._factories[name]
+        if isinstance(factory, EntryPoint):  # imported only when first used
             try:
-                self._factories[point.name] = point.load()
+                factory = self._factories[name] = factory.load()
             except Exception as err:  # name the broken plug-in, not just the import error
-                raise ImportError(f"{self.kind} plug-in {point.name!r} ({point.value}) from "
-                                  f"group {self.group!r} failed to load: {err}") from err
+                raise ImportError(f"{self.kind} plug-in {name!r} ({factory.value}) from group "
+                                  f"{self.group!r} failed to load: {err}") from err
+        return factory(**kwargs)
+
+    def _find_entry_points(self) -> None:
+        if self._entry_points_found:
+            return
+        self._entry_points_found = True
+        for point in entry_points(group=self.group):
+            # a name registered in code wins; the package can pick another
+            self._factories.setdefault(point.name, point)
 
 
 environments: Registry[Any] = Registry("environment", "mcts_agent.environments")

@@ -72,8 +72,10 @@ def test_broken_entry_point_names_the_plugin(tmp_path, monkeypatch):
     (info / "entry_points.txt").write_text(
         "[mcts_agent.test_broken]\nbad = no_such_module_xyz:Thing\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry("environment", "mcts_agent.test_broken")
+    assert registry.names() == ["bad"]  # listed without importing it
     with pytest.raises(ImportError, match="'bad'"):
-        Registry("environment", "mcts_agent.test_broken").names()
+        registry.create("bad")
 
 
 def test_assessment_values_are_bounded():

@@ -254,6 +254,14 @@ class Forest:
         kernels.apply_evaluations(self.nodes, self._params, leaves, priors, logits, values,
                                   terminal, rewards)
 
+    def mark_terminal(self, nodes: Sequence[int] | np.ndarray) -> None:
+        """Make childless ``nodes`` terminal (e.g. a dead end where no valid action came back)."""
+        nodes = _index_array(nodes, "nodes")
+        self._check_nodes(nodes)
+        if (self.nodes.num_children[nodes] > 0).any():
+            raise ValueError("only childless nodes can become terminal")
+        self.nodes.flags[nodes] |= TERMINAL
+
     def close(self, nodes: Sequence[int] | np.ndarray) -> None:
         """Forbid more children (progressive widening) for ``nodes``: their actions are complete."""
         nodes = _index_array(nodes, "nodes")
