@@ -171,12 +171,13 @@ class ReferenceMCTS:
     def select(self, k: int, budget: list[int]) -> list[Node]:
         leaves = []
         for t, root in enumerate(self.roots):
-            found, collided = 0, []
+            found, collided = 0, []  # found: leaves + terminal revisits
             while found < k and budget[t] > 0:
                 x = self.descend(root)
                 if x.terminal:
                     self.backup(x, x.value_sum / x.visits if x.visits else 0.0)
                     budget[t] -= 1
+                    found += 1
                 elif x.pending or (x.children and not self.wants_children(x)):
                     if len(collided) >= self.c.max_collisions:
                         break
@@ -198,7 +199,7 @@ class ReferenceMCTS:
         budget = [num_simulations] * len(self.roots)
         while True:
             leaves = self.select(leaves_per_call, budget)
-            if not leaves:
+            if not leaves and not any(budget):
                 return self
             for leaf in leaves:
                 self.evaluate(leaf)

@@ -227,6 +227,9 @@ def test_only_terminal_children_spend_the_budget_without_leaves():
     kids = forest.expand(forest.roots, [1, 1], terminal=[True, True])
     forest.backup(kids[:1], [0.75])  # the second terminal was never evaluated: it counts as 0
     budget = np.array([5, 3], np.int64)
+    sel = forest.select(4, budget=budget)  # at most 4 descents per tree and call
+    assert len(sel) == 0 and budget.tolist() == [1, 0]
+    assert forest.nodes.visits[kids].tolist() == [5, 3]
     sel = forest.select(4, budget=budget)
     assert len(sel) == 0 and budget.tolist() == [0, 0]
     assert forest.nodes.visits[kids].tolist() == [6, 3]

@@ -107,7 +107,7 @@ def select(
     out_leaf: np.ndarray,
     out_tree: np.ndarray,
 ) -> int:
-    """Select up to ``k`` distinct leaves in each of ``trees``; returns how many were written.
+    """Make up to ``k`` descents in each of ``trees``; returns how many leaves were written.
 
     A descent follows the rule (PUCT: mctx's ``muzero_action_selection`` with
     ``qtransform_by_parent_and_siblings``; UCT: mean Q + ``uct_c·sqrt(ln N / n)``, unvisited
@@ -118,7 +118,7 @@ def select(
     Each selected leaf is marked PENDING and its path carries one virtual loss until
     :func:`release`. A descent that ends on a terminal node backs up that node's mean value (0
     if never evaluated) at once: a simulation that needs no model. Every selected leaf and every
-    terminal backup spends one unit of ``budget[tree]``. A descent that finds only pending
+    terminal backup is one of the ``k`` descents and spends one unit of ``budget[tree]``. A descent that finds only pending
     leaves below some node is a collision: that node's path takes a temporary virtual loss
     (removed before returning) so the next descent differs; after ``max_collisions`` collisions
     the tree yields fewer than ``k`` leaves.
@@ -131,9 +131,9 @@ def select(
     collided = np.empty(max(p.max_collisions, 1), np.int64)
     count = 0
     for t in trees:
-        found = 0
+        descents = 0  # leaves found + terminal revisits
         collisions = 0
-        while found < k and budget[t] > 0:
+        while descents < k and budget[t] > 0:
             node = roots[t]
             blocked = False
             while not flags[node] & TERMINAL:
@@ -198,6 +198,7 @@ def select(
                 value = value_sum[node] / visits[node] if visits[node] > 0 else 0.0
                 backup_path(parent, visits, value_sum, reward, discount, node, value)
                 budget[t] -= 1
+                descents += 1
             elif blocked or flags[node] & PENDING:
                 if collisions >= p.max_collisions:
                     break
@@ -210,7 +211,7 @@ def select(
                 out_leaf[count] = node
                 out_tree[count] = t
                 count += 1
-                found += 1
+                descents += 1
                 budget[t] -= 1
         for j in range(collisions):
             add_virtual(parent, virtual, collided[j], -1)
@@ -374,8 +375,10 @@ def fused_search(a, p, roots, trees, k, budget, evaluate, context, num_actions, 
     waves = 0
     while True:
         n = select(a, p, roots, trees, k, budget, leaves, owners)
-        if n == 0:  # nothing is pending at a wave's start, so only an empty budget gets here
-            break
+        if n == 0:
+            if budget[trees].sum() == 0:
+                break
+            continue  # every descent of this wave was a terminal revisit
         terminal[:n] = False
         rewards[:n] = 0.0
         evaluate(a, leaves[:n], context, priors[:n], values[:n], terminal[:n], rewards[:n])

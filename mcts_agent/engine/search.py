@@ -105,8 +105,10 @@ def search(
     wave = 0
     while True:
         leaves = forest.select(leaves_per_call, budget=budget)
-        if len(leaves) == 0:  # nothing is pending at a wave's start: budgets are spent
-            return forest
+        if len(leaves) == 0:
+            if not budget.any():
+                return forest
+            continue  # every descent of this wave was a terminal revisit
         forest.apply(leaves.nodes, evaluate(forest, leaves.nodes, rng), logits=logits)
         wave += 1
         if on_wave is not None:
