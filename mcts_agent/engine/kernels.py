@@ -118,10 +118,10 @@ def select(
     Each selected leaf is marked PENDING and its path carries one virtual loss until
     :func:`release`. A descent that ends on a terminal node backs up that node's mean value (0
     if never evaluated) at once: a simulation that needs no model. Every selected leaf and every
-    terminal backup is one of the ``k`` descents and spends one unit of ``budget[tree]``. A descent that finds only pending
-    leaves below some node is a collision: that node's path takes a temporary virtual loss
-    (removed before returning) so the next descent differs; after ``max_collisions`` collisions
-    the tree yields fewer than ``k`` leaves.
+    terminal backup is one of the ``k`` descents and spends one unit of ``budget[tree]``. A
+    descent that finds only pending leaves below some node is a collision: that node's path
+    takes a temporary virtual loss (removed before returning) so the next descent differs;
+    after ``max_collisions`` collisions the tree yields fewer than ``k`` leaves.
     """
     parent, first_child, next_sibling = a.parent, a.first_child, a.next_sibling
     num_children, visits, virtual, flags = a.num_children, a.visits, a.virtual, a.flags
