@@ -155,9 +155,9 @@ class Forest:
         more). Each tree makes up to ``k`` descents; one that ends on a terminal node backs up
         its value immediately (no leaf for it, so a tree may return fewer than ``k`` leaves).
         ``budget`` (int64, one entry per tree of the forest, decremented in place) caps the
-        simulations
-        (selected leaves + terminal backups) each tree may spend; by default each tree spends
-        at most ``k`` in this call. Call :meth:`release` on the leaves once they are updated.
+        simulations (selected leaves + terminal backups) each tree may spend; by default each
+        tree spends at most ``k`` in this call. Call :meth:`release` on the leaves once they
+        are updated.
         """
         tree_ids = self._trees(trees)
         if budget is None:
