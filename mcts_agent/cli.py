@@ -13,11 +13,14 @@ import typer
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .engine import BYTES_PER_NODE, EngineConfig, Forest, SyntheticGame, search, search_fused
 from .engine.synthetic import evaluate_kernel, evaluator
+from .registry import critics, environments
+from .search import ResultFile, SearchConfig
+from .search.run import RunSummary, load_policy, run_search
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Tree search and self-improvement for language models.")
@@ -109,6 +112,127 @@ def print_summary(forest: Forest, seconds: float, simulations: int) -> None:
     table.add_row("tree 0 principal line", f"{len(pv) - 1} moves, actions "
                   + " ".join(str(forest.nodes.action[n]) for n in pv[1:]))
     console.print(table)
+
+
+# --------------------------------------------------------------------------- LLM tree search
+
+
+def _search_config(config: Path | None, overrides: dict[str, Any]) -> SearchConfig:
+    """A SearchConfig from an optional YAML file (top level or under ``search:``) + overrides."""
+    data: dict[str, Any] = {}
+    if config is not None:
+        try:
+            loaded = yaml.safe_load(config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise typer.BadParameter(f"cannot read {config}: {err}") from err
+        if not isinstance(loaded, dict):
+            raise typer.BadParameter(f"{config} must hold a mapping of search settings")
+        data = dict(loaded.get("search", loaded))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return SearchConfig(**data)
+    except ValidationError as err:
+        raise typer.BadParameter(f"invalid search settings:\n{err}") from err
+
+
+@app.command("search")
+def search_command(
+    env: Annotated[str, typer.Option(help="Environment name (see `mcts-agent envs`).")] = "arith",
+    tasks: Annotated[int, typer.Option(min=1, help="Tasks from the environment's split.")] = 20,
+    split: Annotated[str, typer.Option(help="train or test (held out).")] = "test",
+    model: Annotated[Path | None, typer.Option(help="Local model folder; default: the shipped "
+                                               "tiny reasoner.")] = None,
+    device: str = "cpu",
+    mode: Annotated[str | None, typer.Option(help="data (verifier may use the reference) or "
+                                             "inference (no reference).")] = None,
+    simulations: Annotated[int | None, typer.Option(help="Leaf expansions per tree.")] = None,
+    expand_n: Annotated[int | None, typer.Option(help="Candidates per expansion.")] = None,
+    rollouts: Annotated[int, typer.Option(min=1, help="Monte Carlo rollouts per node.")] = 4,
+    max_tokens: Annotated[int | None, typer.Option(help="Token budget per tree.")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="Wall-time budget per tree.")] = None,
+    seed: int | None = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file of search settings.")] = None,
+    out: Annotated[Path, typer.Option(help="Run folder (trees.jsonl, config, summary).")] = Path(
+        "runs/search"),
+    baselines: Annotated[bool, typer.Option(help="Also run greedy and best-of-N.")] = True,
+) -> None:
+    """Tree search on an environment's tasks with a language model; resumable."""
+    settings = _search_config(config, {
+        "mode": mode, "simulations": simulations, "expand_n": expand_n,
+        "max_tokens": max_tokens, "max_seconds": max_seconds, "seed": seed})
+    try:
+        environment = environments.create(env)
+        task_list = environment.tasks(tasks, split=split)
+        policy = load_policy(model, device=device)
+    except (KeyError, FileNotFoundError, ValueError) as err:
+        raise typer.BadParameter(str(err.args[0] if err.args else err)) from err
+    done_before = len(ResultFile(out / "trees.jsonl").done_ids() & {t.id for t in task_list})
+    with Progress(TextColumn("[bold]searching"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("trees"), TimeElapsedColumn(), console=console) as bar:
+        job = bar.add_task("trees", total=len(task_list), completed=done_before)
+        summary, _ = run_search(
+            environment, tasks=task_list, policy=policy, config=settings, rollouts=rollouts,
+            out_dir=out, baselines=baselines, on_result=lambda r: bar.advance(job))
+    _print_search_summary(summary)
+    console.print(f"trees: [bold]{out / 'trees.jsonl'}[/bold]  ·  look at one with "
+                  f"[bold]mcts-agent show {out / 'trees.jsonl'}[/bold]")
+
+
+def _print_search_summary(summary: RunSummary) -> None:
+    table = Table(title=f"search ({summary.mode} mode, {summary.tasks} tasks)")
+    table.add_column("method")
+    table.add_column("solved", justify="right")
+    table.add_column("tokens", justify="right")
+    table.add_row("MCTS", str(summary.mcts_solved), f"{summary.tokens:,}")
+    if summary.greedy_solved is not None:
+        table.add_row("greedy", str(summary.greedy_solved), "")
+        table.add_row("best-of-N (same tokens)", str(summary.best_of_n_solved),
+                      f"{summary.baseline_tokens:,}")
+    console.print(table)
+    console.print(f"{summary.nodes:,} nodes, {summary.tokens:,} tokens in "
+                  f"{summary.seconds:.1f} s ({summary.nodes / max(summary.seconds, 1e-9):,.0f} "
+                  f"nodes/s, {summary.tokens / max(summary.seconds, 1e-9):,.0f} tokens/s)")
+
+
+@app.command()
+def show(
+    trees: Annotated[Path, typer.Argument(help="A trees.jsonl written by `search`.")],
+    task: Annotated[str | None, typer.Option(help="Task id; default: the first tree.")] = None,
+    depth: Annotated[int, typer.Option(help="Deepest level shown.")] = 6,
+) -> None:
+    """Print one tree as an indented outline (visits, value, critic, verdict)."""
+    results = list(ResultFile(trees))
+    if not results:
+        raise typer.BadParameter(f"{trees} holds no finished trees")
+    chosen = next((r for r in results if task in (None, r.task.id)), None)
+    if chosen is None:
+        raise typer.BadParameter(f"no tree for task {task!r} in {trees}")
+    console.print(f"[bold]{chosen.task.id}[/bold]: {chosen.task.problem}  (reference "
+                  f"{chosen.task.reference}; answer {chosen.answer}; solved {chosen.solved})")
+    children: dict[int, list[int]] = {}
+    for i, node in enumerate(chosen.nodes):
+        if node["parent"] is not None:
+            children.setdefault(node["parent"], []).append(i)
+
+    def outline(i: int, indent: int) -> None:
+        node = chosen.nodes[i]
+        mark = {1.0: " [green]✓[/green]", 0.0: " [red]✗[/red]"}.get(node["score"], "")
+        value = "—" if node["value"] is None else f"{node['value']:.2f}"
+        label = node["action"] or "(root)"
+        console.print(f"{'  ' * indent}{label}  [dim]N={node['visits']} V={value}[/dim]{mark}",
+                      highlight=False)
+        if indent < depth:
+            for child in sorted(children.get(i, []), key=lambda c: -chosen.nodes[c]["visits"]):
+                outline(child, indent + 1)
+
+    outline(0, 0)
+
+
+@app.command()
+def envs() -> None:
+    """List the environments and critics that are installed (built-in and plug-ins)."""
+    console.print("environments: " + ", ".join(environments.names()))
+    console.print("critics: " + ", ".join(critics.names()))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,99 @@
+"""Monte Carlo rollouts: finish the episode k times from a node with the policy.
+
+Data mode: value = share of rollouts the verifier accepts (Math-Shepherd / OmegaPRM labels).
+Inference mode (no reference): value = share of rollouts whose answer agrees with the task's
+majority answer so far (self-consistency). All nodes of a call are rolled out in ONE batched
+``propose``; results are cached by (task, state).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from mcts_agent.contracts import Assessment, CriticInput
+from mcts_agent.episodes import final_answer, play_text
+from mcts_agent.llm.base import GenerationRequest, Policy
+
+
+class RolloutCritic:
+    name = "rollout"
+
+    def __init__(
+        self,
+        policy: Policy,
+        k: int = 4,
+        max_tokens: int = 128,
+        temperature: float = 1.0,
+        mode: Literal["data", "inference"] = "data",
+        seed: int = 0,
+    ) -> None:
+        if k < 1:
+            raise ValueError("k (rollouts per node) must be at least 1")
+        self.policy, self.k, self.max_tokens = policy, k, max_tokens
+        self.temperature, self.mode, self.seed = temperature, mode, seed
+        self.cache: dict[tuple[str, str], Assessment] = {}
+        self.votes: dict[str, Counter] = defaultdict(Counter)  # task id → rollout answers
+
+    def evaluate(self, nodes: Sequence[CriticInput]) -> list[Assessment]:
+        out: list[Assessment | None] = [self.cache.get(self._key(n)) for n in nodes]
+        todo = [i for i, a in enumerate(out) if a is None and not nodes[i].done]
+        completions = self.policy.propose([self._request(nodes[i]) for i in todo]) if todo else []
+        finals = {i: [self._finish(nodes[i], c.text) for c in cands]
+                  for i, cands in zip(todo, completions, strict=True)}
+        tokens = {i: sum(c.num_tokens for c in cands)
+                  for i, cands in zip(todo, completions, strict=True)}
+        if self.mode == "inference":  # tally first, so every node is judged by the same votes
+            for i, results in finals.items():
+                self.votes[nodes[i].task.id].update(a for _, a in results if a is not None)
+        for i, node in enumerate(nodes):
+            if out[i] is not None:
+                continue
+            if node.done:
+                out[i] = self._judge_finished(node)
+            else:
+                out[i] = self._judge_rollouts(node, finals[i], tokens[i])
+                self.cache[self._key(node)] = Assessment(out[i].value, details={
+                    **out[i].details, "tokens": 0, "cached": True})
+        return out  # type: ignore[return-value]
+
+    def _request(self, node: CriticInput) -> GenerationRequest:
+        key = f"{self.seed}/{node.task.id}/{node.state!r}"
+        return GenerationRequest(node.environment.prompt(node.state), n=self.k,
+                                 max_tokens=self.max_tokens, temperature=self.temperature,
+                                 seed=zlib.crc32(key.encode()))
+
+    @staticmethod
+    def _finish(node: CriticInput, text: str) -> tuple[float | None, Any]:
+        """(verifier score, answer) of the state a completion reaches; (0, None) if it never
+        finishes."""
+        state, done = play_text(node.environment, node.state, text)
+        if not done:
+            return 0.0, None
+        return node.environment.score(state, node.task), final_answer(node.environment, state)
+
+    def _judge_rollouts(self, node: CriticInput, results: list, tokens: int) -> Assessment:
+        if self.mode == "data":
+            scores = [s or 0.0 for s, _ in results]
+            value = sum(scores) / len(scores)
+        else:
+            votes = self.votes[node.task.id]
+            majority = votes.most_common(1)[0][0] if votes else None
+            value = sum(a is not None and a == majority for _, a in results) / len(results)
+        return Assessment(value, details={"tokens": tokens, "answers": [a for _, a in results]})
+
+    def _judge_finished(self, node: CriticInput) -> Assessment:
+        env = node.environment
+        if self.mode == "data":
+            score = env.score(node.state, node.task)
+            return Assessment(0.0 if score is None else float(score))
+        answer = final_answer(env, node.state)
+        votes = self.votes[node.task.id]
+        total = sum(votes.values())
+        value = votes[answer] / total if total and answer is not None else 0.5
+        return Assessment(value, details={"answer": answer, "votes": total})
+
+    def _key(self, node: CriticInput) -> tuple[str, str]:
+        return node.task.id, repr(node.state)

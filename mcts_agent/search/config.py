@@ -1,0 +1,43 @@
+"""Settings of an LLM tree search (typed; loadable from YAML; overridable from the CLI)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..engine import EngineConfig
+
+
+class SearchConfig(BaseModel):
+    """How each task's tree is grown.
+
+    One *simulation* is one leaf expansion: ``expand_n`` candidate steps sampled in one request,
+    each stepped in the environment and scored by the critic. A tree stops when it has spent
+    ``simulations``, ``max_tokens`` generated tokens or ``max_seconds``, or (``stop_when_solved``)
+    when a verified solution is found in data mode.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["data", "inference"] = Field(
+        "data", description="data: the verifier may use the reference answer (training data); "
+        "inference: no reference, the answer is chosen from the tree by its values.")
+    simulations: int = Field(32, ge=1, description="Leaf expansions per tree.")
+    expand_n: int = Field(4, ge=1, description="Candidate steps sampled per expansion.")
+    leaves_per_tree: int = Field(4, ge=1, description="Leaves per tree per wave (virtual loss).")
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_step_tokens: int = Field(48, ge=1, description="Token cap of one step.")
+    max_depth: int = Field(12, ge=1, description="Steps before an episode is cut (terminal).")
+    max_tokens: int | None = Field(None, ge=1, description="Generated-token budget per tree "
+                                   "(policy and rollouts together); None = no cap.")
+    max_seconds: float | None = Field(None, gt=0, description="Wall-time budget per tree.")
+    stop_when_solved: bool = Field(True, description="Data mode: stop a tree at its first "
+                                   "verified solution.")
+    prior_length_power: float = Field(
+        1.0, ge=0, description="Prior of a step = exp(Σ log π / tokens^power) (MCTS-DPO uses "
+        "1.25; 0 = raw sequence probability).")
+    max_trees_in_flight: int = Field(64, ge=1, description="Trees searched at once.")
+    seed: int = 0
+    engine: EngineConfig = Field(default_factory=EngineConfig)

@@ -1,0 +1,278 @@
+"""The wave driver: many tasks' trees searched at once, every model call batched across them.
+
+Each wave selects up to ``leaves_per_tree`` leaves in every tree in flight (virtual loss keeps
+them apart), sends all expansions to the policy in ONE ``propose`` call, steps the environment
+for every candidate, scores every new node in ONE critic call, then expands, backs up and
+releases in the engine. Finished trees are written at once and their slots refilled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..contracts import Critic, CriticInput, Environment, Task
+from ..engine import Forest
+from ..episodes import final_answer
+from ..llm.base import Candidate, GenerationRequest, Policy
+from .config import SearchConfig
+from .results import ResultFile, SearchResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Node:
+    """Python payload of one engine node."""
+
+    state: Any
+    action: str = ""
+    logprob: float = 0.0
+    tokens: int = 0
+    reward: float = 0.0
+    done: bool = False
+    critic: float | None = None
+    feedback: str | None = None
+    answer: str | None = None
+    score: float | None = None
+
+
+@dataclass
+class Tree:
+    """Book-keeping of one task's tree in the forest."""
+
+    task: Task
+    slot: int
+    started: float = field(default_factory=time.perf_counter)
+    tokens: int = 0
+    expansions: int = 0
+    waves: int = 0
+    solved: bool = False
+    counts: Counter = field(default_factory=Counter)
+
+
+class TreeSearch:
+    """Search tasks with ``policy`` in ``environment``, valuing nodes with ``critic``."""
+
+    def __init__(
+        self,
+        environment: Environment,
+        policy: Policy,
+        critic: Critic,
+        config: SearchConfig | None = None,
+    ) -> None:
+        self.env = environment
+        self.policy = policy
+        self.critic = critic
+        self.config = config or SearchConfig()
+
+    # ------------------------------------------------------------------ public entry points
+
+    def run(
+        self,
+        tasks: Iterable[Task],
+        results: ResultFile | None = None,
+        on_result: Callable[[SearchResult], Any] | None = None,
+    ) -> Iterator[SearchResult]:
+        """Yield one :class:`SearchResult` per task as its tree finishes.
+
+        With ``results``, tasks already in that file are skipped (resume) and each finished
+        tree is appended before it is yielded.
+        """
+        done_ids = results.done_ids() if results is not None else set()
+        pending = (task for task in tasks if task.id not in done_ids)
+        forest = Forest(self.config.engine)
+        budget = np.zeros(0, np.int64)
+        trees: dict[int, Tree] = {}
+        while True:
+            budget = self._refill(forest, trees, budget, pending)
+            if not trees:
+                return
+            self._wave(forest, trees, budget)
+            for slot in [s for s, tree in trees.items() if self._finished(tree, budget[s])]:
+                result = self._result(forest, trees.pop(slot))
+                self._forget(forest, slot)
+                budget[slot] = 0
+                if results is not None:
+                    results.append(result)
+                if on_result is not None:
+                    on_result(result)
+                yield result
+
+    # ------------------------------------------------------------------ one wave
+
+    def _wave(self, forest: Forest, trees: dict[int, Tree], budget: np.ndarray) -> None:
+        cfg = self.config
+        selection = forest.select(cfg.leaves_per_tree, trees=list(trees), budget=budget)
+        if len(selection) == 0:
+            return  # only terminal revisits this wave; budgets shrank
+        leaves = selection.nodes.tolist()
+        owners = [trees[int(t)] for t in selection.trees]
+        requests = [self._request(forest, leaf, tree) for leaf, tree in zip(leaves, owners,
+                                                                              strict=True)]
+        proposals = self.policy.propose(requests)
+        children: list[tuple[int, Tree, Node]] = []
+        counts = []
+        for leaf, tree, candidates in zip(leaves, owners, proposals, strict=True):
+            tree.expansions += 1
+            tree.tokens += sum(c.num_tokens for c in candidates)
+            kids = self._children(forest, leaf, tree, candidates)
+            counts.append(len(kids))
+            children.extend((leaf, tree, kid) for kid in kids)
+        assessments = self.critic.evaluate([
+            CriticInput(tree.task, self.env, kid.state, kid.done) for _, tree, kid in children])
+        for (_, tree, kid), assessment in zip(children, assessments, strict=True):
+            kid.critic, kid.feedback = assessment.value, assessment.feedback
+            tree.tokens += int(assessment.details.get("tokens", 0))
+            if kid.done and self.config.mode == "data":
+                kid.score = self.env.score(kid.state, tree.task)
+                tree.solved |= kid.score == 1.0
+        ids = forest.expand(
+            leaves, counts, [self._log_prior(kid) for _, _, kid in children], logits=True,
+            terminal=[kid.done for _, _, kid in children],
+            reward=[kid.reward for _, _, kid in children])
+        for node_id, (_, _, kid) in zip(ids.tolist(), children, strict=True):
+            forest.payload[node_id] = kid
+        forest.backup(ids, [kid.critic for _, _, kid in children])
+        dead_ends = [leaf for leaf, n in zip(leaves, counts, strict=True)
+                     if n == 0 and forest.nodes.num_children[leaf] == 0]
+        forest.release(leaves)
+        if dead_ends:  # no usable step came back: never select these leaves again
+            forest.mark_terminal(dead_ends)
+            forest.backup(dead_ends, np.zeros(len(dead_ends)))
+        for tree in {id(t): t for t in owners}.values():
+            tree.waves += 1
+
+    def _request(self, forest: Forest, leaf: int, tree: Tree) -> GenerationRequest:
+        cfg = self.config
+        # a seed per (run seed, task, node, visit) keeps results independent of batching
+        key = f"{cfg.seed}/{tree.task.id}/{leaf}/{forest.nodes.num_children[leaf]}"
+        return GenerationRequest(
+            prompt=self.env.prompt(forest.payload[leaf].state), n=cfg.expand_n,
+            max_tokens=cfg.max_step_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+            stop=(self.env.step_delimiter,), seed=zlib.crc32(key.encode()))
+
+    def _children(
+        self, forest: Forest, leaf: int, tree: Tree, candidates: list[Candidate]
+    ) -> list[Node]:
+        """Step the environment for each distinct, non-empty candidate; count the rest."""
+        parent: Node = forest.payload[leaf]
+        seen = {forest.payload[c].action for c in forest.children(leaf).tolist()}
+        depth = int(forest.nodes.depth[leaf]) + 1
+        kids = []
+        for cand in candidates:
+            action = cand.text.strip()
+            if not action:
+                tree.counts["empty_steps"] += 1
+                continue
+            if action in seen:
+                tree.counts["duplicate_steps"] += 1
+                continue
+            seen.add(action)
+            try:
+                step = self.env.step(parent.state, action)
+            except Exception as err:  # a crashing environment costs one branch, not the run
+                tree.counts["environment_errors"] += 1
+                log.warning("%s: step failed on task %s: %s", self.env.name, tree.task.id, err)
+                continue
+            done = step.done or depth >= self.config.max_depth
+            answer = final_answer(self.env, step.state) if done else None
+            kids.append(Node(step.state, action, cand.logprob, cand.num_tokens, step.reward,
+                             done, answer=answer))
+        return kids
+
+    def _log_prior(self, kid: Node) -> float:
+        """MCTS-DPO's step prior: the sequence log-probability over tokens^power."""
+        return kid.logprob / max(kid.tokens, 1) ** self.config.prior_length_power
+
+
+    # ------------------------------------------------------------------ trees in flight
+
+    def _refill(
+        self, forest: Forest, trees: dict[int, Tree], budget: np.ndarray, pending: Iterator[Task]
+    ) -> np.ndarray:
+        free = self.config.max_trees_in_flight - len(trees)
+        new = [task for _, task in zip(range(free), pending, strict=False)]
+        if not new:
+            return budget
+        slots = forest.add_trees(len(new))
+        roots = forest.roots[slots]
+        for slot, root, task in zip(slots.tolist(), roots.tolist(), new, strict=True):
+            forest.payload[root] = Node(self.env.reset(task))
+            trees[slot] = Tree(task, slot)
+        budget = np.concatenate([budget, np.full(len(new), self.config.simulations, np.int64)])
+        assessments = self.critic.evaluate([
+            CriticInput(task, self.env, forest.payload[root].state, False)
+            for root, task in zip(roots.tolist(), new, strict=True)])
+        for root, assessment in zip(roots.tolist(), assessments, strict=True):
+            forest.payload[root].critic = assessment.value
+        forest.backup(roots, [a.value for a in assessments])
+        return budget
+
+    def _finished(self, tree: Tree, budget_left: int) -> bool:
+        cfg = self.config
+        return (budget_left <= 0
+                or (cfg.max_tokens is not None and tree.tokens >= cfg.max_tokens)
+                or (cfg.max_seconds is not None
+                    and time.perf_counter() - tree.started >= cfg.max_seconds)
+                or (cfg.mode == "data" and cfg.stop_when_solved and tree.solved))
+
+    def _forget(self, forest: Forest, slot: int) -> None:
+        """Free the Python payloads of a written tree (its engine nodes stay, 53 B each)."""
+        for node in forest.tree_nodes(slot).tolist():
+            forest.payload.pop(node, None)
+
+    # ------------------------------------------------------------------ the record
+
+    def _result(self, forest: Forest, tree: Tree) -> SearchResult:
+        ids = forest.tree_nodes(tree.slot).tolist()
+        local = {node: i for i, node in enumerate(ids)}
+        a = forest.nodes
+        values = forest.mean_value(np.asarray(ids))
+        nodes = []
+        for node, value in zip(ids, values.tolist(), strict=True):
+            p: Node = forest.payload[node]
+            parent = int(a.parent[node])
+            nodes.append({
+                "parent": local.get(parent), "action": p.action, "depth": int(a.depth[node]),
+                "visits": int(a.visits[node]), "value": None if np.isnan(value) else value,
+                "prior": float(a.prior[node]), "logprob": p.logprob, "tokens": p.tokens,
+                "reward": p.reward, "terminal": bool(forest.is_terminal(node)),
+                "critic": p.critic, "feedback": p.feedback, "answer": p.answer, "score": p.score,
+            })
+        answer = choose_answer(nodes, self.config.mode)
+        if self.config.mode == "data":
+            solved = tree.solved
+        else:  # judged after the search, only for reporting
+            finals = [i for i, n in enumerate(nodes) if n["answer"] == answer and n["terminal"]]
+            solved = None if answer is None or tree.task.reference is None else bool(
+                self.env.score(forest.payload[ids[finals[0]]].state, tree.task) == 1.0)
+        stats = {"nodes": len(nodes), "expansions": tree.expansions, "tokens": tree.tokens,
+                 "waves": tree.waves, "seconds": time.perf_counter() - tree.started,
+                 **tree.counts}
+        return SearchResult(tree.task, self.config.mode, nodes, answer, solved, stats)
+
+
+def choose_answer(nodes: list[dict[str, Any]], mode: str) -> str | None:
+    """The tree's answer: in data mode the first verified one; otherwise (and as a fallback)
+    the answer whose terminal nodes gathered the most visits, ties to the higher mean value."""
+    if mode == "data":
+        for node in nodes:
+            if node["score"] == 1.0:
+                return node["answer"]
+    votes: dict[str, list[float]] = {}
+    for node in nodes:
+        if node["terminal"] and node["answer"] is not None:
+            tally = votes.setdefault(node["answer"], [0.0, 0.0])
+            tally[0] += node["visits"]
+            tally[1] = max(tally[1], node["value"] or 0.0)
+    if not votes:
+        return None
+    return max(votes, key=lambda answer: tuple(votes[answer]))

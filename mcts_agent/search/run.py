@@ -1,0 +1,158 @@
+"""A whole search run from names: environment, model, critic → trees on disk + a summary.
+
+This is what ``mcts-agent search`` calls; it is also the Python entry point for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import __version__
+from ..contracts import Critic, Environment, Task
+from ..llm.base import Policy
+from ..registry import critics, environments
+from .baselines import sample_solutions
+from .config import SearchConfig
+from .driver import TreeSearch
+from .results import ResultFile, SearchResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    """Solved counts of the tree and of its baselines on the same tasks, and what it cost."""
+
+    mode: str
+    tasks: int
+    mcts_solved: int
+    greedy_solved: int | None
+    best_of_n_solved: int | None
+    tokens: int
+    baseline_tokens: int | None
+    nodes: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_policy(model: str | Path | None = None, *, device: str = "cpu",
+                dtype: str = "auto") -> Policy:
+    """A Hugging Face policy for ``model`` (a local folder); None = the shipped tiny reasoner."""
+    from ..llm.hf import HFPolicy
+    from ..models.tiny import TINY_ARITH_DIR
+
+    path = Path(model) if model is not None else TINY_ARITH_DIR
+    if not path.exists():
+        raise FileNotFoundError(f"model folder {path} does not exist; give a folder saved with "
+                                "save_pretrained (no hub downloads here), or omit --model to "
+                                "use the shipped tiny reasoner")
+    return HFPolicy.from_pretrained(path, device=device, dtype=dtype)
+
+
+def default_critic(policy: Policy, config: SearchConfig, rollouts: int) -> Critic:
+    """Data mode: the verifier at finished states, Monte Carlo rollouts elsewhere. Inference
+    mode: rollouts scored by agreement with the majority answer (no reference)."""
+    rollout = critics.create("rollout", policy=policy, k=rollouts, mode=config.mode,
+                             max_tokens=config.max_step_tokens * config.max_depth,
+                             seed=config.seed)
+    if config.mode == "data":
+        return critics.create("verifier", fallback=rollout)
+    return rollout
+
+
+def run_search(
+    env: str | Environment,
+    *,
+    tasks: list[Task] | int = 20,
+    split: str = "test",
+    policy: Policy | None = None,
+    model: str | Path | None = None,
+    config: SearchConfig | None = None,
+    critic: Critic | None = None,
+    rollouts: int = 4,
+    out_dir: str | Path | None = None,
+    baselines: bool = True,
+    on_result: Callable[[SearchResult], Any] | None = None,
+) -> tuple[RunSummary, list[SearchResult]]:
+    """Search ``tasks`` (a list, or that many of the environment's own ``split``).
+
+    With ``out_dir``, trees go to ``out_dir/trees.jsonl`` as they finish (the same call resumes
+    an interrupted run), beside ``config.yaml`` and ``summary.json``.
+    """
+    config = config or SearchConfig()
+    environment = environments.create(env) if isinstance(env, str) else env
+    if isinstance(tasks, int):
+        if not hasattr(environment, "tasks"):
+            raise ValueError(f"environment {environment.name!r} does not generate tasks; "
+                             "pass a list of tasks (e.g. from a JSONL file)")
+        tasks = environment.tasks(tasks, split=split)
+    policy = policy or load_policy(model)
+    critic = critic or default_critic(policy, config, rollouts)
+    results_file = None
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_config(out, environment, policy, critic, config, len(tasks))
+        results_file = ResultFile(out / "trees.jsonl")
+    started = time.perf_counter()
+    search = TreeSearch(environment, policy, critic, config)
+    fresh = list(search.run(tasks, results_file, on_result=on_result))
+    by_id = {r.task.id: r for r in (results_file if results_file is not None else fresh)}
+    results = [by_id[t.id] for t in tasks if t.id in by_id]  # a resumed run's earlier trees too
+    summary = _summarise(environment, policy, config, tasks, results, baselines,
+                         time.perf_counter() - started)
+    if out_dir is not None:
+        (Path(out_dir) / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
+    return summary, results
+
+
+def _summarise(env: Environment, policy: Policy, config: SearchConfig, tasks: list[Task],
+               results: list[SearchResult], baselines: bool, seconds: float) -> RunSummary:
+    tokens = [r.stats.get("tokens", 0) for r in results]
+    greedy = best = baseline_tokens = None
+    if baselines and tasks:
+        max_tokens = config.max_step_tokens * config.max_depth
+        greedy_runs = sample_solutions(env, policy, tasks, 1, temperature=0.0,
+                                       max_tokens=max_tokens, seed=config.seed)
+        # best-of-N gets the tokens the tree spent on the same task
+        n = [max(1, round(t / max(g.tokens, 1))) for t, g in zip(tokens, greedy_runs,
+                                                                  strict=True)]
+        sampled = sample_solutions(env, policy, tasks, n, temperature=config.temperature,
+                                   max_tokens=max_tokens, seed=config.seed + 1)
+        judge = (lambda a: a.any_correct) if config.mode == "data" else (
+            lambda a: a.majority_correct)
+        greedy = sum(g.any_correct for g in greedy_runs)
+        best = sum(judge(a) for a in sampled)
+        baseline_tokens = sum(a.tokens for a in sampled)
+    return RunSummary(config.mode, len(results), sum(bool(r.solved) for r in results), greedy,
+                      best, sum(tokens), baseline_tokens, sum(len(r.nodes) for r in results),
+                      seconds)
+
+
+def _write_config(out: Path, env: Environment, policy: Policy, critic: Critic,
+                  config: SearchConfig, tasks: int) -> None:
+    """The resolved settings and versions, so a run can be understood and repeated."""
+    import numba
+    import numpy
+    import torch
+    import transformers
+
+    record = {
+        "environment": env.name, "policy": policy.name, "critic": critic.name, "tasks": tasks,
+        "search": config.model_dump(mode="json"),
+        "versions": {"mcts_agent": __version__, "python": platform.python_version(),
+                     "numpy": numpy.__version__, "numba": numba.__version__,
+                     "torch": str(torch.__version__), "transformers": transformers.__version__},
+    }
+    (out / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
