@@ -229,6 +229,24 @@ def show(
 
 
 @app.command()
+def demo(
+    tasks: Annotated[int, typer.Option(min=1, help="Held-out arith problems.")] = 20,
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
+) -> None:
+    """The whole path in a few minutes on a CPU: the shipped tiny reasoner, tree search on
+    held-out arithmetic, greedy and best-of-N beside it, trees written to disk."""
+    console.print("[bold]mcts-agent demo[/bold]: tree search with the shipped tiny reasoner "
+                  "(1M parameters, trained by `python -m mcts_agent.models.tiny`) on held-out "
+                  "arithmetic problems, data mode (the verifier knows the answers).")
+    search_command(env="arith", tasks=tasks, split="test", model=None, device="cpu", mode="data",
+                   simulations=16, expand_n=4, rollouts=4, max_tokens=None, max_seconds=None,
+                   seed=0, config=None, out=out, baselines=True)
+    console.print(f"\nnext: [bold]mcts-agent show {out / 'trees.jsonl'}[/bold] to read a tree, "
+                  "[bold]mcts-agent search --mode inference[/bold] to search without answers, "
+                  "[bold]mcts-agent search --help[/bold] for budgets, models and settings.")
+
+
+@app.command()
 def envs() -> None:
     """List the environments and critics that are installed (built-in and plug-ins)."""
     console.print("environments: " + ", ".join(environments.names()))
