@@ -6,12 +6,12 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import typer
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -33,8 +33,14 @@ def main(verbose: Annotated[bool, typer.Option("-v", "--verbose", help="More log
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-def load_engine_config(path: Path | None, overrides: dict[str, Any]) -> EngineConfig:
-    """An EngineConfig from an optional YAML file (top level or under ``engine:``) + overrides."""
+Settings = TypeVar("Settings", bound=BaseModel)
+
+
+def load_settings(
+    kind: type[Settings], path: Path | None, section: str, overrides: dict[str, Any]
+) -> Settings:
+    """``kind`` from an optional YAML file (its top level or its ``section:``) plus the CLI's
+    overrides (None = not given); errors become clear CLI messages."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -42,13 +48,13 @@ def load_engine_config(path: Path | None, overrides: dict[str, Any]) -> EngineCo
         except (OSError, yaml.YAMLError) as err:
             raise typer.BadParameter(f"cannot read {path}: {err}") from err
         if not isinstance(loaded, dict):
-            raise typer.BadParameter(f"{path} must hold a mapping of engine settings")
-        data = loaded.get("engine", loaded)
+            raise typer.BadParameter(f"{path} must hold a mapping of {section} settings")
+        data = dict(loaded.get(section, loaded))
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return EngineConfig(**data)
+        return kind(**data)
     except ValidationError as err:
-        raise typer.BadParameter(f"invalid engine settings:\n{err}") from err
+        raise typer.BadParameter(f"invalid {section} settings:\n{err}") from err
 
 
 @app.command()
@@ -67,8 +73,8 @@ def synthetic(
     out: Annotated[Path | None, typer.Option(help="Save the forest here (.npz).")] = None,
 ) -> None:
     """Search a synthetic hash-defined game with the tree engine alone (no model, no downloads)."""
-    engine = load_engine_config(config, {"rule": rule, "virtual_loss": virtual_loss,
-                                         "widen_c": widen_c})
+    engine = load_settings(EngineConfig, config, "engine", {
+        "rule": rule, "virtual_loss": virtual_loss, "widen_c": widen_c})
     game = SyntheticGame(seed=seed, branching=branching, max_depth=max_depth)
     forest = Forest(engine, num_trees=trees)
     start = time.perf_counter()
@@ -117,24 +123,6 @@ def print_summary(forest: Forest, seconds: float, simulations: int) -> None:
 # --------------------------------------------------------------------------- LLM tree search
 
 
-def _search_config(config: Path | None, overrides: dict[str, Any]) -> SearchConfig:
-    """A SearchConfig from an optional YAML file (top level or under ``search:``) + overrides."""
-    data: dict[str, Any] = {}
-    if config is not None:
-        try:
-            loaded = yaml.safe_load(config.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise typer.BadParameter(f"cannot read {config}: {err}") from err
-        if not isinstance(loaded, dict):
-            raise typer.BadParameter(f"{config} must hold a mapping of search settings")
-        data = dict(loaded.get("search", loaded))
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return SearchConfig(**data)
-    except ValidationError as err:
-        raise typer.BadParameter(f"invalid search settings:\n{err}") from err
-
-
 @app.command("search")
 def search_command(
     env: Annotated[str, typer.Option(help="Environment name (see `mcts-agent envs`).")] = "arith",
@@ -157,7 +145,7 @@ def search_command(
     baselines: Annotated[bool, typer.Option(help="Also run greedy and best-of-N.")] = True,
 ) -> None:
     """Tree search on an environment's tasks with a language model; resumable."""
-    settings = _search_config(config, {
+    settings = load_settings(SearchConfig, config, "search", {
         "mode": mode, "simulations": simulations, "expand_n": expand_n,
         "max_tokens": max_tokens, "max_seconds": max_seconds, "seed": seed})
     try:
