@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--simulations", type=int, default=16)
     parser.add_argument("--expand-n", type=int, default=4)
     parser.add_argument("--rollouts", type=int, default=4)
+    parser.add_argument("--temperature", type=float, default=0.7,
+                        help="sampling temperature of expansions, rollouts and best-of-N alike")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {}
     for mode in ("data", "inference"):
         config = SearchConfig(mode=mode, simulations=args.simulations, expand_n=args.expand_n,
-                              seed=args.seed, max_depth=8, max_step_tokens=24)
+                              temperature=args.temperature, seed=args.seed, max_depth=8,
+                              max_step_tokens=24)
         out = Path(tempfile.mkdtemp(prefix=f"bench-search-{mode}-"))
         started = time.perf_counter()
         summary, _ = run_search("arith", tasks=args.tasks, policy=policy, config=config,

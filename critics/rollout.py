@@ -47,7 +47,7 @@ class RolloutCritic:
                   for i, cands in zip(todo, completions, strict=True)}
         if self.mode == "inference":  # tally first, so every node is judged by the same votes
             for i, results in finals.items():
-                self.votes[nodes[i].task.id].update(a for _, a in results if a is not None)
+                self.votes[nodes[i].task.id].update(a for _, a, _ in results if a is not None)
         for i, node in enumerate(nodes):
             if out[i] is not None:
                 continue
@@ -56,7 +56,7 @@ class RolloutCritic:
             else:
                 out[i] = self._judge_rollouts(node, finals[i], tokens[i])
                 self.cache[self._key(node)] = Assessment(out[i].value, details={
-                    **out[i].details, "tokens": 0, "cached": True})
+                    **out[i].details, "tokens": 0, "completions": [], "cached": True})
         return out  # type: ignore[return-value]
 
     def _request(self, node: CriticInput) -> GenerationRequest:
@@ -65,24 +65,27 @@ class RolloutCritic:
                                  max_tokens=self.max_tokens, temperature=self.temperature,
                                  seed=zlib.crc32(key.encode()))
 
-    @staticmethod
-    def _finish(node: CriticInput, text: str) -> tuple[float | None, Any]:
-        """(verifier score, answer) of the state a completion reaches; (0, None) if it never
-        finishes."""
+    def _finish(self, node: CriticInput, text: str) -> tuple[float | None, Any, str | None]:
+        """(verifier score, answer, text) of the state a completion reaches; (0, None, None) if
+        it never finishes. Data mode only asks the verifier."""
         state, done = play_text(node.environment, node.state, text)
         if not done:
-            return 0.0, None
-        return node.environment.score(state, node.task), final_answer(node.environment, state)
+            return 0.0, None, None
+        score = node.environment.score(state, node.task) if self.mode == "data" else None
+        return score, final_answer(node.environment, state), text
 
     def _judge_rollouts(self, node: CriticInput, results: list, tokens: int) -> Assessment:
         if self.mode == "data":
-            scores = [s or 0.0 for s, _ in results]
+            scores = [s or 0.0 for s, _, _ in results]
             value = sum(scores) / len(scores)
         else:
             votes = self.votes[node.task.id]
             majority = votes.most_common(1)[0][0] if votes else None
-            value = sum(a is not None and a == majority for _, a in results) / len(results)
-        return Assessment(value, details={"tokens": tokens, "answers": [a for _, a in results]})
+            value = sum(a is not None and a == majority for _, a, _ in results) / len(results)
+        # finished rollouts go back to the driver, which grafts them into the tree (rStar-Math
+        # keeps every rollout's nodes); unfinished ones are dropped
+        return Assessment(value, details={"tokens": tokens, "answers": [a for _, a, _ in results],
+                                          "completions": [t for _, a, t in results if t]})
 
     def _judge_finished(self, node: CriticInput) -> Assessment:
         env = node.environment

@@ -366,3 +366,14 @@ def test_cuda_matches_the_contract(model_dir: Path) -> None:
         for candidate in candidates:
             expected = teacher_forced_logprob(gpu, prompt_ids, candidate.token_ids)
             assert candidate.logprob == pytest.approx(expected, abs=1e-3)
+
+
+def test_generation_stops_at_the_model_context(policy: HFPolicy) -> None:
+    context = policy.model.config.max_position_embeddings
+    prompt = "ab" * ((context - 6) // 2)
+    used = len(policy.encode_prompt(prompt))
+    [[near]] = policy.propose([greedy(prompt, max_tokens=50, stop=("never",))])
+    assert near.num_tokens <= context - used
+    assert near.finish_reason in ("length", "eos")
+    [[full]] = policy.propose([greedy("ab" * context, max_tokens=5)])
+    assert full == Candidate("", 0.0, 0, "length", None, ())

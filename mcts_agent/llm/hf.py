@@ -298,12 +298,18 @@ class HFPolicy:
         """Run one left-padded ``generate`` call for ``rows`` and rebuild their candidates."""
         input_ids, attention_mask = self._left_pad([r.prompt_ids for r in rows])
         prompt_len = input_ids.shape[1]
+        new_tokens = max(r.request.max_tokens for r in rows)
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        if context is not None:  # past the trained context a model emits garbage: end at "length"
+            new_tokens = min(new_tokens, context - prompt_len)
+            if new_tokens < 1:  # the prompt fills the context: nothing can follow
+                return [Candidate("", 0.0, 0, "length", None, ()) for _ in rows]
         sampler = _RowSampler(rows, self.device)
         stopper = _RowStopper(rows, prompt_len, self.eos_ids, self._decode)
         sequences = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            generation_config=self._generation_config(max(r.request.max_tokens for r in rows)),
+            generation_config=self._generation_config(new_tokens),
             logits_processor=LogitsProcessorList([sampler]),
             stopping_criteria=StoppingCriteriaList([stopper]),
         )

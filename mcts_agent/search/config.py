@@ -13,9 +13,11 @@ class SearchConfig(BaseModel):
     """How each task's tree is grown.
 
     One *simulation* is one leaf expansion: ``expand_n`` candidate steps sampled in one request,
-    each stepped in the environment and scored by the critic. A tree stops when it has spent
-    ``simulations``, ``max_tokens`` generated tokens or ``max_seconds``, or (``stop_when_solved``)
-    when a verified solution is found in data mode.
+    each stepped in the environment and scored by the critic (revisiting a finished state costs
+    no model call and is not counted). A tree stops when it has spent ``simulations``,
+    ``max_tokens`` generated tokens or ``max_seconds``; when (``stop_when_solved``) a verified
+    solution is found in data mode; or when its search has converged (three waves in a row in
+    which every descent ended on a finished state).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -40,4 +42,7 @@ class SearchConfig(BaseModel):
         "1.25; 0 = raw sequence probability).")
     max_trees_in_flight: int = Field(64, ge=1, description="Trees searched at once.")
     seed: int = 0
-    engine: EngineConfig = Field(default_factory=EngineConfig)
+    engine: EngineConfig = Field(
+        default_factory=lambda: EngineConfig(widen_c=1.0, widen_alpha=0.5),
+        description="Tree rule; progressive widening is on so a node can gain more sampled "
+        "steps as its visits grow (a grafted rollout step starts with a single child).")

@@ -27,6 +27,8 @@ from .results import ResultFile, SearchResult
 
 log = logging.getLogger(__name__)
 
+CONVERGED_AFTER = 3  # idle waves in a row before a tree counts as converged and ends
+
 
 @dataclass
 class Node:
@@ -55,6 +57,7 @@ class Tree:
     expansions: int = 0
     waves: int = 0
     solved: bool = False
+    idle_waves: int = 0  # consecutive waves whose descents all ended on finished states
     counts: Counter = field(default_factory=Counter)
 
 
@@ -89,17 +92,15 @@ class TreeSearch:
         done_ids = results.done_ids() if results is not None else set()
         pending = (task for task in tasks if task.id not in done_ids)
         forest = Forest(self.config.engine)
-        budget = np.zeros(0, np.int64)
         trees: dict[int, Tree] = {}
         while True:
-            budget = self._refill(forest, trees, budget, pending)
+            self._refill(forest, trees, pending)
             if not trees:
                 return
-            self._wave(forest, trees, budget)
-            for slot in [s for s, tree in trees.items() if self._finished(tree, budget[s])]:
+            self._wave(forest, trees)
+            for slot in [s for s, tree in trees.items() if self._finished(tree)]:
                 result = self._result(forest, trees.pop(slot))
                 self._forget(forest, slot)
-                budget[slot] = 0
                 if results is not None:
                     results.append(result)
                 if on_result is not None:
@@ -108,11 +109,18 @@ class TreeSearch:
 
     # ------------------------------------------------------------------ one wave
 
-    def _wave(self, forest: Forest, trees: dict[int, Tree], budget: np.ndarray) -> None:
+    def _wave(self, forest: Forest, trees: dict[int, Tree]) -> None:
         cfg = self.config
+        # simulations count expansions (model calls); revisiting finished states is free
+        budget = np.zeros(forest.num_trees, np.int64)
+        for slot, tree in trees.items():
+            budget[slot] = min(cfg.leaves_per_tree, cfg.simulations - tree.expansions)
         selection = forest.select(cfg.leaves_per_tree, trees=list(trees), budget=budget)
+        busy = set(selection.trees.tolist())
+        for slot, tree in trees.items():  # a tree whose descents all end on finished states
+            tree.idle_waves = 0 if slot in busy else tree.idle_waves + 1  # has converged
         if len(selection) == 0:
-            return  # only terminal revisits this wave; budgets shrank
+            return
         leaves = selection.nodes.tolist()
         owners = [trees[int(t)] for t in selection.trees]
         requests = [self._request(forest, leaf, tree) for leaf, tree in zip(leaves, owners,
@@ -141,12 +149,18 @@ class TreeSearch:
         for node_id, (_, _, kid) in zip(ids.tolist(), children, strict=True):
             forest.payload[node_id] = kid
         forest.backup(ids, [kid.critic for _, _, kid in children])
-        dead_ends = [leaf for leaf, n in zip(leaves, counts, strict=True)
-                     if n == 0 and forest.nodes.num_children[leaf] == 0]
+        self._graft_rollouts(forest, [
+            (node_id, tree, assessment.details.get("completions", ()))
+            for node_id, (_, tree, _), assessment in zip(ids.tolist(), children, assessments,
+                                                         strict=True)])
+        barren = [leaf for leaf, n in zip(leaves, counts, strict=True) if n == 0]
+        dead_ends = [leaf for leaf in barren if forest.nodes.num_children[leaf] == 0]
         forest.release(leaves)
         if dead_ends:  # no usable step came back: never select these leaves again
             forest.mark_terminal(dead_ends)
             forest.backup(dead_ends, np.zeros(len(dead_ends)))
+        # widening that found nothing new: the policy has no other step to offer here
+        forest.close([leaf for leaf in barren if leaf not in dead_ends])
         for tree in {id(t): t for t in owners}.values():
             tree.waves += 1
 
@@ -188,6 +202,61 @@ class TreeSearch:
                              done, answer=answer))
         return kids
 
+    def _graft_rollouts(self, forest: Forest, rollouts: list[tuple[int, Tree, Any]]) -> None:
+        """Keep the critic's finished rollouts as tree nodes, as rStar-Math does: each one
+        becomes a path below the node it started from (reusing steps already there), and its
+        finished state is judged by the critic (one batched call) and backed up once. In data
+        mode a verified rollout is a verified solution in the tree."""
+        ends: list[tuple[int, Tree]] = []
+        for node_id, tree, texts in rollouts:
+            for text in texts:
+                end = self._graft(forest, node_id, tree, text)
+                if end is not None:
+                    ends.append((end, tree))
+        if not ends:
+            return
+        assessments = self.critic.evaluate([CriticInput(tree.task, self.env,
+                                                        forest.payload[end].state, True)
+                                            for end, tree in ends])
+        for (end, tree), assessment in zip(ends, assessments, strict=True):
+            kid: Node = forest.payload[end]
+            kid.critic = assessment.value
+            if self.config.mode == "data":
+                kid.score = self.env.score(kid.state, tree.task)
+                tree.solved |= kid.score == 1.0
+        forest.backup([end for end, _ in ends], [a.value for a in assessments])
+
+    def _graft(self, forest: Forest, start: int, tree: Tree, text: str) -> int | None:
+        """Add the steps of ``text`` below ``start``; the new finished node, or None when the
+        path was already in the tree or the text does not end the episode cleanly."""
+        node = start
+        for line in (ln.strip() for ln in text.split(self.env.step_delimiter)):
+            if not line:
+                continue
+            if forest.is_terminal(node):
+                return None
+            same = [c for c in forest.children(node).tolist()
+                    if forest.payload[c].action == line]
+            if same:
+                node = same[0]
+                continue
+            parent: Node = forest.payload[node]
+            try:
+                step = self.env.step(parent.state, line)
+            except Exception:  # the critic played this text already; be safe all the same
+                return None
+            depth = int(forest.nodes.depth[node]) + 1
+            done = step.done or depth >= self.config.max_depth
+            # grafted steps carry no prior mass: their backed-up values speak for them
+            [node] = forest.expand([node], [1], [-np.inf], logits=True, terminal=[done],
+                                   reward=[step.reward]).tolist()
+            forest.payload[node] = Node(step.state, line, reward=step.reward, done=done,
+                                        answer=final_answer(self.env, step.state) if done else None)
+            tree.counts["grafted_steps"] += 1
+            if done:
+                return node
+        return None  # nothing new, or unfinished text: any new nodes stay unvisited leaves
+
     def _log_prior(self, kid: Node) -> float:
         """MCTS-DPO's step prior: the sequence log-probability over tokens^power."""
         return kid.logprob / max(kid.tokens, 1) ** self.config.prior_length_power
@@ -195,30 +264,27 @@ class TreeSearch:
 
     # ------------------------------------------------------------------ trees in flight
 
-    def _refill(
-        self, forest: Forest, trees: dict[int, Tree], budget: np.ndarray, pending: Iterator[Task]
-    ) -> np.ndarray:
+    def _refill(self, forest: Forest, trees: dict[int, Tree], pending: Iterator[Task]) -> None:
         free = self.config.max_trees_in_flight - len(trees)
         new = [task for _, task in zip(range(free), pending, strict=False)]
         if not new:
-            return budget
+            return
         slots = forest.add_trees(len(new))
         roots = forest.roots[slots]
         for slot, root, task in zip(slots.tolist(), roots.tolist(), new, strict=True):
             forest.payload[root] = Node(self.env.reset(task))
             trees[slot] = Tree(task, slot)
-        budget = np.concatenate([budget, np.full(len(new), self.config.simulations, np.int64)])
         assessments = self.critic.evaluate([
             CriticInput(task, self.env, forest.payload[root].state, False)
             for root, task in zip(roots.tolist(), new, strict=True)])
         for root, assessment in zip(roots.tolist(), assessments, strict=True):
             forest.payload[root].critic = assessment.value
         forest.backup(roots, [a.value for a in assessments])
-        return budget
 
-    def _finished(self, tree: Tree, budget_left: int) -> bool:
+    def _finished(self, tree: Tree) -> bool:
         cfg = self.config
-        return (budget_left <= 0
+        return (tree.expansions >= cfg.simulations
+                or tree.idle_waves >= CONVERGED_AFTER
                 or (cfg.max_tokens is not None and tree.tokens >= cfg.max_tokens)
                 or (cfg.max_seconds is not None
                     and time.perf_counter() - tree.started >= cfg.max_seconds)
