@@ -95,7 +95,9 @@ class RolloutCritic:
         answer = final_answer(env, node.state)
         votes = self.votes[node.task.id]
         total = sum(votes.values())
-        value = votes[answer] / total if total and answer is not None else 0.5
+        if answer is None:  # the episode failed
+            return Assessment(0.0, details={"answer": None})
+        value = votes[answer] / total if total else 0.5
         return Assessment(value, details={"answer": answer, "votes": total})
 
     def _key(self, node: CriticInput) -> tuple[str, str]:

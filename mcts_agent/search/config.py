@@ -16,7 +16,7 @@ class SearchConfig(BaseModel):
     each stepped in the environment and scored by the critic (revisiting a finished state costs
     no model call and is not counted). A tree stops when it has spent ``simulations``,
     ``max_tokens`` generated tokens or ``max_seconds``; when (``stop_when_solved``) a verified
-    solution is found in data mode; or when its search has converged (three waves in a row in
+    solution is found in data mode; or when its search has converged (ten waves in a row in
     which every descent ended on a finished state).
     """
 

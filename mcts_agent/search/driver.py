@@ -27,7 +27,7 @@ from .results import ResultFile, SearchResult
 
 log = logging.getLogger(__name__)
 
-CONVERGED_AFTER = 3  # idle waves in a row before a tree counts as converged and ends
+CONVERGED_AFTER = 10  # idle waves in a row before a tree counts as converged and ends
 
 
 @dataclass
