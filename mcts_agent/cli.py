@@ -126,6 +126,9 @@ def print_summary(forest: Forest, seconds: float, simulations: int) -> None:
 @app.command("search")
 def search_command(
     env: Annotated[str, typer.Option(help="Environment name (see `mcts-agent envs`).")] = "arith",
+    env_arg: Annotated[list[str] | None, typer.Option(
+        "--env-arg", help="KEY=VALUE for the environment, repeatable (e.g. path=data.jsonl, "
+        "dataset=chain_sum, max_operand=50).")] = None,
     tasks: Annotated[int, typer.Option(min=1, help="Tasks from the environment's split.")] = 20,
     split: Annotated[str, typer.Option(help="train or test (held out).")] = "test",
     model: Annotated[Path | None, typer.Option(help="Local model folder; default: the shipped "
@@ -149,10 +152,10 @@ def search_command(
         "mode": mode, "simulations": simulations, "expand_n": expand_n,
         "max_tokens": max_tokens, "max_seconds": max_seconds, "seed": seed})
     try:
-        environment = environments.create(env)
+        environment = environments.create(env, **_key_values(env_arg or []))
         task_list = environment.tasks(tasks, split=split)
         policy = load_policy(model, device=device)
-    except (KeyError, FileNotFoundError, ValueError) as err:
+    except (KeyError, FileNotFoundError, ValueError, TypeError) as err:
         raise typer.BadParameter(str(err.args[0] if err.args else err)) from err
     done_before = len(ResultFile(out / "trees.jsonl").done_ids() & {t.id for t in task_list})
     with Progress(TextColumn("[bold]searching"), BarColumn(), MofNCompleteColumn(),
@@ -164,6 +167,17 @@ def search_command(
     _print_search_summary(summary)
     console.print(f"trees: [bold]{out / 'trees.jsonl'}[/bold]  ·  look at one with "
                   f"[bold]mcts-agent show {out / 'trees.jsonl'}[/bold]")
+
+
+def _key_values(pairs: list[str]) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}`` (values read as YAML scalars)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--env-arg wants KEY=VALUE, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def _print_search_summary(summary: RunSummary) -> None:
@@ -226,9 +240,10 @@ def demo(
     console.print("[bold]mcts-agent demo[/bold]: tree search with the shipped tiny reasoner "
                   "(1M parameters, trained by `python -m mcts_agent.models.tiny`) on held-out "
                   "arithmetic problems, data mode (the verifier knows the answers).")
-    search_command(env="arith", tasks=tasks, split="test", model=None, device="cpu", mode="data",
-                   simulations=16, expand_n=4, rollouts=4, max_tokens=None, max_seconds=None,
-                   seed=0, config=None, out=out, baselines=True)
+    search_command(env="arith", env_arg=None, tasks=tasks, split="test", model=None,
+                   device="cpu", mode="data", simulations=16, expand_n=4, rollouts=4,
+                   max_tokens=None, max_seconds=None, seed=0, config=None, out=out,
+                   baselines=True)
     console.print(f"\nnext: [bold]mcts-agent show {out / 'trees.jsonl'}[/bold] to read a tree, "
                   "[bold]mcts-agent search --mode inference[/bold] to search without answers, "
                   "[bold]mcts-agent search --help[/bold] for budgets, models and settings.")
