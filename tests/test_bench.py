@@ -18,3 +18,15 @@ def test_engine_benchmark_quick_run_prints_its_json_line():
     assert figures.keys() >= FIELDS
     assert figures["cross_check"]["identical_root_visits"]
     assert figures["bytes_per_node"] <= 64
+
+
+def test_search_benchmark_small_run_prints_its_json_line():
+    bench = Path(__file__).parents[1] / "bench" / "search.py"
+    done = subprocess.run([sys.executable, str(bench), "--tasks", "3", "--simulations", "2",
+                           "--rollouts", "1"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    for mode in ("data", "inference"):
+        assert {"greedy_solved", "best_of_n_solved", "mcts_solved", "tasks", "tokens",
+                "seconds"} <= figures[mode].keys()
+        assert figures[mode]["tasks"] == 3
