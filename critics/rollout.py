@@ -29,12 +29,14 @@ class RolloutCritic:
         temperature: float = 1.0,
         mode: Literal["data", "inference"] = "data",
         seed: int = 0,
+        max_cache: int = 100_000,
     ) -> None:
         if k < 1:
             raise ValueError("k (rollouts per node) must be at least 1")
         self.policy, self.k, self.max_tokens = policy, k, max_tokens
         self.temperature, self.mode, self.seed = temperature, mode, seed
-        self.cache: dict[tuple[str, str], Assessment] = {}
+        self.cache: dict[tuple[str, str], Assessment] = {}  # oldest first, bounded
+        self.max_cache = max_cache
         self.votes: dict[str, Counter] = defaultdict(Counter)  # task id → rollout answers
 
     def evaluate(self, nodes: Sequence[CriticInput]) -> list[Assessment]:
@@ -57,6 +59,8 @@ class RolloutCritic:
                 out[i] = self._judge_rollouts(node, finals[i], tokens[i])
                 self.cache[self._key(node)] = Assessment(out[i].value, details={
                     **out[i].details, "tokens": 0, "completions": [], "cached": True})
+        while len(self.cache) > self.max_cache:  # long runs: forget the oldest states
+            del self.cache[next(iter(self.cache))]
         return out  # type: ignore[return-value]
 
     def _request(self, node: CriticInput) -> GenerationRequest:
