@@ -250,6 +250,150 @@ def demo(
 
 
 @app.command()
+def pairs(
+    run: Annotated[Path, typer.Argument(help="A search run folder (or its trees.jsonl).")],
+    out: Annotated[Path | None, typer.Option(help="Output folder; default RUN/data.")] = None,
+    kind: Annotated[str, typer.Option(help="pairs (preference pairs), sft (best verified "
+                                      "paths) or stepwise (per-step labels).")] = "pairs",
+    strategy: Annotated[str | None, typer.Option(help="sibling, path or outcome.")] = None,
+    completion: Annotated[str | None, typer.Option(help="step or continuation.")] = None,
+    conversational: Annotated[bool | None, typer.Option(help="Chat-message rows.")] = None,
+    env: Annotated[str | None, typer.Option(help="Environment; default: the run's.")] = None,
+    env_arg: Annotated[list[str] | None, typer.Option(
+        "--env-arg", help="KEY=VALUE for the environment, repeatable.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file of pair settings.")] = None,
+) -> None:
+    """Mine training data from finished trees, in TRL's formats (JSONL + Parquet + card)."""
+    from .data import PairConfig, mine_pairs, sft_rows, stepwise_rows, write_rows
+
+    trees = run / "trees.jsonl" if run.is_dir() else run
+    if not trees.exists():
+        raise typer.BadParameter(f"no trees at {trees}; run `mcts-agent search` first")
+    folder = trees.parent
+    environment = _run_environment(folder, env, env_arg)
+    results = list(ResultFile(trees))
+    settings = load_settings(PairConfig, config, "pairs", {
+        "strategy": strategy, "completion": completion, "conversational": conversational})
+    if kind == "pairs":
+        rows, stats = mine_pairs(results, environment, settings)
+    elif kind == "sft":
+        rows = sft_rows(results, environment, conversational=settings.conversational)
+        stats = {"trees": len(results), "rows": len(rows)}
+    elif kind == "stepwise":
+        rows = stepwise_rows(results, environment)
+        stats = {"trees": len(results), "rows": len(rows)}
+    else:
+        raise typer.BadParameter(f"--kind is pairs, sft or stepwise, not {kind!r}")
+    target = out or folder / "data"
+    paths = write_rows(rows, target, kind, stats=dict(stats),
+                       description=f"mined from {trees} with `mcts-agent pairs`")
+    table = Table(title=f"{kind} from {len(results)} trees")
+    table.add_column("count")
+    table.add_column("value", justify="right")
+    for key, value in sorted(dict(stats).items()):
+        table.add_row(str(key), str(value))
+    console.print(table)
+    console.print("written: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _run_environment(folder: Path, env: str | None, env_arg: list[str] | None) -> Any:
+    """The environment a run used (from its config.yaml) unless one is named."""
+    if env is None:
+        record = folder / "config.yaml"
+        env = (yaml.safe_load(record.read_text()) or {}).get("environment") if (
+            record.exists()) else None
+        if env is None:
+            raise typer.BadParameter(f"{folder} has no config.yaml naming its environment; "
+                                     "pass --env")
+    try:
+        return environments.create(env, **_key_values(env_arg or []))
+    except (KeyError, ValueError, TypeError) as err:
+        raise typer.BadParameter(str(err.args[0] if err.args else err)) from err
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="Rows to train on: .jsonl, .parquet or a folder "
+                                       "written by `mcts-agent pairs`.")],
+    out: Annotated[Path, typer.Option(help="Folder for the trained model.")],
+    model: Annotated[Path | None, typer.Option(help="Starting model folder; default: the "
+                                               "shipped tiny reasoner.")] = None,
+    method: Annotated[str | None, typer.Option(help="dpo (pairs) or sft (solutions).")] = None,
+    reference: Annotated[Path | None, typer.Option(help="DPO reference model; default: the "
+                                                   "starting model.")] = None,
+    epochs: float | None = None,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
+    beta: Annotated[float | None, typer.Option(help="DPO beta.")] = None,
+    nll_weight: Annotated[float | None, typer.Option(help="DPO + NLL weight.")] = None,
+    confidence_weights: Annotated[bool | None, typer.Option(
+        help="Weight pairs by their confidence column.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file of training settings.")] = None,
+) -> None:
+    """Train a policy on mined rows with TRL (DPO on pairs, SFT on solutions)."""
+    from .data import read_rows
+    from .models.tiny import TINY_ARITH_DIR
+    from .train import TrainConfig, train_policy
+
+    settings = load_settings(TrainConfig, config, "train", {
+        "method": method, "epochs": epochs, "learning_rate": learning_rate,
+        "batch_size": batch_size, "beta": beta, "nll_weight": nll_weight,
+        "confidence_weights": confidence_weights})
+    if not data.exists():
+        raise typer.BadParameter(f"{data} does not exist")
+    try:
+        rows = read_rows(data)
+        report = train_policy(model or TINY_ARITH_DIR, rows, out, settings, reference=reference)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        raise typer.BadParameter(str(err)) from err
+    console.print(f"trained {report.method} on {report.rows} rows: {report.steps} steps in "
+                  f"{report.seconds:.1f} s, loss {report.loss:.4f}; model in [bold]{out}[/bold]")
+
+
+@app.command("iterate")
+def iterate_command(
+    out: Annotated[Path, typer.Option(help="Run folder (resumes if it exists).")] = Path(
+        "runs/iterate"),
+    env: Annotated[str | None, typer.Option(help="Environment name.")] = None,
+    env_arg: Annotated[list[str] | None, typer.Option(
+        "--env-arg", help="KEY=VALUE for the environment, repeatable.")] = None,
+    model: Annotated[Path | None, typer.Option(help="Starting model folder.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Search → train rounds.")] = None,
+    tasks: Annotated[int | None, typer.Option(help="Training tasks searched per round.")] = None,
+    eval_tasks: Annotated[int | None, typer.Option(help="Held-out tasks.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Pairs: sibling, path or outcome.")] = None,
+    method: Annotated[str | None, typer.Option(help="dpo or sft.")] = None,
+    simulations: Annotated[int | None, typer.Option(help="Leaf expansions per tree.")] = None,
+    seed: int | None = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file: iterate settings, with "
+                                                "search:, pairs: and train: sections.")] = None,
+) -> None:
+    """Self-improvement: rounds of search → pairs → training → held-out evaluation."""
+    from .train.iterate import IterateConfig, iterate
+
+    base = load_settings(IterateConfig, config, "iterate", {
+        "env": env, "model": str(model) if model else None, "rounds": rounds,
+        "tasks_per_round": tasks, "eval_tasks": eval_tasks, "seed": seed,
+        "env_args": _key_values(env_arg) if env_arg else None})
+    updates = {"pairs": {"strategy": strategy}, "train": {"method": method},
+               "search": {"simulations": simulations}}
+    try:
+        settings = IterateConfig(**{**base.model_dump(), **{
+            section: {**base.model_dump()[section], **{k: v for k, v in values.items()
+                                                       if v is not None}}
+            for section, values in updates.items()}})
+    except ValidationError as err:
+        raise typer.BadParameter(f"invalid iterate settings:\n{err}") from err
+    try:
+        rows = iterate(settings, out, report=lambda line: console.print(line, highlight=False))
+    except (ValueError, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err)) from err
+    console.print((out / "rounds.md").read_text())
+    console.print(f"table: [bold]{out / 'rounds.md'}[/bold]  ·  plot: "
+                  f"[bold]{out / 'rounds.png'}[/bold]  ·  final model: {rows[-1]['model']}")
+
+
+@app.command()
 def envs() -> None:
     """List the environments and critics that are installed (built-in and plug-ins)."""
     console.print("environments: " + ", ".join(environments.names()))

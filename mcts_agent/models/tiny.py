@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import random
 import sys
 import time
@@ -43,6 +42,8 @@ from transformers import (
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
+
+from ..metrics import pass_at_k
 
 if TYPE_CHECKING:
     from environments.math.arith import ArithConfig, ArithProblem
@@ -304,13 +305,6 @@ def _transformers_version() -> str:
 
 
 # ---------------------------------------------------------------------------- evaluation
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from ``n`` samples of which ``c`` are correct (Chen et al., 2021)."""
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ class Attempt:
     """One task's sampled solutions, judged by the environment."""
 
     task: Task
+    texts: list[str]
     answers: list[str | None]
     scores: list[float]
     tokens: int
@@ -62,5 +63,6 @@ def sample_solutions(
             state, done = play_text(env, env.reset(task), candidate.text)
             answers.append(final_answer(env, state) if done else None)
             scores.append((env.score(state, task) or 0.0) if done else 0.0)
-        attempts.append(Attempt(task, answers, scores, sum(c.num_tokens for c in candidates)))
+        attempts.append(Attempt(task, [c.text for c in candidates], answers, scores,
+                                sum(c.num_tokens for c in candidates)))
     return attempts

@@ -1,0 +1,519 @@
+"""Training data from finished trees: preference pairs (TRL's DPO format), verified solutions
+(SFT) and per-step labels (value / process-reward models).
+
+Texts follow the policy's own format: a prompt is ``env.prompt`` of a state replayed from
+``env.reset(task)``, and a step is its action followed by ``env.step_delimiter``, exactly as the
+policy generated it. A node's value is read as a success rate with ``visits`` samples; a
+terminal node with a verifier score (data mode) is exact: its score is the truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..contracts import Environment, Prompt
+from ..search.results import SearchResult
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+_EPS = 1e-9  # margins are float differences: 0.8 - 0.6 must pass a 0.2 gate
+
+
+class PairConfig(BaseModel):
+    """Which preference pairs are mined from a tree. Immutable; unknown fields are rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strategy: Literal["sibling", "path", "outcome"] = Field(
+        "sibling", description="sibling: confident pairs of sibling steps anywhere in the tree; "
+        "path: MCTS-DPO's rule, best vs worst sibling along the most visited path; outcome: "
+        "whole correct vs whole wrong solutions (needs verifier scores).")
+    min_visits: int = Field(1, ge=0, description="Visits each side needs (a verified terminal "
+                            "node always qualifies: its score is exact).")
+    z: float = Field(1.64, ge=0, description="Wilson interval z (1.64 ≈ 90% one-sided); the "
+                     "better side's lower bound must exceed the worse side's upper bound. "
+                     "0 disables this gate.")
+    min_margin: float = Field(0.2, ge=0, le=1, description="value(chosen) - value(rejected) "
+                              "at least this.")
+    max_per_depth: int | None = Field(4, ge=1, description="Pairs per depth per tree; None = "
+                                      "no cap.")
+    max_per_tree: int | None = Field(16, ge=1, description="Pairs per tree; None = no cap.")
+    min_edit_distance: int = Field(0, ge=0, description="Levenshtein distance in characters "
+                                   "between the two step texts (rStar-Math uses 20).")
+    completion: Literal["step", "continuation"] = Field(
+        "step", description="step: each side is one step; continuation: the step plus the "
+        "best continuation under it (most visited child, down to a terminal node or leaf).")
+    conversational: bool = Field(False, description="Chat-message rows: the root prompt as "
+                                 "the user turn, prefix steps + side as the assistant turn.")
+    seed: int = Field(0, description="Breaks exact ties when caps drop pairs (reproducibly).")
+
+
+class ReplayError(RuntimeError):
+    """The environment failed to replay a tree's actions."""
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def wilson_interval(successes_rate: float, n: int, z: float) -> tuple[float, float]:
+    """Wilson score interval of a success rate observed over ``n`` samples.
+
+    ``n <= 0`` knows nothing: (0, 1); ``z == 0`` is the point estimate."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = min(max(successes_rate, 0.0), 1.0)
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    center = (p + z2 / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def levenshtein(a: str, b: str, limit: int | None = None) -> int:
+    """Edit distance between ``a`` and ``b``; with ``limit``, stops early and returns ``limit``
+    once the distance is known to be at least that (all a gate needs)."""
+    if len(a) < len(b):
+        a, b = b, a
+    if limit is not None and len(a) - len(b) >= limit:
+        return limit
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+        if limit is not None and min(row) >= limit:
+            return limit
+    return row[-1] if limit is None else min(row[-1], limit)
+
+
+@dataclass(frozen=True)
+class _Rate:
+    value: float | None
+    visits: int
+    exact: bool  # a verified terminal: the score is the truth, not an estimate
+
+
+def _rate(node: dict[str, Any]) -> _Rate:
+    if node["terminal"] and node.get("score") is not None:
+        return _Rate(float(node["score"]), int(node["visits"]), True)
+    value = node.get("value")
+    return _Rate(None if value is None else float(value), int(node["visits"]), False)
+
+
+def _interval(rate: _Rate, z: float) -> tuple[float, float]:
+    assert rate.value is not None
+    return (rate.value, rate.value) if rate.exact else wilson_interval(rate.value, rate.visits, z)
+
+
+def _confidence(chosen: _Rate, rejected: _Rate) -> float:
+    """P(chosen truly better) ≈ Φ((p̃_c − p̃_r) / √(s_c² + s_r²)) with Agresti–Caffo rates
+    p̃ = (n·p + 1) / (n + 2) and s² = p̃(1 − p̃) / (n + 2); a verified terminal is exact
+    (p̃ = score, s² = 0). Both exact: 1 if the chosen is better."""
+    def moments(rate: _Rate) -> tuple[float, float]:
+        assert rate.value is not None
+        if rate.exact:
+            return rate.value, 0.0
+        n = max(rate.visits, 0)
+        p = (n * rate.value + 1) / (n + 2)
+        return p, p * (1 - p) / (n + 2)
+
+    (pc, vc), (pr, vr) = moments(chosen), moments(rejected)
+    if vc + vr == 0:
+        return 1.0 if pc > pr else 0.5 if pc == pr else 0.0
+    return 0.5 * (1 + math.erf((pc - pr) / math.sqrt(2 * (vc + vr))))
+
+
+# ----------------------------------------------------------------------------- replay
+
+
+class _Tree:
+    """One finished tree with its states replayed on demand (each node once)."""
+
+    def __init__(self, result: SearchResult, env: Environment) -> None:
+        self.result, self.env, self.nodes = result, env, result.nodes
+        self.task_id = result.task.id
+        self.delimiter = env.step_delimiter
+        self.children: list[list[int]] = [[] for _ in self.nodes]
+        for i, node in enumerate(self.nodes):
+            if node["parent"] is not None:
+                self.children[node["parent"]].append(i)
+        self._states: dict[int, Any] = {0: self._call(env.reset, result.task)}
+        self.root_prompt: Prompt = self.prompt(0)
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as err:  # a plug-in may raise anything; the tree is skipped, not the run
+            raise ReplayError(f"{type(err).__name__}: {err}") from err
+
+    def state(self, i: int) -> Any:
+        missing = []
+        while i not in self._states:
+            missing.append(i)
+            i = self.nodes[i]["parent"]
+        for j in reversed(missing):
+            parent = self._states[self.nodes[j]["parent"]]
+            self._states[j] = self._call(self.env.step, parent, self.nodes[j]["action"]).state
+        return self._states[missing[0] if missing else i]
+
+    def prompt(self, i: int) -> Prompt:
+        return self._call(self.env.prompt, self.state(i))
+
+    def action(self, i: int) -> str:
+        """The step without its delimiter."""
+        return self.nodes[i]["action"].removesuffix(self.delimiter)
+
+    def step_text(self, i: int) -> str:
+        """The step as the policy generated it, delimiter included."""
+        return self.action(i) + self.delimiter
+
+    def path(self, i: int) -> list[int]:
+        """Node ids from the first step to ``i`` (the root excluded)."""
+        return self.result.path_to(i)[1:]
+
+    def text(self, ids: Iterable[int]) -> str:
+        return "".join(self.step_text(i) for i in ids)
+
+    def best_child(self, i: int) -> int | None:
+        """Most visited child, ties to the higher value, then the older node."""
+        def key(j: int) -> tuple[int, float, int]:
+            value = self.nodes[j]["value"]
+            return self.nodes[j]["visits"], -1.0 if value is None else value, -j
+
+        return max(self.children[i], key=key, default=None)
+
+    def continuation(self, i: int) -> list[int]:
+        """``i`` and the best line under it, down to a terminal node or a leaf."""
+        line = [i]
+        while not self.nodes[line[-1]]["terminal"]:
+            child = self.best_child(line[-1])
+            if child is None:
+                break
+            line.append(child)
+        return line
+
+
+# ----------------------------------------------------------------------------- pairs
+
+
+@dataclass(frozen=True)
+class _Pair:
+    parent: int
+    chosen: int
+    rejected: int
+    chosen_rate: _Rate
+    rejected_rate: _Rate
+
+    @property
+    def margin(self) -> float:
+        assert self.chosen_rate.value is not None and self.rejected_rate.value is not None
+        return self.chosen_rate.value - self.rejected_rate.value
+
+    @property
+    def confidence(self) -> float:
+        return _confidence(self.chosen_rate, self.rejected_rate)
+
+
+def mine_pairs(
+    results: Iterable[SearchResult], env: Environment, config: PairConfig | None = None
+) -> tuple[list[Row], Counter]:
+    """Preference pairs from finished trees, and a Counter of what happened (``trees``,
+    ``pairs`` and skip reasons: ``low_visits``, ``same_text``, ``small_margin``,
+    ``not_confident``, ``edit_distance``, ``duplicate``, ``cap_depth``, ``cap_tree``,
+    ``no_correct``, ``no_wrong``, ``replay_error``, ``empty_tree``).
+
+    Columns: ``prompt``, ``chosen``, ``rejected``, ``chosen_terminal``, ``rejected_terminal``,
+    ``task_id``, ``parent_node``, ``chosen_node``, ``rejected_node``, ``depth`` (of the two
+    steps), ``chosen_visits``, ``rejected_visits``, ``chosen_value``, ``rejected_value`` (the
+    verifier's score for a verified terminal node), ``margin``, ``confidence``, ``strategy``.
+
+    ``confidence`` = Φ((p̃_c − p̃_r) / √(s_c² + s_r²)), the normal-approximation probability
+    that the chosen side is truly better, with Agresti–Caffo rates p̃ = (n·p + 1) / (n + 2),
+    s² = p̃(1 − p̃) / (n + 2) (p = value, n = visits); a verified terminal node is exact
+    (p̃ = score, s² = 0).
+    """
+    config = config or PairConfig()
+    counts: Counter = Counter()
+    rows: list[Row] = []
+    for result in results:
+        counts["trees"] += 1
+        if not result.nodes:
+            counts["empty_tree"] += 1
+            continue
+        try:
+            tree = _Tree(result, env)
+            found = _STRATEGIES[config.strategy](tree, config, counts)
+            tree_rows = _select(tree, found, config, counts)
+        except ReplayError as err:
+            log.warning("task %s: skipping its tree, the environment failed to replay it (%s)",
+                        result.task.id, err)
+            counts["replay_error"] += 1
+            continue
+        rows.extend(tree_rows)
+    counts["pairs"] = len(rows)
+    return rows, counts
+
+
+def _gate(tree: _Tree, a: int, b: int, config: PairConfig, counts: Counter,
+          wilson: bool) -> _Pair | None:
+    """The pair of siblings ``a``/``b`` (better one chosen) if it passes every gate."""
+    ra, rb = _rate(tree.nodes[a]), _rate(tree.nodes[b])
+    if any(r.value is None or (not r.exact and r.visits < config.min_visits) for r in (ra, rb)):
+        counts["low_visits"] += 1
+        return None
+    assert ra.value is not None and rb.value is not None
+    if rb.value > ra.value:
+        a, b, ra, rb = b, a, rb, ra
+    pair = _Pair(tree.nodes[a]["parent"], a, b, ra, rb)
+    step_a, step_b = tree.action(a).strip(), tree.action(b).strip()
+    if step_a == step_b:
+        counts["same_text"] += 1
+    elif pair.margin + _EPS < config.min_margin or pair.margin <= 0:
+        counts["small_margin"] += 1
+    elif wilson and config.z > 0 and _interval(ra, config.z)[0] <= _interval(rb, config.z)[1]:
+        counts["not_confident"] += 1
+    elif config.min_edit_distance and levenshtein(
+            step_a, step_b, config.min_edit_distance) < config.min_edit_distance:
+        counts["edit_distance"] += 1
+    else:
+        return pair
+    return None
+
+
+def _sibling(tree: _Tree, config: PairConfig, counts: Counter) -> list[_Pair]:
+    """Every confident pair of siblings, best first: confidence (to 3 decimals, so saturated
+    ones tie), then margin, then a seeded hash."""
+    pairs = [pair for kids in tree.children for a, b in combinations(kids, 2)
+             if (pair := _gate(tree, a, b, config, counts, wilson=True))]
+
+    def rank(pair: _Pair) -> tuple[float, float, str]:
+        tie = f"{config.seed}:{tree.task_id}:{pair.parent}:{pair.chosen}:{pair.rejected}"
+        digest = hashlib.blake2b(tie.encode(), digest_size=8).hexdigest()
+        return -round(pair.confidence, 3), -pair.margin, digest
+
+    return sorted(pairs, key=rank)
+
+
+def _path(tree: _Tree, config: PairConfig, counts: Counter) -> list[_Pair]:
+    """MCTS-DPO: along the most visited path, the highest- vs lowest-valued sibling (no
+    confidence gate)."""
+    pairs, node = [], 0
+    while tree.children[node]:
+        kids = tree.children[node]
+        ok = [k for k in kids if (r := _rate(tree.nodes[k])).value is not None
+              and (r.exact or r.visits >= config.min_visits)]
+        if len(kids) > 1 and len(ok) < 2:
+            counts["low_visits"] += 1
+        elif len(ok) > 1:
+            def key(k: int) -> tuple[float, int, int]:
+                return _rate(tree.nodes[k]).value or 0.0, tree.nodes[k]["visits"], -k
+
+            best, worst = max(ok, key=key), min(ok, key=key)
+            if pair := _gate(tree, best, worst, config, counts, wilson=False):
+                pairs.append(pair)
+        node = tree.best_child(node)  # type: ignore[assignment]
+    return pairs
+
+
+def _outcome(tree: _Tree, config: PairConfig, counts: Counter) -> list[_Pair]:
+    """Whole solutions: the best-valued correct one with the lowest-valued wrong one, and so
+    on (the shorter list repeats)."""
+    nodes = tree.nodes
+    finals = [i for i, n in enumerate(nodes) if n["terminal"]]
+    correct = _distinct(tree, sorted(
+        (i for i in finals if nodes[i].get("score") == 1),
+        key=lambda i: (-(nodes[i]["value"] or 0.0), nodes[i]["depth"], i)))
+    wrong = _distinct(tree, sorted(
+        (i for i in finals if nodes[i].get("score") == 0 or nodes[i].get("answer") is None),
+        key=lambda i: (nodes[i]["value"] or 0.0, nodes[i]["depth"], i)))
+    if not correct:
+        counts["no_correct"] += 1
+    if not wrong:
+        counts["no_wrong"] += 1
+    if not correct or not wrong:
+        return []
+    n = max(len(correct), len(wrong))
+    pairs = []
+    for c, w in ((correct[k % len(correct)], wrong[k % len(wrong)]) for k in range(n)):
+        if config.min_edit_distance and levenshtein(
+                tree.text(tree.path(c)), tree.text(tree.path(w)),
+                config.min_edit_distance) < config.min_edit_distance:
+            counts["edit_distance"] += 1
+            continue
+        pairs.append(_Pair(0, c, w, _Rate(1.0, nodes[c]["visits"], True),
+                           _Rate(0.0, nodes[w]["visits"], True)))
+    return pairs
+
+
+def _distinct(tree: _Tree, ids: Iterable[int]) -> list[int]:
+    """``ids`` without repeated solution texts (the first of each kept)."""
+    seen: set[str] = set()
+    out = []
+    for i in ids:
+        text = tree.text(tree.path(i))
+        if text not in seen:
+            seen.add(text)
+            out.append(i)
+    return out
+
+
+_STRATEGIES = {"sibling": _sibling, "path": _path, "outcome": _outcome}
+
+
+def _select(tree: _Tree, pairs: list[_Pair], config: PairConfig, counts: Counter) -> list[Row]:
+    """Rows of ``pairs`` (best first) without repeats, within the caps; in tree order."""
+    kept: list[Row] = []
+    seen: set[str] = set()
+    per_depth: Counter = Counter()
+    depth_cap = None if config.strategy == "outcome" else config.max_per_depth
+    for pair in pairs:
+        row = _pair_row(tree, pair, config)
+        key = repr((row["prompt"], row["chosen"], row["rejected"]))
+        if key in seen:
+            counts["duplicate"] += 1
+        elif depth_cap is not None and per_depth[row["depth"]] >= depth_cap:
+            counts["cap_depth"] += 1
+        elif config.max_per_tree is not None and len(kept) >= config.max_per_tree:
+            counts["cap_tree"] += 1
+        else:
+            seen.add(key)
+            per_depth[row["depth"]] += 1
+            kept.append(row)
+    if config.strategy == "outcome":
+        return kept
+    return sorted(kept, key=lambda r: (r["parent_node"], -r["margin"], r["chosen_node"],
+                                       r["rejected_node"]))
+
+
+def _side(tree: _Tree, pair: _Pair, node: int, config: PairConfig) -> tuple[str, bool]:
+    """A side's text (after the shared prefix) and whether it ends the episode."""
+    if config.strategy == "outcome":
+        ids = tree.path(node)
+    elif config.completion == "continuation":
+        ids = tree.continuation(node)
+    else:
+        ids = [node]
+    return tree.text(ids), ends_text(tree.nodes[ids[-1]])
+
+
+def ends_text(node: Mapping[str, Any]) -> bool:
+    """Whether the model's own text ends at ``node``: a finished episode with an answer. A step
+    the environment cut (a false line, the depth limit) is not where the model would stop
+    writing, so training must not teach an end-of-sequence there."""
+    return bool(node["terminal"]) and node.get("answer") is not None
+
+
+def _pair_row(tree: _Tree, pair: _Pair, config: PairConfig) -> Row:
+    (chosen, chosen_end), (rejected, rejected_end) = (
+        _side(tree, pair, pair.chosen, config), _side(tree, pair, pair.rejected, config))
+    if _chat(tree, config.conversational):
+        prefix = tree.text(tree.path(pair.parent))
+        prompt: Prompt = _messages(tree.root_prompt)
+        chosen_out: Any = [{"role": "assistant", "content": prefix + chosen}]
+        rejected_out: Any = [{"role": "assistant", "content": prefix + rejected}]
+    else:
+        prompt, chosen_out, rejected_out = tree.prompt(pair.parent), chosen, rejected
+    nodes = tree.nodes
+    return {
+        "prompt": prompt, "chosen": chosen_out, "rejected": rejected_out,
+        "chosen_terminal": chosen_end, "rejected_terminal": rejected_end,
+        "task_id": tree.task_id, "parent_node": pair.parent, "chosen_node": pair.chosen,
+        "rejected_node": pair.rejected, "depth": int(nodes[pair.parent]["depth"]) + 1,
+        "chosen_visits": int(nodes[pair.chosen]["visits"]),
+        "rejected_visits": int(nodes[pair.rejected]["visits"]),
+        "chosen_value": pair.chosen_rate.value, "rejected_value": pair.rejected_rate.value,
+        "margin": pair.margin, "confidence": pair.confidence, "strategy": config.strategy,
+    }
+
+
+def _chat(tree: _Tree, conversational: bool) -> bool:
+    """Chat rows when asked for, or when the environment's prompts already are messages."""
+    return conversational or isinstance(tree.root_prompt, list)
+
+
+def _messages(prompt: Prompt) -> list[dict[str, str]]:
+    return list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+
+
+# ----------------------------------------------------------------------------- SFT, stepwise
+
+
+def _trees(results: Iterable[SearchResult], env: Environment) -> Iterable[_Tree]:
+    for result in results:
+        if not result.nodes:
+            continue
+        try:
+            yield _Tree(result, env)
+        except ReplayError as err:
+            log.warning("task %s: skipping its tree, the environment failed to replay it (%s)",
+                        result.task.id, err)
+
+
+def sft_rows(
+    results: Iterable[SearchResult], env: Environment, max_per_tree: int = 1,
+    conversational: bool = False,
+) -> list[Row]:
+    """Verified solutions for SFT (STaR / ReST): per tree up to ``max_per_tree`` distinct
+    solutions ending in a node with score 1, best value first, then shortest.
+
+    Columns: ``prompt`` (the root prompt), ``completion`` (every step with its delimiter),
+    ``task_id``, ``node``, ``value``, ``depth``; chat messages when ``conversational``."""
+    rows = []
+    for tree in _trees(results, env):
+        nodes = tree.nodes
+        solved = _distinct(tree, sorted(
+            (i for i, n in enumerate(nodes) if n["terminal"] and n.get("score") == 1),
+            key=lambda i: (-(nodes[i]["value"] or 0.0), nodes[i]["depth"], i)))
+        for i in solved[:max_per_tree]:
+            text = tree.text(tree.path(i))
+            chat = _chat(tree, conversational)
+            rows.append({
+                "prompt": _messages(tree.root_prompt) if chat else tree.root_prompt,
+                "completion": [{"role": "assistant", "content": text}] if chat else text,
+                "task_id": tree.task_id, "node": i,
+                "value": float(nodes[i]["value"] if nodes[i]["value"] is not None else 1.0),
+                "depth": int(nodes[i]["depth"]),
+            })
+    return rows
+
+
+def stepwise_rows(
+    results: Iterable[SearchResult], env: Environment, threshold: float = 0.5
+) -> list[Row]:
+    """Per-step labels (Math-Shepherd style) for value / process-reward models: one row per
+    distinct root-to-terminal path.
+
+    Columns: ``prompt`` (the root prompt), ``completions`` (step texts, no delimiter),
+    ``labels`` (value ≥ ``threshold``; a verified terminal node's score decides for it),
+    ``values`` (the Monte Carlo estimates), ``task_id``. Paths through unvisited nodes are
+    skipped: they have no estimate."""
+    rows = []
+    for tree in _trees(results, env):
+        seen: set[tuple[str, ...]] = set()
+        for i, node in enumerate(tree.nodes):
+            if not node["terminal"] or i == 0:
+                continue
+            path = tree.path(i)
+            steps = tuple(tree.action(j) for j in path)
+            rates = [_rate(tree.nodes[j]) for j in path]
+            if steps in seen or any(r.value is None for r in rates):
+                continue
+            seen.add(steps)
+            values = [float(tree.nodes[j]["value"] if tree.nodes[j]["value"] is not None
+                            else r.value) for j, r in zip(path, rates, strict=True)]
+            rows.append({
+                "prompt": tree.root_prompt, "completions": list(steps),
+                "labels": [bool(r.value >= threshold) for r in rates],  # type: ignore[operator]
+                "values": values, "task_id": tree.task_id,
+            })
+    return rows

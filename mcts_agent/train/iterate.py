@@ -1,0 +1,239 @@
+"""The self-improvement loop: search → mine → train → evaluate, N rounds, resumable.
+
+A run folder holds one sub-folder per round::
+
+    run/iterate.yaml            the resolved settings (a resumed run must use the same)
+    run/round_0/eval.json       the starting policy, measured on the held-out tasks
+    run/round_1/search/         trees.jsonl (resumes tree by tree), summary.json
+    run/round_1/data/           the mined rows (JSONL + Parquet + dataset card)
+    run/round_1/model/          the trained policy (save_pretrained) + training.json
+    run/round_1/eval.json       the trained policy on the held-out tasks
+    run/rounds.json, rounds.md, rounds.png   one row per round, rewritten after each round
+
+Every step writes its output last, so an interrupted run redoes at most the step in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..data import PairConfig, mine_pairs, read_rows, sft_rows, write_rows
+from ..metrics import PolicyMetrics, evaluate_policy
+from ..registry import environments
+from ..search import ResultFile, SearchConfig
+from ..search.run import load_policy, run_search
+from .config import TrainConfig
+from .trainers import train_policy
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[str], Any]
+
+
+class IterateConfig(BaseModel):
+    """Settings of a self-improvement run.
+
+    What is trained follows from ``pairs`` and ``train``: ``train.method="dpo"`` trains on
+    preference pairs mined with ``pairs.strategy`` (``sibling``: step-level; ``path``: the
+    MCTS-DPO rule; ``outcome``: whole solutions); ``train.method="sft"`` trains on the best
+    verified paths (STaR / ReST).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    env: str = Field("arith", description="Environment name (see `mcts-agent envs`).")
+    env_args: dict[str, Any] = Field(default_factory=dict)
+    model: str | None = Field(None, description="Starting model folder; None = the shipped "
+                              "tiny reasoner.")
+    rounds: int = Field(3, ge=1)
+    tasks_per_round: int = Field(128, ge=1, description="Fresh training tasks searched per "
+                                 "round (train split).")
+    eval_tasks: int = Field(200, ge=1, description="Held-out tasks (test split), the same "
+                            "every round.")
+    eval_k: int = Field(8, ge=1, description="Samples per held-out task for pass@k and "
+                        "the B-STaR measures.")
+    rollouts: int = Field(4, ge=1, description="Monte Carlo rollouts per node (the critic).")
+    reference: str = Field("previous", pattern="^(previous|initial)$", description="DPO's "
+                           "reference model: the previous round's policy or the starting one.")
+    sft_per_tree: int = Field(1, ge=1, description="SFT: verified solutions kept per tree.")
+    device: str = "cpu"
+    seed: int = 0
+    search: SearchConfig = Field(default_factory=lambda: SearchConfig(stop_when_solved=False))
+    pairs: PairConfig = Field(default_factory=PairConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def iterate(config: IterateConfig, out_dir: str | Path, report: Report = log.info
+            ) -> list[dict[str, Any]]:
+    """Run (or resume) ``config.rounds`` rounds in ``out_dir``; returns one row per round
+    (round 0 = the starting policy)."""
+    out = Path(out_dir)
+    _claim(out, config)
+    env = environments.create(config.env, **config.env_args)
+    held_out = env.tasks(config.eval_tasks, split="test")
+    model = config.model or str(_shipped_model())
+    rows = [_evaluate(out / "round_0", env, model, held_out, config, report, 0)]
+    _write_table(out, rows)
+    for r in range(1, config.rounds + 1):
+        folder = out / f"round_{r}"
+        search = _search(folder / "search", env, model, config, r, report)
+        data, mined = _mine(folder / "data", env, search, config, r, report)
+        trained = _train(folder / "model", model, data, config, r, report)
+        model = str(folder / "model") if trained else model
+        row = _evaluate(folder, env, model, held_out, config, report, r)
+        row.update(search=search, mined=mined, trained=trained)
+        rows.append(_flatten(row))
+        _write_table(out, rows)
+    return rows
+
+
+# --------------------------------------------------------------------------- the four steps
+
+
+def _search(folder: Path, env: Any, model: str, config: IterateConfig, r: int,
+            report: Report) -> dict[str, Any]:
+    summary_file = folder / "summary.json"
+    if summary_file.exists():
+        report(f"round {r}: search done before")
+        return json.loads(summary_file.read_text())
+    tasks = env.tasks(config.tasks_per_round, split="train", seed=config.seed * 1000 + r)
+    report(f"round {r}: searching {len(tasks)} training tasks")
+    search = config.search.model_copy(update={"seed": config.seed * 1000 + r})
+    summary, _ = run_search(env, tasks=tasks, policy=load_policy(model, device=config.device),
+                            config=search, rollouts=config.rollouts, out_dir=folder,
+                            baselines=False)
+    return summary.to_dict()
+
+
+def _mine(folder: Path, env: Any, search: dict[str, Any], config: IterateConfig, r: int,
+          report: Report) -> tuple[Path, dict[str, Any]]:
+    name = "sft" if config.train.method == "sft" else "pairs"
+    stats_file = folder / f"{name}.stats.json"
+    if stats_file.exists():
+        return folder / f"{name}.jsonl", json.loads(stats_file.read_text())
+    results = list(ResultFile(folder.parent / "search" / "trees.jsonl"))
+    if name == "sft":
+        rows = sft_rows(results, env, max_per_tree=config.sft_per_tree)
+        stats: dict[str, Any] = {"trees": len(results), "rows": len(rows)}
+    else:
+        rows, counts = mine_pairs(results, env, config.pairs)
+        stats = {**counts, "rows": len(rows)}
+    write_rows(rows, folder, name, stats=stats,
+               description=f"round {r} of an `mcts-agent iterate` run ({name})")
+    report(f"round {r}: {len(rows)} {name} rows from {len(results)} trees "
+           f"({search.get('mcts_solved', '?')} solved)")
+    return folder / f"{name}.jsonl", stats
+
+
+def _train(folder: Path, model: str, data: Path, config: IterateConfig, r: int,
+           report: Report) -> dict[str, Any] | None:
+    done = folder / "training.json"
+    if done.exists():
+        return json.loads(done.read_text())["report"]
+    rows = read_rows(data)
+    if not rows:
+        report(f"round {r}: nothing to train on; the policy stays as it was")
+        return None
+    reference = None
+    if config.train.method == "dpo" and config.reference == "initial":
+        reference = config.model or str(_shipped_model())
+    report(f"round {r}: training ({config.train.method}) on {len(rows)} rows")
+    train = config.train.model_copy(update={"seed": config.train.seed + r})
+    return train_policy(model, rows, folder, train, reference=reference).to_dict()
+
+
+def _evaluate(folder: Path, env: Any, model: str, tasks: list, config: IterateConfig,
+              report: Report, r: int) -> dict[str, Any]:
+    done = folder / "eval.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    policy = load_policy(model, device=config.device)
+    metrics: PolicyMetrics = evaluate_policy(
+        env, policy, tasks, k=config.eval_k, temperature=config.search.temperature,
+        max_tokens=config.search.max_step_tokens * config.search.max_depth, seed=config.seed)
+    row = {"round": r, "model": model, **metrics.to_dict()}
+    folder.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(row, indent=2))
+    report(f"round {r}: held-out greedy {metrics.greedy_acc:.1%}, pass@{config.eval_k} "
+           f"{metrics.pass_at_k:.1%}")
+    return row
+
+
+# --------------------------------------------------------------------------- run folder
+
+
+def _claim(out: Path, config: IterateConfig) -> None:
+    """Write the settings, or check that a resumed run uses the same ones."""
+    out.mkdir(parents=True, exist_ok=True)
+    settings = out / "iterate.yaml"
+    wanted = config.model_dump(mode="json")
+    if settings.exists():
+        before = yaml.safe_load(settings.read_text())
+        changed = sorted(k for k in wanted if before.get(k) != wanted[k] and k != "rounds")
+        if changed:
+            raise ValueError(f"{out} holds a run with other settings ({', '.join(changed)}); "
+                             "resume with the same settings or choose a new output folder")
+    settings.write_text(yaml.safe_dump(wanted, sort_keys=False))
+
+
+def _shipped_model() -> Path:
+    from ..models.tiny import TINY_ARITH_DIR
+
+    return TINY_ARITH_DIR
+
+
+COLUMNS = ("round", "greedy_acc", "pass_at_1", "pass_at_k", "distinct_correct", "diversity",
+           "pick_acc", "exploitation", "rows", "search_tokens", "solved", "train_loss")
+
+
+def _flatten(row: dict[str, Any]) -> dict[str, Any]:
+    search, mined, trained = row.pop("search"), row.pop("mined"), row.pop("trained")
+    return {**row, "rows": mined.get("rows", 0), "search_tokens": search.get("tokens"),
+            "solved": f"{search.get('mcts_solved')}/{search.get('tasks')}",
+            "train_loss": trained and trained.get("loss"),
+            "train_seconds": trained and trained.get("seconds"),
+            "search_seconds": search.get("seconds")}
+
+
+def _write_table(out: Path, rows: list[dict[str, Any]]) -> None:
+    (out / "rounds.json").write_text(json.dumps(rows, indent=2))
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in COLUMNS) + " |" for row in rows]
+    (out / "rounds.md").write_text("\n".join(lines) + "\n")
+    plot_rounds(rows, out / "rounds.png")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def plot_rounds(rows: list[dict[str, Any]], path: Path,
+                series: tuple[str, ...] = ("greedy_acc", "pass_at_k", "pick_acc")) -> None:
+    """A PNG of the held-out measures per round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    rounds = [row["round"] for row in rows]
+    for name in series:
+        ax.plot(rounds, [row.get(name) for row in rows], marker="o", label=name)
+    ax.set_xlabel("round")
+    ax.set_ylabel("held-out rate")
+    ax.set_xticks(rounds)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

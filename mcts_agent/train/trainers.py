@@ -1,0 +1,192 @@
+"""TRL trainers for mined data: step-level DPO on preference pairs, SFT on solutions.
+
+Two things TRL does not do for step-level data, done here by a small DPOTrainer subclass:
+
+* **No EOS after an intermediate step.** TRL appends EOS (or the chat template's end of turn) to
+  every chosen and rejected text. For a pair of steps that do not end the episode that would
+  teach the model to stop mid-solution, so the end marker is cut again from the tokenized rows
+  whose ``chosen_terminal`` / ``rejected_terminal`` column is false (the step's own delimiter,
+  e.g. its newline, stays).
+* **Per-pair confidence.** With ``confidence_weights`` pairs are drawn in proportion to their
+  ``confidence`` column, so the expected loss is the confidence-weighted DPO loss. (TRL's
+  ``label_smoothing`` no longer affects the sigmoid loss, and its per-sequence loss has no
+  weight hook; sampling gives the same expectation without copying TRL's loss code.)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+from .config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+SFT_COLUMNS = ("prompt", "completion")
+
+
+@dataclass
+class TrainReport:
+    """What one training run did."""
+
+    method: str
+    rows: int
+    steps: int
+    seconds: float
+    loss: float | None
+    out_dir: str
+    metrics: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def strip_turn_end(ids: Sequence[int], special_ids: frozenset[int], tokenizer: Any) -> list[int]:
+    """``ids`` without the end-of-sequence / end-of-turn marker a trainer appended.
+
+    The marker is the trailing run of special and whitespace-only tokens, cut from its first
+    special token: ``…27\\n<eos>`` keeps ``…27\\n``; ``…27\\n<|im_end|>\\n`` keeps ``…27\\n``.
+    """
+    ids = list(ids)
+    cut = len(ids)
+    for i in range(len(ids) - 1, -1, -1):
+        if ids[i] in special_ids:
+            cut = i
+        elif tokenizer.decode([ids[i]]).strip():  # real content: the marker ends here
+            break
+    return ids[:cut]
+
+
+class StepDPOTrainer(DPOTrainer):
+    """TRL's DPOTrainer, correct at step boundaries and optionally confidence-weighted."""
+
+    def __init__(self, *args: Any, confidence_weights: bool = False, **kwargs: Any) -> None:
+        self.confidence_weights = confidence_weights
+        self.pair_weights: torch.Tensor | None = None  # read before TRL drops the column
+        super().__init__(*args, **kwargs)
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        columns = set(dataset.column_names or ())
+        if self.confidence_weights and dataset_name == "train":
+            if "confidence" not in columns:
+                raise ValueError("confidence_weights needs a `confidence` column in the pairs")
+            self.pair_weights = torch.tensor(dataset["confidence"], dtype=torch.double)
+            self.pair_weights.clamp_(min=1e-6)
+        if not {"chosen_terminal", "rejected_terminal"} & columns:
+            log.warning("%s rows have no chosen_terminal/rejected_terminal columns: every "
+                        "completion is trained as the end of an episode (with EOS)", dataset_name)
+            return dataset
+        tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        special = frozenset(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+
+        def drop_step_end(row: dict[str, Any]) -> dict[str, Any]:
+            for side in ("chosen", "rejected"):
+                if not row.get(f"{side}_terminal", True):
+                    row[f"{side}_ids"] = strip_turn_end(row[f"{side}_ids"], special, tokenizer)
+            return row
+
+        return dataset.map(drop_step_end, desc=f"No EOS after steps in {dataset_name}")
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.pair_weights is None:
+            return super()._get_train_sampler(train_dataset)
+        generator = torch.Generator().manual_seed(self.args.seed)
+        return torch.utils.data.WeightedRandomSampler(
+            self.pair_weights, len(self.pair_weights), replacement=True, generator=generator)
+
+
+def train_policy(
+    model: str | Path,
+    rows: Sequence[dict[str, Any]] | Dataset,
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    reference: str | Path | None = None,
+) -> TrainReport:
+    """Train the model saved in ``model`` on ``rows`` and save the result in ``out_dir``.
+
+    DPO rows need ``prompt``/``chosen``/``rejected`` (plain or conversational); SFT rows need
+    ``prompt``/``completion``. ``reference`` is DPO's reference model; None = the starting
+    model (in an iteration loop: the previous round's policy).
+    """
+    config = config or TrainConfig()
+    dataset = rows if isinstance(rows, Dataset) else Dataset.from_list(list(rows))
+    needed = PAIR_COLUMNS if config.method == "dpo" else SFT_COLUMNS
+    missing = [c for c in needed if c not in dataset.column_names]
+    if len(dataset) == 0:
+        raise ValueError(f"no {config.method} rows to train on; mine more trees or loosen the "
+                         "pair settings")
+    if missing:
+        raise ValueError(f"{config.method} rows need columns {list(needed)}; missing {missing}")
+    out = Path(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    started = time.perf_counter()
+    with _threads(config.threads):
+        policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+        args = _trainer_args(config, out)
+        if config.method == "dpo":
+            ref = (AutoModelForCausalLM.from_pretrained(reference, dtype=torch.float32)
+                   if reference is not None else None)
+            trainer = StepDPOTrainer(model=policy, ref_model=ref, args=args,
+                                     train_dataset=dataset, processing_class=tokenizer,
+                                     confidence_weights=config.confidence_weights)
+        else:
+            trainer = SFTTrainer(model=policy, args=args, train_dataset=dataset,
+                                 processing_class=tokenizer)
+        result = trainer.train()
+    out.mkdir(parents=True, exist_ok=True)
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(out)
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    report = TrainReport(
+        config.method, len(dataset), trainer.state.global_step,
+        round(time.perf_counter() - started, 2), result.training_loss, str(out),
+        {k: float(v) for k, v in (logs[-1] if logs else {}).items()
+         if isinstance(v, int | float)})
+    (out / "training.json").write_text(json.dumps(
+        {"report": report.to_dict(), "config": config.model_dump(mode="json")}, indent=2))
+    return report
+
+
+def _trainer_args(config: TrainConfig, out: Path) -> DPOConfig | SFTConfig:
+    cuda = torch.cuda.is_available()
+    bf16 = config.precision == "bfloat16" or (
+        config.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
+    common = dict(
+        output_dir=str(out), learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        warmup_steps=config.warmup_ratio, lr_scheduler_type=config.scheduler,
+        weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
+        max_length=config.max_length, seed=config.seed, data_seed=config.seed,
+        use_cpu=not cuda, bf16=bf16, report_to="none", save_strategy="no",
+        logging_steps=10, dataset_num_proc=None)
+    if config.method == "sft":
+        return SFTConfig(**common)
+    losses = ["sigmoid", "sft"] if config.nll_weight > 0 else ["sigmoid"]
+    return DPOConfig(**common, beta=config.beta, loss_type=losses,
+                     loss_weights=[1.0, config.nll_weight] if config.nll_weight > 0 else None)
+
+
+@contextmanager
+def _threads(n: int | None):
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
