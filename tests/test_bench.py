@@ -30,3 +30,17 @@ def test_search_benchmark_small_run_prints_its_json_line():
         assert {"greedy_solved", "best_of_n_solved", "mcts_solved", "tasks", "tokens",
                 "seconds"} <= figures[mode].keys()
         assert figures[mode]["tasks"] == 3
+
+
+def test_self_improvement_benchmark_small_run_prints_its_json_line(tmp_path):
+    bench = Path(__file__).parents[1] / "bench" / "self_improve.py"
+    done = subprocess.run(
+        [sys.executable, str(bench), "--tasks", "4", "--rounds", "1", "--eval-tasks", "4",
+         "--simulations", "3", "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "runs"),
+         "--results", str(tmp_path / "results.md")],
+        capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"start_acc", "step_dpo_acc", "outcome_dpo_acc", "sft_acc", "rounds"} <= figures.keys()
+    assert figures["rounds"] == 1 and len(figures["per_round"]["sft"]) == 2
+    assert "| round |" in (tmp_path / "results.md").read_text()

@@ -106,3 +106,22 @@ def test_bad_rows_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="missing"):
         train_policy(TINY_ARITH_DIR, [{"prompt": "a", "chosen": "b"}], tmp_path,
                      TrainConfig(**FAST))
+
+
+def test_chat_rows_lose_the_end_of_turn_only_after_intermediate_steps(tmp_path):
+    model, tokenizer = load_tiny_reasoner()
+    # a minimal chat template in the tiny vocabulary: an assistant turn ends with "<eos>\n"
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['content'] }}{% if m['role'] == 'assistant' %}"
+        "{{ eos_token }}\n{% endif %}{% endfor %}")
+    rows = [{"prompt": [{"role": "user", "content": PROMPT}],
+             "chosen": [{"role": "assistant", "content": "Step 1: 9*3=27\n"}],
+             "rejected": [{"role": "assistant", "content": "Step 1: 3+9=12\n"}],
+             "chosen_terminal": term, "rejected_terminal": term} for term in (False, True)]
+    args = DPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1,
+                     per_device_train_batch_size=2, save_strategy="no")
+    trainer = StepDPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer)
+    step, final = trainer.train_dataset[0], trainer.train_dataset[1]
+    assert tokenizer.decode(step["chosen_ids"]) == "Step 1: 9*3=27\n"
+    assert tokenizer.decode(final["chosen_ids"]) == "Step 1: 9*3=27\n<eos>\n"

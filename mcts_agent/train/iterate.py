@@ -67,7 +67,11 @@ class IterateConfig(BaseModel):
     seed: int = 0
     search: SearchConfig = Field(default_factory=lambda: SearchConfig(stop_when_solved=False))
     pairs: PairConfig = Field(default_factory=PairConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    train: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(beta=5.0, nll_weight=1.0),
+        description="DPO + NLL with a large beta by default: on the shipped tiny reasoner plain "
+        "DPO at beta 0.1 wrecked held-out accuracy (35.5 % → 13 %) while beta 5 with NLL "
+        "raised it (→ 45 %); see docs/results.md.")
 
 
 def iterate(config: IterateConfig, out_dir: str | Path, report: Report = log.info
@@ -216,20 +220,23 @@ def _cell(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def plot_rounds(rows: list[dict[str, Any]], path: Path,
-                series: tuple[str, ...] = ("greedy_acc", "pass_at_k", "pick_acc")) -> None:
+def plot_rounds(rows: list[dict[str, Any]], path: Path) -> None:
     """A PNG of the held-out measures per round."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    k = rows[0].get("k", "k")
+    series = {"greedy_acc": "greedy", "pass_at_k": f"pass@{k}",
+              "pick_acc": f"majority of {k} samples"}
     fig, ax = plt.subplots(figsize=(6, 3.5))
     rounds = [row["round"] for row in rows]
-    for name in series:
-        ax.plot(rounds, [row.get(name) for row in rows], marker="o", label=name)
+    for name, label in series.items():
+        ax.plot(rounds, [row.get(name) for row in rows], marker="o", label=label)
+    ax.set_title("held-out accuracy per round (round 0: the starting policy)", fontsize=10)
     ax.set_xlabel("round")
-    ax.set_ylabel("held-out rate")
+    ax.set_ylabel("share of held-out tasks")
     ax.set_xticks(rounds)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
