@@ -384,10 +384,16 @@ def iterate_command(
             for section, values in updates.items()}})
     except ValidationError as err:
         raise typer.BadParameter(f"invalid iterate settings:\n{err}") from err
-    try:
-        rows = iterate(settings, out, report=lambda line: console.print(line, highlight=False))
-    except (ValueError, FileNotFoundError) as err:
-        raise typer.BadParameter(str(err)) from err
+    searched = sum(len(ResultFile(f).done_ids()) for f in out.glob("round_*/search/trees.jsonl"))
+    with Progress(TextColumn("[bold]trees searched"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as bar:
+        job = bar.add_task("trees", total=settings.rounds * settings.tasks_per_round,
+                           completed=searched)
+        try:
+            rows = iterate(settings, out, on_tree=lambda _: bar.advance(job),
+                           report=lambda line: bar.console.print(line, highlight=False))
+        except (ValueError, FileNotFoundError) as err:
+            raise typer.BadParameter(str(err)) from err
     console.print((out / "rounds.md").read_text())
     console.print(f"table: [bold]{out / 'rounds.md'}[/bold]  ·  plot: "
                   f"[bold]{out / 'rounds.png'}[/bold]  ·  final model: {rows[-1]['model']}")

@@ -110,3 +110,15 @@ def test_commands_explain_bad_input(tmp_path):
     assert result.exit_code != 0 and "no dpo rows" in result.output
     result = runner.invoke(app, ["iterate", "--out", str(tmp_path / "i"), "--method", "ppo"])
     assert result.exit_code != 0 and "method" in result.output
+
+
+def test_iterate_command_from_a_yaml_file(tmp_path):
+    settings = small(rounds=1, tasks_per_round=3, eval_tasks=3).model_dump(mode="json")
+    config = tmp_path / "iterate.yaml"
+    config.write_text(yaml.safe_dump({"iterate": settings}))
+    result = runner.invoke(app, ["iterate", "--config", str(config), "--out",
+                                 str(tmp_path / "run"), "--method", "sft"])
+    assert result.exit_code == 0, result.output
+    assert "greedy_acc" in result.output and "round 1" in result.output
+    saved = yaml.safe_load((tmp_path / "run" / "iterate.yaml").read_text())
+    assert saved["train"]["method"] == "sft" and saved["tasks_per_round"] == 3

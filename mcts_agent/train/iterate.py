@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..data import PairConfig, mine_pairs, read_rows, sft_rows, write_rows
 from ..metrics import PolicyMetrics, evaluate_policy
 from ..registry import environments
-from ..search import ResultFile, SearchConfig
+from ..search import ResultFile, SearchConfig, SearchResult
 from ..search.run import load_policy, run_search
 from .config import TrainConfig
 from .trainers import train_policy
@@ -74,10 +74,11 @@ class IterateConfig(BaseModel):
         "raised it (→ 45 %); see docs/results.md.")
 
 
-def iterate(config: IterateConfig, out_dir: str | Path, report: Report = log.info
-            ) -> list[dict[str, Any]]:
+def iterate(config: IterateConfig, out_dir: str | Path, report: Report = log.info,
+            on_tree: Callable[[SearchResult], Any] | None = None) -> list[dict[str, Any]]:
     """Run (or resume) ``config.rounds`` rounds in ``out_dir``; returns one row per round
-    (round 0 = the starting policy)."""
+    (round 0 = the starting policy). ``report`` gets a line per step, ``on_tree`` each tree
+    as its search finishes (for progress bars)."""
     out = Path(out_dir)
     _claim(out, config)
     env = environments.create(config.env, **config.env_args)
@@ -87,7 +88,7 @@ def iterate(config: IterateConfig, out_dir: str | Path, report: Report = log.inf
     _write_table(out, rows)
     for r in range(1, config.rounds + 1):
         folder = out / f"round_{r}"
-        search = _search(folder / "search", env, model, config, r, report)
+        search = _search(folder / "search", env, model, config, r, report, on_tree)
         data, mined = _mine(folder / "data", env, search, config, r, report)
         trained = _train(folder / "model", model, data, config, r, report)
         model = str(folder / "model") if trained else model
@@ -102,7 +103,7 @@ def iterate(config: IterateConfig, out_dir: str | Path, report: Report = log.inf
 
 
 def _search(folder: Path, env: Any, model: str, config: IterateConfig, r: int,
-            report: Report) -> dict[str, Any]:
+            report: Report, on_tree: Callable[[SearchResult], Any] | None) -> dict[str, Any]:
     summary_file = folder / "summary.json"
     if summary_file.exists():
         report(f"round {r}: search done before")
@@ -112,7 +113,7 @@ def _search(folder: Path, env: Any, model: str, config: IterateConfig, r: int,
     search = config.search.model_copy(update={"seed": config.seed * 1000 + r})
     summary, _ = run_search(env, tasks=tasks, policy=load_policy(model, device=config.device),
                             config=search, rollouts=config.rollouts, out_dir=folder,
-                            baselines=False)
+                            baselines=False, on_result=on_tree)
     return summary.to_dict()
 
 
