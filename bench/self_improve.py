@@ -110,10 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         "rows_per_round": {m: [row.get("rows") for row in rows[1:]] for m, rows in runs.items()},
         "search_tokens": {m: [row.get("search_tokens") for row in rows[1:]]
                           for m, rows in runs.items()},
+        # search + training time of every round, also when this call only resumed a run
+        "compute_seconds": round(sum((row.get("search_seconds") or 0)
+                                     + (row.get("train_seconds") or 0)
+                                     for rows in runs.values() for row in rows), 1),
         "seconds": round(time.perf_counter() - started, 1),
     }
     if args.results is not None:
-        write_results(args.results, table, summary)
+        details = {m: (args.out / m / "rounds.md").read_text() for m in runs}
+        write_results(args.results, table, summary, details)
     print(json.dumps(summary))
     return 0
 
@@ -121,16 +126,19 @@ def main(argv: list[str] | None = None) -> int:
 BEGIN, END = "<!-- self_improve:begin -->", "<!-- self_improve:end -->"
 
 
-def write_results(path: Path, table: str, summary: dict) -> None:
+def write_results(path: Path, table: str, summary: dict, details: dict[str, str]) -> None:
     """Put this run's section into ``path`` between its markers; the rest of the file stays."""
     command = "python bench/self_improve.py " + " ".join(sys.argv[1:])
+    per_method = "".join(f"\n`{m}` (every measure; `rows` = training rows mined):\n\n{md}"
+                         for m, md in details.items())
     section = (
         f"{BEGIN}\n## Self-improvement on `arith` (bench/self_improve.py)\n\n"
-        f"Command: `{command.strip()}` · {summary['seconds'] / 60:.0f} min on this machine.\n\n"
+        f"Command: `{command.strip()}` · {summary['compute_seconds'] / 60:.0f} min of search "
+        "and training on this machine.\n\n"
         "Held-out greedy accuracy and pass@8 (%, the same test problems every round), and the "
         "training rows mined per round, from the shipped tiny reasoner. Round 0 is the "
-        "starting model.\n\n" + table + "\n\n```json\n" + json.dumps(summary, indent=2)
-        + f"\n```\n{END}")
+        "starting model.\n\n" + table + "\n" + per_method + "\n```json\n"
+        + json.dumps(summary) + f"\n```\n{END}")
     text = path.read_text() if path.exists() else "# Results\n\n"
     if BEGIN in text and END in text:
         text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]

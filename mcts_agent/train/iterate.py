@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,8 +60,9 @@ class IterateConfig(BaseModel):
     eval_k: int = Field(8, ge=1, description="Samples per held-out task for pass@k and "
                         "the B-STaR measures.")
     rollouts: int = Field(4, ge=1, description="Monte Carlo rollouts per node (the critic).")
-    reference: str = Field("previous", pattern="^(previous|initial)$", description="DPO's "
-                           "reference model: the previous round's policy or the starting one.")
+    reference: Literal["previous", "initial"] = Field(
+        "previous", description="DPO's reference model: the previous round's policy, or the "
+        "starting one throughout (as MCTS-DPO does).")
     sft_per_tree: int = Field(1, ge=1, description="SFT: verified solutions kept per tree.")
     device: str = "cpu"
     seed: int = 0
