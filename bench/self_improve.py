@@ -8,7 +8,9 @@ tokens) per round, three self-improvement runs (`mcts-agent iterate`):
 
 * ``step_dpo``:    step-level DPO on sibling pairs mined over whole trees (Wilson-gated);
 * ``outcome_dpo``: DPO on whole solutions, a verified one against a wrong one;
-* ``sft``:         SFT on the best verified path of each tree (STaR / ReST).
+* ``sft``:         SFT on the best verified path of each tree (STaR / ReST);
+* ``step_dpo_continuation`` (only when named in ``--methods``): step-level pairs whose sides
+  carry the best line under each step down to the answer.
 
 Each round searches fresh training problems with the current model, mines, trains and
 measures held-out greedy accuracy (and pass@k) on the same 200 test problems. Runs resume
@@ -35,6 +37,7 @@ from mcts_agent.train import TrainConfig  # noqa: E402
 from mcts_agent.train.iterate import IterateConfig, iterate  # noqa: E402
 
 METHODS = ("step_dpo", "outcome_dpo", "sft")
+EXTRA = ("step_dpo_continuation",)  # each side = its step + the best line under it
 
 
 def settings(method: str, args: argparse.Namespace) -> IterateConfig:
@@ -44,11 +47,13 @@ def settings(method: str, args: argparse.Namespace) -> IterateConfig:
     if method == "sft":
         train = {**train, "method": "sft", "beta": 0.1, "nll_weight": 0.0}
     strategy = "outcome" if method == "outcome_dpo" else "sibling"
+    completion = "continuation" if method == "step_dpo_continuation" else "step"
     return IterateConfig(
         env="arith", rounds=args.rounds, tasks_per_round=args.tasks, eval_tasks=args.eval_tasks,
         eval_k=8, rollouts=4, seed=args.seed,
         search=SearchConfig(simulations=args.simulations, stop_when_solved=False),
-        pairs=PairConfig(strategy=strategy, max_per_depth=8, max_per_tree=32),
+        pairs=PairConfig(strategy=strategy, completion=completion, max_per_depth=8,
+                         max_per_tree=32),
         train=TrainConfig(**train))
 
 
@@ -90,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
-    unknown = set(methods) - set(METHODS)
+    unknown = set(methods) - set(METHODS) - set(EXTRA)
     if unknown:
-        parser.error(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
+        parser.error(f"unknown methods {sorted(unknown)}; choose from {METHODS + EXTRA}")
     started = time.perf_counter()
     runs = {}
     for method in methods:
