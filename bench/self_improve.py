@@ -1,6 +1,6 @@
 """Does training on what the search found make the model better? Three ways, side by side.
 
-    python bench/self_improve.py          # 3 rounds × 512 tasks, ~40 min on 2 cores
+    python bench/self_improve.py          # 3 rounds × 512 tasks, ~50 min on 2 cores
     python bench/self_improve.py --tasks 64 --rounds 1 --eval-tasks 50   # a quick look
 
 From the shipped tiny reasoner, with the same search settings (and so about the same search

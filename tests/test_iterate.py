@@ -65,6 +65,8 @@ def test_iterate_runs_rounds_and_resumes_after_any_step(tmp_path):
 
     # one more round extends the run; other settings are refused
     assert len(iterate(small(rounds=3), tmp_path, report=lines.append)) == 4
+    faster = TrainConfig(epochs=1, batch_size=4, learning_rate=1e-4, threads=2)
+    assert len(iterate(small(rounds=3, train=faster), tmp_path)) == 4  # threads: speed only
     with pytest.raises(ValueError, match="other settings"):
         iterate(small(eval_tasks=5), tmp_path)
 

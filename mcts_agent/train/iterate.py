@@ -67,7 +67,10 @@ class IterateConfig(BaseModel):
     device: str = "cpu"
     seed: int = 0
     search: SearchConfig = Field(default_factory=lambda: SearchConfig(stop_when_solved=False))
-    pairs: PairConfig = Field(default_factory=PairConfig)
+    pairs: PairConfig = Field(
+        default_factory=lambda: PairConfig(completion="continuation"),
+        description="Sibling pairs whose sides carry the best line down to the answer: the "
+        "best of the measured variants on arith (docs/results.md).")
     train: TrainConfig = Field(
         default_factory=lambda: TrainConfig(beta=5.0, nll_weight=1.0),
         description="DPO + NLL with a large beta by default: on the shipped tiny reasoner plain "
@@ -182,11 +185,18 @@ def _claim(out: Path, config: IterateConfig) -> None:
     wanted = config.model_dump(mode="json")
     if settings.exists():
         before = yaml.safe_load(settings.read_text())
-        changed = sorted(k for k in wanted if before.get(k) != wanted[k] and k != "rounds")
+        changed = sorted(k for k in wanted if k != "rounds"
+                         and _comparable(before.get(k)) != _comparable(wanted[k]))
         if changed:
             raise ValueError(f"{out} holds a run with other settings ({', '.join(changed)}); "
                              "resume with the same settings or choose a new output folder")
     settings.write_text(yaml.safe_dump(wanted, sort_keys=False))
+
+
+def _comparable(section: Any) -> Any:
+    """A settings section without what only changes speed (CPU threads)."""
+    return {k: v for k, v in section.items() if k != "threads"} if isinstance(
+        section, dict) else section
 
 
 def _shipped_model() -> Path:
