@@ -151,8 +151,8 @@ def search_command(
     settings = load_settings(SearchConfig, config, "search", {
         "mode": mode, "simulations": simulations, "expand_n": expand_n,
         "max_tokens": max_tokens, "max_seconds": max_seconds, "seed": seed})
+    environment = _environment(env, env_arg)
     try:
-        environment = environments.create(env, **_key_values(env_arg or []))
         task_list = environment.tasks(tasks, split=split)
         policy = load_policy(model, device=device)
     except (KeyError, FileNotFoundError, ValueError, TypeError) as err:
@@ -264,7 +264,7 @@ def pairs(
     config: Annotated[Path | None, typer.Option(help="YAML file of pair settings.")] = None,
 ) -> None:
     """Mine training data from finished trees, in TRL's formats (JSONL + Parquet + card)."""
-    from .data import PairConfig, mine_pairs, sft_rows, stepwise_rows, write_rows
+    from .data import PairConfig, mine_rows, write_rows
 
     trees = run / "trees.jsonl" if run.is_dir() else run
     if not trees.exists():
@@ -274,23 +274,17 @@ def pairs(
     results = list(ResultFile(trees))
     settings = load_settings(PairConfig, config, "pairs", {
         "strategy": strategy, "completion": completion, "conversational": conversational})
-    if kind == "pairs":
-        rows, stats = mine_pairs(results, environment, settings)
-    elif kind == "sft":
-        rows = sft_rows(results, environment, conversational=settings.conversational)
-        stats = {"trees": len(results), "rows": len(rows)}
-    elif kind == "stepwise":
-        rows = stepwise_rows(results, environment)
-        stats = {"trees": len(results), "rows": len(rows)}
-    else:
-        raise typer.BadParameter(f"--kind is pairs, sft or stepwise, not {kind!r}")
+    try:
+        rows, stats = mine_rows(kind, results, environment, settings)  # type: ignore[arg-type]
+    except ValueError as err:
+        raise typer.BadParameter(f"--{err}") from err
     target = out or folder / "data"
-    paths = write_rows(rows, target, kind, stats=dict(stats),
+    paths = write_rows(rows, target, kind, stats=stats,
                        description=f"mined from {trees} with `mcts-agent pairs`")
     table = Table(title=f"{kind} from {len(results)} trees")
     table.add_column("count")
     table.add_column("value", justify="right")
-    for key, value in sorted(dict(stats).items()):
+    for key, value in sorted(stats.items()):
         table.add_row(str(key), str(value))
     console.print(table)
     console.print("written: " + ", ".join(str(p) for p in paths.values()))
@@ -305,9 +299,14 @@ def _run_environment(folder: Path, env: str | None, env_arg: list[str] | None) -
         if env is None:
             raise typer.BadParameter(f"{folder} has no config.yaml naming its environment; "
                                      "pass --env")
+    return _environment(env, env_arg)
+
+
+def _environment(name: str, env_arg: list[str] | None) -> Any:
+    """The named environment with the ``--env-arg`` settings; errors as CLI messages."""
     try:
-        return environments.create(env, **_key_values(env_arg or []))
-    except (KeyError, ValueError, TypeError) as err:
+        return environments.create(name, **_key_values(env_arg or []))
+    except (KeyError, FileNotFoundError, ValueError, TypeError) as err:
         raise typer.BadParameter(str(err.args[0] if err.args else err)) from err
 
 
@@ -375,13 +374,13 @@ def iterate_command(
         "env": env, "model": str(model) if model else None, "rounds": rounds,
         "tasks_per_round": tasks, "eval_tasks": eval_tasks, "seed": seed,
         "env_args": _key_values(env_arg) if env_arg else None})
-    updates = {"pairs": {"strategy": strategy}, "train": {"method": method},
-               "search": {"simulations": simulations}}
+    merged = base.model_dump()
+    for section, key, value in (("pairs", "strategy", strategy), ("train", "method", method),
+                                ("search", "simulations", simulations)):
+        if value is not None:
+            merged[section][key] = value
     try:
-        settings = IterateConfig(**{**base.model_dump(), **{
-            section: {**base.model_dump()[section], **{k: v for k, v in values.items()
-                                                       if v is not None}}
-            for section, values in updates.items()}})
+        settings = IterateConfig(**merged)
     except ValidationError as err:
         raise typer.BadParameter(f"invalid iterate settings:\n{err}") from err
     searched = sum(len(ResultFile(f).done_ids()) for f in out.glob("round_*/search/trees.jsonl"))

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from ..search.results import jsonable
+
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -35,7 +37,7 @@ def write_rows(
     out.mkdir(parents=True, exist_ok=True)
     paths = {"jsonl": out / f"{name}.jsonl"}
     _write_text(paths["jsonl"], "".join(
-        json.dumps(row, ensure_ascii=False, default=_jsonable) + "\n" for row in rows))
+        json.dumps(row, ensure_ascii=False, default=jsonable) + "\n" for row in rows))
     parquet = out / f"{name}.parquet"
     if rows:
         _write_parquet(rows, parquet, name)
@@ -46,7 +48,7 @@ def write_rows(
     if description:
         record["description"] = description
     paths["stats"] = out / f"{name}{_STATS}"
-    _write_text(paths["stats"], json.dumps(record, indent=2, default=_jsonable) + "\n")
+    _write_text(paths["stats"], json.dumps(record, indent=2, default=jsonable) + "\n")
     paths["card"] = write_card(out)
     return paths
 
@@ -215,9 +217,3 @@ def _write_text(path: Path, text: str) -> None:
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
-
-def _jsonable(value: Any) -> Any:
-    """numpy scalars and arrays as plain Python; anything else as its text."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)

@@ -245,22 +245,35 @@ def mine_pairs(
     config = config or PairConfig()
     counts: Counter = Counter()
     rows: list[Row] = []
-    for result in results:
-        counts["trees"] += 1
-        if not result.nodes:
-            counts["empty_tree"] += 1
-            continue
-        try:
-            tree = _Tree(result, env)
+    for tree in _trees(results, env, counts):
+        try:  # texts are replayed lazily, so a replay can still fail here
             found = _STRATEGIES[config.strategy](tree, config, counts)
-            tree_rows = _select(tree, found, config, counts)
+            rows.extend(_select(tree, found, config, counts))
         except ReplayError as err:
-            log.warning("task %s: skipping its tree, the environment failed to replay it (%s)",
-                        result.task.id, err)
-            counts["replay_error"] += 1
-            continue
-        rows.extend(tree_rows)
+            _replay_failed(tree.task_id, err, counts)
     counts["pairs"] = len(rows)
+    return rows, counts
+
+
+def mine_rows(
+    kind: Literal["pairs", "sft", "stepwise"], results: Iterable[SearchResult],
+    env: Environment, config: PairConfig | None = None, *, per_tree: int = 1,
+) -> tuple[list[Row], Counter]:
+    """One kind of training rows from finished trees, and a Counter of what happened:
+    preference ``pairs`` (:func:`mine_pairs` with ``config``), ``sft`` rows (``per_tree``
+    verified solutions per tree, chat-shaped if ``config.conversational``) or ``stepwise``
+    labels. ``counts["rows"]`` is the number of rows."""
+    config = config or PairConfig()
+    counts: Counter = Counter()
+    if kind == "pairs":
+        rows, counts = mine_pairs(results, env, config)
+    elif kind == "sft":
+        rows = sft_rows(results, env, per_tree, config.conversational, counts=counts)
+    elif kind == "stepwise":
+        rows = stepwise_rows(results, env, counts=counts)
+    else:
+        raise ValueError(f"kind is pairs, sft or stepwise, not {kind!r}")
+    counts["rows"] = len(rows)
     return rows, counts
 
 
@@ -329,12 +342,10 @@ def _outcome(tree: _Tree, config: PairConfig, counts: Counter) -> list[_Pair]:
     """Whole solutions: the best-valued correct one with the lowest-valued wrong one, and so
     on (the shorter list repeats)."""
     nodes = tree.nodes
-    finals = [i for i, n in enumerate(nodes) if n["terminal"]]
-    correct = _distinct(tree, sorted(
-        (i for i in finals if nodes[i].get("score") == 1),
-        key=lambda i: (-(nodes[i]["value"] or 0.0), nodes[i]["depth"], i)))
+    correct = _verified(tree)
     wrong = _distinct(tree, sorted(
-        (i for i in finals if nodes[i].get("score") == 0 or nodes[i].get("answer") is None),
+        (i for i, n in enumerate(nodes)
+         if n["terminal"] and (n.get("score") == 0 or n.get("answer") is None)),
         key=lambda i: (nodes[i]["value"] or 0.0, nodes[i]["depth"], i)))
     if not correct:
         counts["no_correct"] += 1
@@ -353,6 +364,15 @@ def _outcome(tree: _Tree, config: PairConfig, counts: Counter) -> list[_Pair]:
         pairs.append(_Pair(0, c, w, _Rate(1.0, nodes[c]["visits"], True),
                            _Rate(0.0, nodes[w]["visits"], True)))
     return pairs
+
+
+def _verified(tree: _Tree) -> list[int]:
+    """Finished nodes the verifier accepted, one per solution text: best value, then
+    shortest, first."""
+    nodes = tree.nodes
+    return _distinct(tree, sorted(
+        (i for i, n in enumerate(nodes) if n["terminal"] and n.get("score") == 1),
+        key=lambda i: (-(nodes[i]["value"] or 0.0), nodes[i]["depth"], i)))
 
 
 def _distinct(tree: _Tree, ids: Iterable[int]) -> list[int]:
@@ -448,20 +468,32 @@ def _messages(prompt: Prompt) -> list[dict[str, str]]:
 # ----------------------------------------------------------------------------- SFT, stepwise
 
 
-def _trees(results: Iterable[SearchResult], env: Environment) -> Iterable[_Tree]:
+def _trees(results: Iterable[SearchResult], env: Environment,
+           counts: Counter | None = None) -> Iterable[_Tree]:
+    """The replayable trees of ``results``; the others are skipped, logged and counted."""
+    counts = Counter() if counts is None else counts
     for result in results:
+        counts["trees"] += 1
         if not result.nodes:
+            counts["empty_tree"] += 1
             continue
         try:
-            yield _Tree(result, env)
+            tree = _Tree(result, env)
         except ReplayError as err:
-            log.warning("task %s: skipping its tree, the environment failed to replay it (%s)",
-                        result.task.id, err)
+            _replay_failed(result.task.id, err, counts)
+            continue
+        yield tree
+
+
+def _replay_failed(task_id: str, err: ReplayError, counts: Counter) -> None:
+    log.warning("task %s: skipping its tree, the environment failed to replay it (%s)",
+                task_id, err)
+    counts["replay_error"] += 1
 
 
 def sft_rows(
     results: Iterable[SearchResult], env: Environment, max_per_tree: int = 1,
-    conversational: bool = False,
+    conversational: bool = False, *, counts: Counter | None = None,
 ) -> list[Row]:
     """Verified solutions for SFT (STaR / ReST): per tree up to ``max_per_tree`` distinct
     solutions ending in a node with score 1, best value first, then shortest.
@@ -469,12 +501,9 @@ def sft_rows(
     Columns: ``prompt`` (the root prompt), ``completion`` (every step with its delimiter),
     ``task_id``, ``node``, ``value``, ``depth``; chat messages when ``conversational``."""
     rows = []
-    for tree in _trees(results, env):
+    for tree in _trees(results, env, counts):
         nodes = tree.nodes
-        solved = _distinct(tree, sorted(
-            (i for i, n in enumerate(nodes) if n["terminal"] and n.get("score") == 1),
-            key=lambda i: (-(nodes[i]["value"] or 0.0), nodes[i]["depth"], i)))
-        for i in solved[:max_per_tree]:
+        for i in _verified(tree)[:max_per_tree]:
             text = tree.text(tree.path(i))
             chat = _chat(tree, conversational)
             rows.append({
@@ -488,7 +517,8 @@ def sft_rows(
 
 
 def stepwise_rows(
-    results: Iterable[SearchResult], env: Environment, threshold: float = 0.5
+    results: Iterable[SearchResult], env: Environment, threshold: float = 0.5, *,
+    counts: Counter | None = None,
 ) -> list[Row]:
     """Per-step labels (Math-Shepherd style) for value / process-reward models: one row per
     distinct root-to-terminal path.
@@ -498,7 +528,7 @@ def stepwise_rows(
     ``values`` (the Monte Carlo estimates), ``task_id``. Paths through unvisited nodes are
     skipped: they have no estimate."""
     rows = []
-    for tree in _trees(results, env):
+    for tree in _trees(results, env, counts):
         seen: set[tuple[str, ...]] = set()
         for i, node in enumerate(tree.nodes):
             if not node["terminal"] or i == 0:

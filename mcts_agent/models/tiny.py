@@ -155,10 +155,12 @@ def load_tiny_reasoner(
 
 
 @contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Use ``n`` intra-op threads inside the block, then restore the caller's setting."""
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` intra-op threads inside the block (None: leave as is), then restore the
+    caller's setting."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(n)
+    if n is not None:
+        torch.set_num_threads(n)
     try:
         yield
     finally:
@@ -221,7 +223,7 @@ def train(
     data = data if data is not None else ArithConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with _torch_threads(threads):
+    with torch_threads(threads):
         _seed_everything(seed)
 
         tokenizer = build_tokenizer()

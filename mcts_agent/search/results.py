@@ -94,7 +94,7 @@ class ResultFile:
     def append(self, result: SearchResult) -> None:
         self._drop_partial_last_line()
         with self.path.open("a") as f:
-            f.write(json.dumps(result.to_dict(), default=_jsonable) + "\n")
+            f.write(json.dumps(result.to_dict(), default=jsonable) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -111,10 +111,9 @@ class ResultFile:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-def _jsonable(value: Any) -> Any:
-    """Fallback for payload values json cannot write (numpy scalars, tuples of them …)."""
-    if hasattr(value, "item"):
-        return value.item()
+def jsonable(value: Any) -> Any:
+    """``json.dumps``'s fallback for values it cannot write: numpy scalars and arrays as plain
+    Python, anything else as its text."""
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)

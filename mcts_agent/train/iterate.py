@@ -24,8 +24,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..data import PairConfig, mine_pairs, read_rows, sft_rows, write_rows
+from ..data import PairConfig, mine_rows, read_rows, write_rows
+from ..llm.base import Policy
 from ..metrics import PolicyMetrics, evaluate_policy
+from ..models.tiny import TINY_ARITH_DIR
 from ..registry import environments
 from ..search import ResultFile, SearchConfig, SearchResult
 from ..search.run import load_policy, run_search
@@ -87,37 +89,59 @@ def iterate(config: IterateConfig, out_dir: str | Path, report: Report = log.inf
     _claim(out, config)
     env = environments.create(config.env, **config.env_args)
     held_out = env.tasks(config.eval_tasks, split="test")
-    model = config.model or str(_shipped_model())
-    rows = [_evaluate(out / "round_0", env, model, held_out, config, report, 0)]
+    start = model = config.model or str(TINY_ARITH_DIR)
+    policies = _PolicyCache(config.device)
+    rows = [_evaluate(out / "round_0", env, policies, model, held_out, config, report, 0)]
     _write_table(out, rows)
     for r in range(1, config.rounds + 1):
         folder = out / f"round_{r}"
-        search = _search(folder / "search", env, model, config, r, report, on_tree)
+        search = _search(folder / "search", env, policies, model, config, r, report, on_tree)
         data, mined = _mine(folder / "data", env, search, config, r, report)
-        trained = _train(folder / "model", model, data, config, r, report)
+        trained = _train(folder / "model", policies, model, start, data, config, r, report)
         model = str(folder / "model") if trained else model
-        row = _evaluate(folder, env, model, held_out, config, report, r)
+        row = _evaluate(folder, env, policies, model, held_out, config, report, r)
         row.update(search=search, mined=mined, trained=trained)
         rows.append(_flatten(row))
         _write_table(out, rows)
     return rows
 
 
+class _PolicyCache:
+    """The policy of one model folder, loaded once for the evaluation and the next round's
+    search that both use it (lazily: a resumed run that skips both never loads it)."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.model: str | None = None
+        self.policy: Policy | None = None
+
+    def get(self, model: str) -> Policy:
+        if self.policy is None or model != self.model:
+            self.clear()
+            self.model, self.policy = model, load_policy(model, device=self.device)
+        return self.policy
+
+    def clear(self) -> None:
+        self.model = self.policy = None
+
+
 # --------------------------------------------------------------------------- the four steps
 
 
-def _search(folder: Path, env: Any, model: str, config: IterateConfig, r: int,
-            report: Report, on_tree: Callable[[SearchResult], Any] | None) -> dict[str, Any]:
+def _search(folder: Path, env: Any, policies: _PolicyCache, model: str, config: IterateConfig,
+            r: int, report: Report, on_tree: Callable[[SearchResult], Any] | None
+            ) -> dict[str, Any]:
     summary_file = folder / "summary.json"
     if summary_file.exists():
         report(f"round {r}: search done before")
         return json.loads(summary_file.read_text())
-    tasks = env.tasks(config.tasks_per_round, split="train", seed=config.seed * 1000 + r)
+    seed = config.seed * 1000 + r  # fresh problems and samples every round
+    tasks = env.tasks(config.tasks_per_round, split="train", seed=seed)
     report(f"round {r}: searching {len(tasks)} training tasks")
-    search = config.search.model_copy(update={"seed": config.seed * 1000 + r})
-    summary, _ = run_search(env, tasks=tasks, policy=load_policy(model, device=config.device),
-                            config=search, rollouts=config.rollouts, out_dir=folder,
-                            baselines=False, on_result=on_tree)
+    summary, _ = run_search(env, tasks=tasks, policy=policies.get(model),
+                            config=config.search.model_copy(update={"seed": seed}),
+                            rollouts=config.rollouts, out_dir=folder, baselines=False,
+                            on_result=on_tree)
     return summary.to_dict()
 
 
@@ -128,21 +152,16 @@ def _mine(folder: Path, env: Any, search: dict[str, Any], config: IterateConfig,
     if stats_file.exists():
         return folder / f"{name}.jsonl", json.loads(stats_file.read_text())
     results = list(ResultFile(folder.parent / "search" / "trees.jsonl"))
-    if name == "sft":
-        rows = sft_rows(results, env, max_per_tree=config.sft_per_tree)
-        stats: dict[str, Any] = {"trees": len(results), "rows": len(rows)}
-    else:
-        rows, counts = mine_pairs(results, env, config.pairs)
-        stats = {**counts, "rows": len(rows)}
+    rows, stats = mine_rows(name, results, env, config.pairs, per_tree=config.sft_per_tree)
     write_rows(rows, folder, name, stats=stats,
                description=f"round {r} of an `mcts-agent iterate` run ({name})")
     report(f"round {r}: {len(rows)} {name} rows from {len(results)} trees "
            f"({search.get('mcts_solved', '?')} solved)")
-    return folder / f"{name}.jsonl", stats
+    return folder / f"{name}.jsonl", dict(stats)
 
 
-def _train(folder: Path, model: str, data: Path, config: IterateConfig, r: int,
-           report: Report) -> dict[str, Any] | None:
+def _train(folder: Path, policies: _PolicyCache, model: str, start: str, data: Path,
+           config: IterateConfig, r: int, report: Report) -> dict[str, Any] | None:
     done = folder / "training.json"
     if done.exists():
         return json.loads(done.read_text())["report"]
@@ -150,22 +169,20 @@ def _train(folder: Path, model: str, data: Path, config: IterateConfig, r: int,
     if not rows:
         report(f"round {r}: nothing to train on; the policy stays as it was")
         return None
-    reference = None
-    if config.train.method == "dpo" and config.reference == "initial":
-        reference = config.model or str(_shipped_model())
+    reference = start if config.train.method == "dpo" and config.reference == "initial" else None
     report(f"round {r}: training ({config.train.method}) on {len(rows)} rows")
+    policies.clear()  # training loads its own copy: do not hold two models in memory
     train = config.train.model_copy(update={"seed": config.train.seed + r})
     return train_policy(model, rows, folder, train, reference=reference).to_dict()
 
 
-def _evaluate(folder: Path, env: Any, model: str, tasks: list, config: IterateConfig,
-              report: Report, r: int) -> dict[str, Any]:
+def _evaluate(folder: Path, env: Any, policies: _PolicyCache, model: str, tasks: list,
+              config: IterateConfig, report: Report, r: int) -> dict[str, Any]:
     done = folder / "eval.json"
     if done.exists():
         return json.loads(done.read_text())
-    policy = load_policy(model, device=config.device)
     metrics: PolicyMetrics = evaluate_policy(
-        env, policy, tasks, k=config.eval_k, temperature=config.search.temperature,
+        env, policies.get(model), tasks, k=config.eval_k, temperature=config.search.temperature,
         max_tokens=config.search.max_step_tokens * config.search.max_depth, seed=config.seed)
     row = {"round": r, "model": model, **metrics.to_dict()}
     folder.mkdir(parents=True, exist_ok=True)
@@ -197,12 +214,6 @@ def _comparable(section: Any) -> Any:
     """A settings section without what only changes speed (CPU threads)."""
     return {k: v for k, v in section.items() if k != "threads"} if isinstance(
         section, dict) else section
-
-
-def _shipped_model() -> Path:
-    from ..models.tiny import TINY_ARITH_DIR
-
-    return TINY_ARITH_DIR
 
 
 COLUMNS = ("round", "greedy_acc", "pass_at_1", "pass_at_k", "distinct_correct", "diversity",

@@ -19,7 +19,6 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
+from ..models.tiny import torch_threads
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def train_policy(
     out = Path(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(model)
     started = time.perf_counter()
-    with _threads(config.threads):
+    with torch_threads(config.threads):
         policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
         args = _trainer_args(config, out)
         if config.method == "dpo":
@@ -179,14 +179,3 @@ def _trainer_args(config: TrainConfig, out: Path) -> DPOConfig | SFTConfig:
     losses = ["sigmoid", "sft"] if config.nll_weight > 0 else ["sigmoid"]
     return DPOConfig(**common, beta=config.beta, loss_type=losses,
                      loss_weights=[1.0, config.nll_weight] if config.nll_weight > 0 else None)
-
-
-@contextmanager
-def _threads(n: int | None):
-    previous = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
