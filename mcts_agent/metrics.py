@@ -1,4 +1,5 @@
-"""How good a policy is on held-out tasks: greedy accuracy, pass@k, and B-STaR's measures.
+"""How good a policy is on held-out tasks (greedy accuracy, pass@k, B-STaR's measures), and how
+good a critic's values are against verified outcomes (AUROC, Brier score, calibration).
 
 B-STaR (Zeng et al., 2024) tracks two things that decide whether self-improvement keeps going:
 *exploration*, whether the policy still produces diverse correct solutions among k samples, and
@@ -11,6 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 from .contracts import Environment, Task
 from .llm.base import Policy
@@ -81,3 +84,62 @@ def evaluate_policy(
                       / max(sum(solvable), 1)),
         tokens=sum(a.tokens for a in greedy) + sum(a.tokens for a in sampled))
 
+
+
+# ---------------------------------------------------------------------- critic quality
+
+
+def auroc(values: Sequence[float], labels: Sequence[bool]) -> float:
+    """Area under the ROC curve: the chance a random positive outranks a random negative
+    (ties count half). NaN when one class is missing."""
+    v = np.asarray(values, float)
+    y = np.asarray(labels, bool)
+    positives, negatives = int(y.sum()), int((~y).sum())
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    order = np.argsort(v, kind="mergesort")
+    ranks = np.empty(len(v))
+    sorted_v = v[order]
+    # average ranks over ties (Mann–Whitney U)
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_v)) + 1]
+    ends = np.r_[starts[1:], len(v)]
+    for a, b in zip(starts, ends, strict=True):
+        ranks[order[a:b]] = (a + b + 1) / 2
+    u = ranks[y].sum() - positives * (positives + 1) / 2
+    return float(u / (positives * negatives))
+
+
+def brier(values: Sequence[float], labels: Sequence[bool]) -> float:
+    """Mean squared error of the values as probabilities of the label (0 = perfect)."""
+    v = np.asarray(values, float)
+    return float(np.mean((v - np.asarray(labels, float)) ** 2)) if len(v) else float("nan")
+
+
+@dataclass
+class Calibration:
+    """Reliability bins: per bin the mean predicted value, the observed rate and the count;
+    ``ece`` is the count-weighted mean gap between the two."""
+
+    edges: list[float]
+    predicted: list[float]
+    observed: list[float]
+    counts: list[int]
+    ece: float
+
+
+def calibration(values: Sequence[float], labels: Sequence[bool], bins: int = 10) -> Calibration:
+    """Equal-width reliability bins over [0, 1] (empty bins are left out)."""
+    v = np.asarray(values, float)
+    y = np.asarray(labels, float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(v, edges[1:-1]), 0, bins - 1)
+    predicted, observed, counts, gap = [], [], [], 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            predicted.append(float(v[mask].mean()))
+            observed.append(float(y[mask].mean()))
+            counts.append(int(mask.sum()))
+            gap += abs(predicted[-1] - observed[-1]) * counts[-1]
+    return Calibration(edges.tolist(), predicted, observed, counts,
+                       gap / len(v) if len(v) else float("nan"))

@@ -1,0 +1,63 @@
+"""Assessments cached by state, shared by every critic that pays for its values.
+
+A state is keyed by (task id, ``repr(state)``): text-reasoning states are immutable values whose
+repr is their content, so the same prefix reached twice (a revisit, a resumed run, another
+critic in a hybrid asking again) costs nothing the second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from mcts_agent.contracts import Assessment, CriticInput
+
+Key = tuple[str, str, bool]
+
+
+class StateCache:
+    """A bounded map (task, state, done) → assessment; the oldest entries go first."""
+
+    def __init__(self, max_size: int = 100_000) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        self.max_size = max_size
+        self.entries: dict[Key, Assessment] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(node: CriticInput) -> Key:
+        return node.task.id, repr(node.state), node.done
+
+    def get(self, node: CriticInput) -> Assessment | None:
+        found = self.entries.get(self.key(node))
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
+    def put(self, node: CriticInput, assessment: Assessment) -> None:
+        self.entries[self.key(node)] = assessment
+        while len(self.entries) > self.max_size:
+            del self.entries[next(iter(self.entries))]
+
+    def evaluate(
+        self,
+        nodes: Sequence[CriticInput],
+        compute: Callable[[list[CriticInput]], list[Assessment]],
+    ) -> list[Assessment]:
+        """Cached assessments where known; ``compute`` is called ONCE on the distinct rest."""
+        out: list[Assessment | None] = [self.get(n) for n in nodes]
+        todo: dict[Key, list[int]] = {}
+        for i, found in enumerate(out):
+            if found is None:
+                todo.setdefault(self.key(nodes[i]), []).append(i)
+        if todo:
+            firsts = [nodes[places[0]] for places in todo.values()]
+            for node, places, assessment in zip(firsts, todo.values(), compute(firsts),
+                                                strict=True):
+                self.put(node, assessment)
+                for i in places:
+                    out[i] = assessment
+        return out  # type: ignore[return-value]
