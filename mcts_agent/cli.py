@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -20,11 +22,15 @@ from .engine import BYTES_PER_NODE, EngineConfig, Forest, SyntheticGame, search,
 from .engine.synthetic import evaluate_kernel, evaluator
 from .registry import critics, environments
 from .search import ResultFile, SearchConfig
+from .search.critic_specs import build_component, build_critic
 from .search.run import RunSummary, load_policy, run_search
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Tree search and self-improvement for language models.")
 console = Console()
+
+CRITIC_HELP = ("Critic, repeatable (several = a hybrid): rollout[=K], verifier, "
+               "reward-model=DIR, judge[=MODEL|smollm2], hybrid=WEIGHTS.json.")
 
 
 @app.callback()
@@ -139,6 +145,11 @@ def search_command(
     simulations: Annotated[int | None, typer.Option(help="Leaf expansions per tree.")] = None,
     expand_n: Annotated[int | None, typer.Option(help="Candidates per expansion.")] = None,
     rollouts: Annotated[int, typer.Option(min=1, help="Monte Carlo rollouts per node.")] = 4,
+    critic: Annotated[list[str] | None, typer.Option(
+        help=CRITIC_HELP + " Default: rollout.")] = None,
+    sibling_feedback: Annotated[int | None, typer.Option(
+        help="Show the critic's feedback on up to this many judged siblings when a node is "
+        "expanded again (SWE-Search).")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Token budget per tree.")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Wall-time budget per tree.")] = None,
     seed: int | None = None,
@@ -150,11 +161,13 @@ def search_command(
     """Tree search on an environment's tasks with a language model; resumable."""
     settings = load_settings(SearchConfig, config, "search", {
         "mode": mode, "simulations": simulations, "expand_n": expand_n,
-        "max_tokens": max_tokens, "max_seconds": max_seconds, "seed": seed})
+        "max_tokens": max_tokens, "max_seconds": max_seconds, "seed": seed,
+        "sibling_feedback": sibling_feedback})
     environment = _environment(env, env_arg)
     try:
         task_list = environment.tasks(tasks, split=split)
         policy = load_policy(model, device=device)
+        search_critic = build_critic(critic or ["rollout"], policy, settings, rollouts)
     except (KeyError, FileNotFoundError, ValueError, TypeError) as err:
         raise typer.BadParameter(str(err.args[0] if err.args else err)) from err
     done_before = len(ResultFile(out / "trees.jsonl").done_ids() & {t.id for t in task_list})
@@ -162,7 +175,7 @@ def search_command(
                   TextColumn("trees"), TimeElapsedColumn(), console=console) as bar:
         job = bar.add_task("trees", total=len(task_list), completed=done_before)
         summary, _ = run_search(
-            environment, tasks=task_list, policy=policy, config=settings, rollouts=rollouts,
+            environment, tasks=task_list, policy=policy, config=settings, critic=search_critic,
             out_dir=out, baselines=baselines, on_result=lambda r: bar.advance(job))
     _print_search_summary(summary)
     console.print(f"trees: [bold]{out / 'trees.jsonl'}[/bold]  ·  look at one with "
@@ -347,6 +360,146 @@ def train(
         raise typer.BadParameter(str(err)) from err
     console.print(f"trained {report.method} on {report.rows} rows: {report.steps} steps in "
                   f"{report.seconds:.1f} s, loss {report.loss:.4f}; model in [bold]{out}[/bold]")
+
+
+@app.command("train-rm")
+def train_rm(
+    data: Annotated[Path, typer.Argument(help="Stepwise rows (`mcts-agent pairs RUN --kind "
+                                       "stepwise`): .jsonl, .parquet or their folder.")],
+    out: Annotated[Path, typer.Option(help="Folder for the reward model.")],
+    model: Annotated[Path | None, typer.Option(help="Backbone model folder; default: the "
+                                               "shipped tiny reasoner.")] = None,
+    target: Annotated[str | None, typer.Option(help="values (Monte Carlo estimates) or "
+                                               "labels (thresholded).")] = None,
+    epochs: float | None = None,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file of reward-model settings.")] = None,
+) -> None:
+    """Train a value / process reward model on stepwise labels; use it with
+    `--critic reward-model=OUT`."""
+    from .data import read_rows
+    from .train.reward_model import RewardModelConfig, train_reward_model
+
+    settings = load_settings(RewardModelConfig, config, "reward_model", {
+        "target": target, "epochs": epochs, "learning_rate": learning_rate,
+        "batch_size": batch_size})
+    if not data.exists():
+        raise typer.BadParameter(f"{data} does not exist")
+    try:
+        report = train_reward_model(read_rows(data), out, base_model=model, config=settings)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        raise typer.BadParameter(str(err)) from err
+    console.print(f"reward model trained on {report.prefixes} prefixes in {report.seconds:.1f} s;"
+                  f" validation AUROC {report.val_auroc:.3f}, Brier {report.val_brier:.3f}; "
+                  f"in [bold]{out}[/bold]")
+
+
+@app.command("eval-critic")
+def eval_critic(
+    run: Annotated[Path, typer.Argument(help="A search run folder (or its trees.jsonl).")],
+    critic: Annotated[list[str], typer.Option(help=CRITIC_HELP)],
+    out: Annotated[Path | None, typer.Option(help="Report folder; default RUN/critics.")] = None,
+    model: Annotated[Path | None, typer.Option(help="Policy for rollouts and the default "
+                                               "judge; default: the tiny reasoner.")] = None,
+    mode: Annotated[str, typer.Option(help="inference (critics see no reference) or data.")] = (
+        "inference"),
+    max_nodes_per_tree: Annotated[int | None, typer.Option(
+        help="Score a random sample of this many labelled nodes per tree.")] = None,
+    rollouts: Annotated[int, typer.Option(min=1, help="Rollouts per node (rollout).")] = 4,
+    env: Annotated[str | None, typer.Option(help="Environment; default: the run's.")] = None,
+    env_arg: Annotated[list[str] | None, typer.Option("--env-arg")] = None,
+    seed: int = 0,
+) -> None:
+    """Each critic's AUROC, Brier score and calibration against verified outcomes on saved
+    trees: a table, critics.json and a reliability plot."""
+    from .critic_eval import evaluate_critics, markdown_table, write_report
+
+    nodes, critics_, folder = _critic_setup(run, critic, model, mode, max_nodes_per_tree,
+                                            rollouts, env, env_arg, seed)
+    with _node_progress(len(nodes) * len(critics_)) as advance:
+        scores, _ = evaluate_critics(critics_, nodes, progress=advance)
+    target = write_report(scores, out or folder / "critics", {"run": str(run), "mode": mode})
+    console.print(markdown_table(scores))
+    console.print(f"report: [bold]{target}[/bold] (critics.md, critics.json, reliability.png)")
+
+
+@app.command("fit-hybrid")
+def fit_hybrid_command(
+    run: Annotated[Path, typer.Argument(help="A search run folder (or its trees.jsonl).")],
+    critic: Annotated[list[str], typer.Option(help="Component critics (two or more): "
+                                              + CRITIC_HELP)],
+    out: Annotated[Path, typer.Option(help="Weights file (JSON) for --critic hybrid=FILE.")],
+    model: Annotated[Path | None, typer.Option(help="Policy for rollouts and the default "
+                                               "judge; default: the tiny reasoner.")] = None,
+    max_nodes_per_tree: Annotated[int | None, typer.Option(
+        help="Fit on a random sample of this many labelled nodes per tree.")] = None,
+    rollouts: Annotated[int, typer.Option(min=1, help="Rollouts per node (rollout).")] = 4,
+    l2: Annotated[float, typer.Option(min=0, help="L2 penalty on the weights.")] = 1e-2,
+    env: Annotated[str | None, typer.Option(help="Environment; default: the run's.")] = None,
+    env_arg: Annotated[list[str] | None, typer.Option("--env-arg")] = None,
+    seed: int = 0,
+) -> None:
+    """Fit hybrid weights (logistic regression on the critics' logits) against verified
+    outcomes on saved trees; search with them via `--critic hybrid=OUT`."""
+    from .critic_eval import evaluate_critics, fit_hybrid, markdown_table
+
+    nodes, critics_, _ = _critic_setup(run, critic, model, "inference", max_nodes_per_tree,
+                                       rollouts, env, env_arg, seed)
+    with _node_progress(len(nodes) * len(critics_)) as advance:
+        scores, values = evaluate_critics(critics_, nodes, progress=advance)
+    try:
+        weights, score = fit_hybrid(values, [n.label for n in nodes],
+                                    {spec.partition("=")[0]: spec for spec in critic},
+                                    l2=l2, source=str(run))
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    weights.save(out)
+    console.print(markdown_table({**scores, "hybrid (in-sample)": score}))
+    console.print("weights: " + ", ".join(f"{c} {w:+.3f}" for c, w in zip(
+        weights.components, weights.weights, strict=True)) + f", bias {weights.bias:+.3f}")
+    console.print(f"saved [bold]{out}[/bold]; measure it on other trees with "
+                  f"`mcts-agent eval-critic RUN --critic hybrid={out}`")
+
+
+def _critic_setup(run: Path, specs: list[str], model: Path | None, mode: str,
+                  max_nodes: int | None, rollouts: int, env: str | None,
+                  env_arg: list[str] | None, seed: int) -> tuple[list, dict, Path]:
+    """Labelled nodes of a run's trees and the critics the specs name."""
+    from collections import Counter
+
+    from .data.labels import labelled_nodes
+
+    trees = run / "trees.jsonl" if run.is_dir() else run
+    if not trees.exists():
+        raise typer.BadParameter(f"no trees at {trees}; run `mcts-agent search` first")
+    environment = _run_environment(trees.parent, env, env_arg)
+    counts: Counter = Counter()
+    nodes = labelled_nodes(ResultFile(trees), environment, max_per_tree=max_nodes, seed=seed,
+                           counts=counts)
+    if not nodes:
+        raise typer.BadParameter(f"no labelled nodes in {trees} ({dict(counts)}): critics are "
+                                 "measured against tasks with reference answers")
+    try:
+        settings = SearchConfig(mode=mode, seed=seed)  # type: ignore[arg-type]
+        policy = load_policy(model)
+        built = dict(build_component(spec, policy, settings, rollouts) for spec in specs)
+    except (KeyError, FileNotFoundError, ValueError, TypeError, ValidationError) as err:
+        raise typer.BadParameter(str(err.args[0] if err.args else err)) from err
+    if len(built) != len(specs):
+        raise typer.BadParameter(f"each critic may be named once, got {specs}")
+    console.print(f"{len(nodes):,} labelled nodes ({sum(n.label for n in nodes):,} right) from "
+                  f"{counts['trees']} trees; skipped: {counts['unlabelled']} unlabelled")
+    return nodes, built, trees.parent
+
+
+@contextmanager
+def _node_progress(total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar over scored nodes; yields its advance function."""
+    with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("nodes"), TimeElapsedColumn(), console=console) as progress:
+        job = progress.add_task("nodes", total=total)
+        yield lambda n: progress.advance(job, n)
 
 
 @app.command("iterate")

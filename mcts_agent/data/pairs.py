@@ -53,6 +53,9 @@ class PairConfig(BaseModel):
     completion: Literal["step", "continuation"] = Field(
         "step", description="step: each side is one step; continuation: the step plus the "
         "best continuation under it (most visited child, down to a terminal node or leaf).")
+    max_disagreement: float | None = Field(
+        None, ge=0, le=1, description="Drop a pair when a hybrid critic's components disagreed "
+        "on either (unverified) side by more than this (max − min value); None = keep all.")
     conversational: bool = Field(False, description="Chat-message rows: the root prompt as "
                                  "the user turn, prefix steps + side as the assistant turn.")
     seed: int = Field(0, description="Breaks exact ties when caps drop pairs (reproducibly).")
@@ -136,7 +139,7 @@ def _confidence(chosen: _Rate, rejected: _Rate) -> float:
 # ----------------------------------------------------------------------------- replay
 
 
-class _Tree:
+class ReplayedTree:
     """One finished tree with its states replayed on demand (each node once)."""
 
     def __init__(self, result: SearchResult, env: Environment) -> None:
@@ -245,7 +248,7 @@ def mine_pairs(
     config = config or PairConfig()
     counts: Counter = Counter()
     rows: list[Row] = []
-    for tree in _trees(results, env, counts):
+    for tree in replay_trees(results, env, counts):
         try:  # texts are replayed lazily, so a replay can still fail here
             found = _STRATEGIES[config.strategy](tree, config, counts)
             rows.extend(_select(tree, found, config, counts))
@@ -277,7 +280,7 @@ def mine_rows(
     return rows, counts
 
 
-def _gate(tree: _Tree, a: int, b: int, config: PairConfig, counts: Counter,
+def _gate(tree: ReplayedTree, a: int, b: int, config: PairConfig, counts: Counter,
           wilson: bool) -> _Pair | None:
     """The pair of siblings ``a``/``b`` (better one chosen) if it passes every gate."""
     ra, rb = _rate(tree.nodes[a]), _rate(tree.nodes[b])
@@ -295,6 +298,8 @@ def _gate(tree: _Tree, a: int, b: int, config: PairConfig, counts: Counter,
         counts["small_margin"] += 1
     elif wilson and config.z > 0 and _interval(ra, config.z)[0] <= _interval(rb, config.z)[1]:
         counts["not_confident"] += 1
+    elif _disputed(tree, pair, config):
+        counts["disagreement"] += 1
     elif config.min_edit_distance and levenshtein(
             step_a, step_b, config.min_edit_distance) < config.min_edit_distance:
         counts["edit_distance"] += 1
@@ -303,7 +308,17 @@ def _gate(tree: _Tree, a: int, b: int, config: PairConfig, counts: Counter,
     return None
 
 
-def _sibling(tree: _Tree, config: PairConfig, counts: Counter) -> list[_Pair]:
+def _disputed(tree: ReplayedTree, pair: _Pair, config: PairConfig) -> bool:
+    """Whether the critics disagreed too much on a side whose value is an estimate."""
+    if config.max_disagreement is None:
+        return False
+    return any(not rate.exact and (tree.nodes[i].get("disagreement") or 0.0)
+               > config.max_disagreement
+               for i, rate in ((pair.chosen, pair.chosen_rate),
+                               (pair.rejected, pair.rejected_rate)))
+
+
+def _sibling(tree: ReplayedTree, config: PairConfig, counts: Counter) -> list[_Pair]:
     """Every confident pair of siblings, best first: confidence (to 3 decimals, so saturated
     ones tie), then margin, then a seeded hash."""
     pairs = [pair for kids in tree.children for a, b in combinations(kids, 2)
@@ -317,7 +332,7 @@ def _sibling(tree: _Tree, config: PairConfig, counts: Counter) -> list[_Pair]:
     return sorted(pairs, key=rank)
 
 
-def _path(tree: _Tree, config: PairConfig, counts: Counter) -> list[_Pair]:
+def _path(tree: ReplayedTree, config: PairConfig, counts: Counter) -> list[_Pair]:
     """MCTS-DPO: along the most visited path, the highest- vs lowest-valued sibling (no
     confidence gate)."""
     pairs, node = [], 0
@@ -338,7 +353,7 @@ def _path(tree: _Tree, config: PairConfig, counts: Counter) -> list[_Pair]:
     return pairs
 
 
-def _outcome(tree: _Tree, config: PairConfig, counts: Counter) -> list[_Pair]:
+def _outcome(tree: ReplayedTree, config: PairConfig, counts: Counter) -> list[_Pair]:
     """Whole solutions: the best-valued correct one with the lowest-valued wrong one, and so
     on (the shorter list repeats)."""
     nodes = tree.nodes
@@ -366,7 +381,7 @@ def _outcome(tree: _Tree, config: PairConfig, counts: Counter) -> list[_Pair]:
     return pairs
 
 
-def _verified(tree: _Tree) -> list[int]:
+def _verified(tree: ReplayedTree) -> list[int]:
     """Finished nodes the verifier accepted, one per solution text: best value, then
     shortest, first."""
     nodes = tree.nodes
@@ -375,7 +390,7 @@ def _verified(tree: _Tree) -> list[int]:
         key=lambda i: (-(nodes[i]["value"] or 0.0), nodes[i]["depth"], i)))
 
 
-def _distinct(tree: _Tree, ids: Iterable[int]) -> list[int]:
+def _distinct(tree: ReplayedTree, ids: Iterable[int]) -> list[int]:
     """``ids`` without repeated solution texts (the first of each kept)."""
     seen: set[str] = set()
     out = []
@@ -390,7 +405,8 @@ def _distinct(tree: _Tree, ids: Iterable[int]) -> list[int]:
 _STRATEGIES = {"sibling": _sibling, "path": _path, "outcome": _outcome}
 
 
-def _select(tree: _Tree, pairs: list[_Pair], config: PairConfig, counts: Counter) -> list[Row]:
+def _select(tree: ReplayedTree, pairs: list[_Pair], config: PairConfig,
+            counts: Counter) -> list[Row]:
     """Rows of ``pairs`` (best first) without repeats, within the caps; in tree order."""
     kept: list[Row] = []
     seen: set[str] = set()
@@ -415,7 +431,7 @@ def _select(tree: _Tree, pairs: list[_Pair], config: PairConfig, counts: Counter
                                        r["rejected_node"]))
 
 
-def _side(tree: _Tree, pair: _Pair, node: int, config: PairConfig) -> tuple[str, bool]:
+def _side(tree: ReplayedTree, pair: _Pair, node: int, config: PairConfig) -> tuple[str, bool]:
     """A side's text (after the shared prefix) and whether it ends the episode."""
     if config.strategy == "outcome":
         ids = tree.path(node)
@@ -433,7 +449,7 @@ def ends_text(node: Mapping[str, Any]) -> bool:
     return bool(node["terminal"]) and node.get("answer") is not None
 
 
-def _pair_row(tree: _Tree, pair: _Pair, config: PairConfig) -> Row:
+def _pair_row(tree: ReplayedTree, pair: _Pair, config: PairConfig) -> Row:
     (chosen, chosen_end), (rejected, rejected_end) = (
         _side(tree, pair, pair.chosen, config), _side(tree, pair, pair.rejected, config))
     if _chat(tree, config.conversational):
@@ -456,7 +472,7 @@ def _pair_row(tree: _Tree, pair: _Pair, config: PairConfig) -> Row:
     }
 
 
-def _chat(tree: _Tree, conversational: bool) -> bool:
+def _chat(tree: ReplayedTree, conversational: bool) -> bool:
     """Chat rows when asked for, or when the environment's prompts already are messages."""
     return conversational or isinstance(tree.root_prompt, list)
 
@@ -468,8 +484,8 @@ def _messages(prompt: Prompt) -> list[dict[str, str]]:
 # ----------------------------------------------------------------------------- SFT, stepwise
 
 
-def _trees(results: Iterable[SearchResult], env: Environment,
-           counts: Counter | None = None) -> Iterable[_Tree]:
+def replay_trees(results: Iterable[SearchResult], env: Environment,
+           counts: Counter | None = None) -> Iterable[ReplayedTree]:
     """The replayable trees of ``results``; the others are skipped, logged and counted."""
     counts = Counter() if counts is None else counts
     for result in results:
@@ -478,7 +494,7 @@ def _trees(results: Iterable[SearchResult], env: Environment,
             counts["empty_tree"] += 1
             continue
         try:
-            tree = _Tree(result, env)
+            tree = ReplayedTree(result, env)
         except ReplayError as err:
             _replay_failed(result.task.id, err, counts)
             continue
@@ -501,7 +517,7 @@ def sft_rows(
     Columns: ``prompt`` (the root prompt), ``completion`` (every step with its delimiter),
     ``task_id``, ``node``, ``value``, ``depth``; chat messages when ``conversational``."""
     rows = []
-    for tree in _trees(results, env, counts):
+    for tree in replay_trees(results, env, counts):
         nodes = tree.nodes
         for i in _verified(tree)[:max_per_tree]:
             text = tree.text(tree.path(i))
@@ -528,7 +544,7 @@ def stepwise_rows(
     ``values`` (the Monte Carlo estimates), ``task_id``. Paths through unvisited nodes are
     skipped: they have no estimate."""
     rows = []
-    for tree in _trees(results, env, counts):
+    for tree in replay_trees(results, env, counts):
         seen: set[tuple[str, ...]] = set()
         for i, node in enumerate(tree.nodes):
             if not node["terminal"] or i == 0:

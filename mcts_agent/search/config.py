@@ -40,6 +40,15 @@ class SearchConfig(BaseModel):
     prior_length_power: float = Field(
         1.0, ge=0, description="Prior of a step = exp(Σ log π / tokens^power) (MCTS-DPO uses "
         "1.25; 0 = raw sequence probability).")
+    sibling_feedback: int = Field(
+        0, ge=0, description="SWE-Search: when a node is expanded again, its prompt carries the "
+        "critic's feedback on up to this many of its children already judged (0 = off).")
+    feedback_header: str = Field(
+        "Alternatives already tried at this point, and how they were judged:",
+        description="First line of the feedback block.")
+    feedback_line: str = Field(
+        '- "{action}" (value {value:.2f}): {feedback}',
+        description="One judged alternative; fields: action, value, feedback.")
     max_trees_in_flight: int = Field(64, ge=1, description="Trees searched at once.")
     seed: int = 0
     engine: EngineConfig = Field(

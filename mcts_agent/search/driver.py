@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..contracts import Critic, CriticInput, Environment, Task
+from ..contracts import Critic, CriticInput, Environment, Prompt, Task
 from ..engine import Forest
 from ..episodes import final_answer
 from ..llm.base import Candidate, GenerationRequest, Policy
@@ -42,6 +42,7 @@ class Node:
     done: bool = False
     critic: float | None = None
     feedback: str | None = None
+    disagreement: float | None = None  # a hybrid critic's spread of component values
     answer: str | None = None
     score: float | None = None
 
@@ -138,6 +139,7 @@ class TreeSearch:
             CriticInput(tree.task, self.env, kid.state, kid.done) for _, tree, kid in children])
         for (_, tree, kid), assessment in zip(children, assessments, strict=True):
             kid.critic, kid.feedback = assessment.value, assessment.feedback
+            kid.disagreement = assessment.details.get("disagreement")
             tree.tokens += int(assessment.details.get("tokens", 0))
             if kid.done and self.config.mode == "data":
                 kid.score = self.env.score(kid.state, tree.task)
@@ -168,10 +170,25 @@ class TreeSearch:
         cfg = self.config
         # a seed per (run seed, task, node, visit) keeps results independent of batching
         key = f"{cfg.seed}/{tree.task.id}/{leaf}/{forest.nodes.num_children[leaf]}"
+        prompt = self.env.prompt(forest.payload[leaf].state)
+        if cfg.sibling_feedback:
+            prompt = with_feedback(prompt, self._feedback(forest, leaf))
         return GenerationRequest(
-            prompt=self.env.prompt(forest.payload[leaf].state), n=cfg.expand_n,
+            prompt=prompt, n=cfg.expand_n,
             max_tokens=cfg.max_step_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
             stop=(self.env.step_delimiter,), seed=zlib.crc32(key.encode()))
+
+    def _feedback(self, forest: Forest, leaf: int) -> str | None:
+        """The feedback block on ``leaf``'s judged children, newest first (None if none)."""
+        cfg = self.config
+        judged = [forest.payload[c] for c in forest.children(leaf).tolist()[::-1]
+                  if forest.payload[c].feedback]
+        if not judged:
+            return None
+        lines = [cfg.feedback_line.format(action=kid.action, value=kid.critic or 0.0,
+                                          feedback=" ".join(kid.feedback.split()))
+                 for kid in judged[:cfg.sibling_feedback]]
+        return "\n".join([cfg.feedback_header, *lines])
 
     def _children(
         self, forest: Forest, leaf: int, tree: Tree, candidates: list[Candidate]
@@ -311,7 +328,8 @@ class TreeSearch:
                 "visits": int(a.visits[node]), "value": None if np.isnan(value) else value,
                 "prior": float(a.prior[node]), "logprob": p.logprob, "tokens": p.tokens,
                 "reward": p.reward, "terminal": bool(forest.is_terminal(node)),
-                "critic": p.critic, "feedback": p.feedback, "answer": p.answer, "score": p.score,
+                "critic": p.critic, "feedback": p.feedback, "disagreement": p.disagreement,
+                "answer": p.answer, "score": p.score,
             })
         answer = choose_answer(nodes, self.config.mode)
         if self.config.mode == "data":
@@ -324,6 +342,22 @@ class TreeSearch:
                  "waves": tree.waves, "seconds": time.perf_counter() - tree.started,
                  **tree.counts}
         return SearchResult(tree.task, self.config.mode, nodes, answer, solved, stats)
+
+
+def with_feedback(prompt: Prompt, feedback: str | None) -> Prompt:
+    """``prompt`` with a feedback block: before the text of a plain prompt; appended to the
+    last user message of a chat (or as a first system message when there is none)."""
+    if not feedback:
+        return prompt
+    if isinstance(prompt, str):
+        return f"{feedback}\n\n{prompt}"
+    messages = [dict(m) for m in prompt]
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    if users:
+        messages[users[-1]]["content"] += f"\n\n{feedback}"
+    else:
+        messages.insert(0, {"role": "system", "content": feedback})
+    return messages
 
 
 def choose_answer(nodes: list[dict[str, Any]], mode: str) -> str | None:

@@ -24,7 +24,8 @@ class SearchResult:
     ``nodes[i]`` describes local node ``i`` (0 = root; parents come before children) with keys
     ``parent``, ``action`` (the step text), ``depth``, ``visits``, ``value`` (mean backed-up
     value), ``prior``, ``logprob``, ``tokens``, ``reward``, ``terminal``, ``critic`` (the
-    critic's value), ``feedback``, ``answer`` and ``score`` (the verifier's, data mode only).
+    critic's value), ``feedback``, ``disagreement`` (a hybrid critic's spread), ``answer``
+    and ``score`` (the verifier's, data mode only).
     ``solved`` is ground truth: data mode, a verified-correct solution is in the tree;
     inference mode, the chosen ``answer`` is correct (checked after the search, when the task
     has a reference).

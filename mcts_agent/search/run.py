@@ -19,9 +19,10 @@ import yaml
 from .. import __version__
 from ..contracts import Critic, Environment, Task
 from ..llm.base import Policy
-from ..registry import critics, environments
+from ..registry import environments
 from .baselines import sample_solutions
 from .config import SearchConfig
+from .critic_specs import build_critic
 from .driver import TreeSearch
 from .results import ResultFile, SearchResult
 
@@ -63,12 +64,7 @@ def load_policy(model: str | Path | None = None, *, device: str = "cpu",
 def default_critic(policy: Policy, config: SearchConfig, rollouts: int) -> Critic:
     """Data mode: the verifier at finished states, Monte Carlo rollouts elsewhere. Inference
     mode: rollouts scored by agreement with the majority answer (no reference)."""
-    rollout = critics.create("rollout", policy=policy, k=rollouts, mode=config.mode,
-                             max_tokens=config.max_step_tokens * config.max_depth,
-                             seed=config.seed)
-    if config.mode == "data":
-        return critics.create("verifier", fallback=rollout)
-    return rollout
+    return build_critic(["rollout"], policy, config, rollouts)
 
 
 def run_search(

@@ -1,0 +1,265 @@
+"""The hybrid critic, its fit, verified node labels, critic quality reports, the critic specs
+of the CLI, sibling feedback in expansion prompts and disagreement-gated pairs."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from critics import HybridCritic, HybridWeights, RolloutCritic, VerifierCritic, fit_weights
+from critics.cache import StateCache
+from environments.math.arith_env import ArithEnvironment
+from mcts_agent.cli import app
+from mcts_agent.contracts import Assessment, CriticInput, Task
+from mcts_agent.critic_eval import evaluate_critics, fit_hybrid, score_values
+from mcts_agent.data import PairConfig, mine_pairs
+from mcts_agent.data.labels import labelled_nodes
+from mcts_agent.llm.base import GenerationRequest
+from mcts_agent.search import ResultFile, SearchConfig, TreeSearch
+from mcts_agent.search.critic_specs import build_critic, parse_spec
+from mcts_agent.search.driver import with_feedback
+from mcts_agent.search.run import load_policy, run_search
+from tests.test_data import S1, S1_BAD, S2, S2_ALT, TASK, tree
+
+ENV = ArithEnvironment()
+
+
+@pytest.fixture(scope="module")
+def policy():
+    torch.set_num_threads(1)
+    return load_policy()
+
+
+def inputs(task: Task, *paths: tuple[str, ...], done: bool = False) -> list[CriticInput]:
+    out = []
+    for lines in paths:
+        state = ENV.reset(task)
+        for line in lines:
+            state = ENV.step(state, line).state
+        out.append(CriticInput(task, ENV, state, done))
+    return out
+
+
+class Constant:
+    """A user-written critic: the same value (and feedback) for every state."""
+
+    def __init__(self, name: str, value: float, feedback: str | None = None) -> None:
+        self.name, self.value, self.feedback, self.calls = name, value, feedback, 0
+
+    def evaluate(self, nodes):
+        self.calls += 1
+        return [Assessment(self.value, self.feedback, {"tokens": 3}) for _ in nodes]
+
+
+# ----------------------------------------------------------------------------- hybrid
+
+
+def test_fit_weights_recovers_a_known_logistic_model():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(20_000, 2)) * 1.5
+    values = 1 / (1 + np.exp(-z))  # components whose logits are the features
+    labels = rng.random(20_000) < 1 / (1 + np.exp(-(0.5 + 2.0 * z[:, 0] - 1.0 * z[:, 1])))
+    weights, bias = fit_weights(values, labels, l2=0.0)
+    assert weights == pytest.approx([2.0, -1.0], abs=0.1)
+    assert bias == pytest.approx(0.5, abs=0.1)
+    with pytest.raises(ValueError, match="both outcomes"):
+        fit_weights(values[:10], np.ones(10, bool))
+
+
+def test_hybrid_combines_batched_critics_and_measures_disagreement(policy):
+    task = ENV.tasks(1)[0]
+    nodes = inputs(task, (), (f"Step 1: {task.metadata['steps'][0]}",))
+    rollout = RolloutCritic(policy, k=3, mode="inference", max_tokens=64)
+    judge = Constant("judge", 0.9, "looks fine")
+    hybrid = HybridCritic({"rollout": rollout, "judge": judge})
+    out = hybrid.evaluate(nodes)
+    assert judge.calls == 1  # one batched call per component
+    for a in out:
+        parts = a.details["components"]
+        assert a.value == pytest.approx((parts["rollout"] + 0.9) / 2)
+        assert a.details["disagreement"] == pytest.approx(abs(parts["rollout"] - 0.9))
+        assert a.feedback == "looks fine"
+        assert a.details["tokens"] > 3  # rollout tokens + the judge's
+    # the rollouts' finished texts are passed on, so the driver can graft them
+    assert any(a.details["completions"] for a in out)
+
+    fitted = HybridWeights(["rollout", "judge"], [1.0, 0.0], bias=0.0)
+    again = HybridCritic({"rollout": rollout, "judge": judge}, fitted).evaluate(nodes)
+    for a in again:  # weight 0 on the judge: the rollout value, through logit and back
+        assert a.value == pytest.approx(np.clip(a.details["components"]["rollout"], 1e-4,
+                                                1 - 1e-4), abs=1e-9)
+    with pytest.raises(ValueError, match="not given"):
+        HybridCritic({"rollout": rollout}, fitted)
+
+
+def test_weights_files_round_trip_and_explain_errors(tmp_path):
+    w = HybridWeights(["a", "b"], [0.5, 1.5], 0.1, specs={"a": "rollout", "b": "judge"})
+    w.save(tmp_path / "w.json")
+    assert HybridWeights.load(tmp_path / "w.json") == w
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="fit-hybrid"):
+        HybridWeights.load(tmp_path / "bad.json")
+
+
+def test_state_cache_computes_each_distinct_state_once():
+    cache = StateCache(max_size=2)
+    task = ENV.tasks(1)[0]
+    a, b = inputs(task, (), ("Step 1: 1+1=2",))
+    seen = []
+
+    def compute(nodes):
+        seen.append(len(nodes))
+        return [Assessment(0.5) for _ in nodes]
+
+    cache.evaluate([a, b, a], compute)
+    cache.evaluate([b, a], compute)
+    assert seen == [2] and cache.hits == 2 and cache.misses == 3
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def test_nodes_are_labelled_by_the_verified_outcomes_below_them():
+    result = tree(
+        (0, S1, 4, 0.7),                    # 1: a right answer below → True
+        (0, S1_BAD, 2, 0.1),                # 2: only a wrong answer below → False
+        (1, S2, 2, 1.0),                    # 3 → True
+        (1, S2_ALT, 1, 0.5),                # 4: nothing finished below → unlabelled
+        (3, "Answer: 30", 1, 1.0, 1.0),     # 5 → True
+        (2, "Step 2: 12*3=36", 1, 0.0),     # 6
+        (6, "Answer: 36", 1, 0.0, 0.0),     # 7 → False
+    )
+    counts = Counter()
+    nodes = labelled_nodes([result], ENV, counts=counts)
+    assert {n.node: n.label for n in nodes} == {1: True, 2: False, 3: True, 5: True,
+                                                 6: False, 7: False}
+    assert counts["unlabelled"] == 1
+    assert [n.terminal for n in nodes if n.node in (5, 7)] == [True, True]
+    assert len(labelled_nodes([result], ENV, max_per_tree=2)) == 2
+    no_reference = tree((0, S1, 1, 0.5), task=Task("t2", "3+9*3", None))
+    assert labelled_nodes([no_reference], ENV, counts=counts) == []
+    assert counts["no_reference"] == 1
+
+
+def test_scores_of_a_perfect_and_a_useless_critic():
+    labels = [True, False] * 50
+    perfect = score_values("p", [0.9 if y else 0.1 for y in labels], labels)
+    assert perfect.auroc == 1.0 and perfect.brier == pytest.approx(0.01)
+    flat = score_values("f", [0.5] * 100, labels)
+    assert flat.auroc == 0.5 and flat.ece == pytest.approx(0.0)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def inference_run(tmp_path_factory, policy):
+    out = tmp_path_factory.mktemp("run")
+    config = SearchConfig(mode="inference", simulations=6, seed=1)
+    run_search(ENV, tasks=ENV.tasks(6, split="train"), policy=policy, config=config,
+               rollouts=2, out_dir=out, baselines=False)
+    return out
+
+
+def test_eval_critic_and_fit_hybrid_commands(inference_run, tmp_path):
+    runner = CliRunner()
+    report = tmp_path / "report"
+    result = runner.invoke(app, ["eval-critic", str(inference_run), "--critic", "rollout=2",
+                                 "--critic", "verifier", "--out", str(report)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((report / "critics.json").read_text())
+    assert set(data["critics"]) == {"search-value", "rollout", "verifier"}
+    for score in data["critics"].values():
+        assert score["nodes"] > 0 and 0 <= score["brier"] <= 1
+    assert (report / "reliability.png").stat().st_size > 0
+    assert "AUROC" in (report / "critics.md").read_text()
+
+    weights = tmp_path / "hybrid.json"
+    result = runner.invoke(app, ["fit-hybrid", str(inference_run), "--critic", "rollout=2",
+                                 "--critic", "verifier", "--out", str(weights)])
+    assert result.exit_code == 0, result.output
+    fitted = HybridWeights.load(weights)
+    assert fitted.specs == {"rollout": "rollout=2", "verifier": "verifier"}
+    assert fitted.weights[1] > 0  # the ground truth at finished states earns trust
+    again = runner.invoke(app, ["eval-critic", str(inference_run), "--critic",
+                                f"hybrid={weights}", "--out", str(tmp_path / "r2")])
+    assert again.exit_code == 0, again.output
+
+    bad = runner.invoke(app, ["eval-critic", str(inference_run), "--critic", "oracle"])
+    assert bad.exit_code != 0 and "unknown critic" in bad.output
+
+
+def test_fitted_hybrid_is_at_least_as_good_as_its_parts_in_sample(inference_run, policy):
+    results = list(ResultFile(inference_run / "trees.jsonl"))
+    nodes = labelled_nodes(results, ENV)
+    parts = {"rollout": RolloutCritic(policy, k=2, mode="inference", max_tokens=96),
+             "verifier": VerifierCritic()}
+    scores, values = evaluate_critics(parts, nodes)
+    _, hybrid = fit_hybrid(values, [n.label for n in nodes],
+                           {"rollout": "rollout=2", "verifier": "verifier"}, l2=0.0)
+    assert hybrid.log_loss <= min(scores[c].log_loss for c in parts) + 1e-6
+
+
+def test_critic_specs():
+    assert parse_spec("rollout=8") == ("rollout", "8")
+    assert parse_spec("judge") == ("judge", None)
+    with pytest.raises(ValueError, match="unknown critic"):
+        parse_spec("oracle")
+    with pytest.raises(ValueError, match="reward-model=DIR"):
+        build_critic(["reward-model"], None, SearchConfig())  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- feedback
+
+
+def test_feedback_goes_before_a_text_prompt_and_into_the_last_user_turn():
+    assert with_feedback("Q: 1+1=?\n", None) == "Q: 1+1=?\n"
+    assert with_feedback("Q: 1+1=?\n", "NOTE") == "NOTE\n\nQ: 1+1=?\n"
+    chat = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    assert with_feedback(chat, "NOTE")[1]["content"] == "u\n\nNOTE"
+    assert chat[1]["content"] == "u"  # the state's own prompt is not changed
+
+
+def test_expansions_of_a_judged_node_carry_its_childrens_feedback(policy):
+    class Recording:
+        name = "recording"
+
+        def __init__(self, inner):
+            self.inner, self.prompts = inner, []
+
+        def propose(self, requests: list[GenerationRequest]):
+            self.prompts.extend(r.prompt for r in requests)
+            return self.inner.propose(requests)
+
+    recorder = Recording(policy)
+    critic = Constant("judge", 0.4, "the product comes first")
+    config = SearchConfig(mode="inference", simulations=12, expand_n=2, leaves_per_tree=1,
+                          sibling_feedback=2, seed=0)
+    [result] = TreeSearch(ENV, recorder, critic, config).run([TASK])
+    noted = [p for p in recorder.prompts if "the product comes first" in p]
+    assert noted, "no expansion saw its siblings' feedback"
+    assert all(p.startswith(config.feedback_header) for p in noted)
+    assert all(p.count("\n- ") <= 2 for p in noted)  # at most sibling_feedback notes
+    assert any(n["feedback"] == "the product comes first" for n in result.nodes[1:])
+    # without the option prompts are the environment's own
+    plain = Recording(policy)
+    TreeSearch(ENV, plain, critic, config.model_copy(update={"sibling_feedback": 0})).run(
+        [TASK]).__next__()
+    assert all(p.startswith("Q: ") for p in plain.prompts)
+
+
+# ----------------------------------------------------------------------------- pairs
+
+
+def test_pairs_on_disputed_values_can_be_dropped():
+    result = tree((0, S1, 30, 0.9), (0, S1_BAD, 30, 0.1))
+    result.nodes[1]["disagreement"] = 0.8
+    kept, _ = mine_pairs([result], ENV, PairConfig())
+    assert len(kept) == 1
+    dropped, counts = mine_pairs([result], ENV, PairConfig(max_disagreement=0.5))
+    assert dropped == [] and counts["disagreement"] == 1
