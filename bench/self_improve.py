@@ -31,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.sections import write_section  # noqa: E402
 from mcts_agent.data import PairConfig  # noqa: E402
 from mcts_agent.search import SearchConfig  # noqa: E402
 from mcts_agent.train import TrainConfig  # noqa: E402
@@ -128,28 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-BEGIN, END = "<!-- self_improve:begin -->", "<!-- self_improve:end -->"
-
-
 def write_results(path: Path, table: str, summary: dict, details: dict[str, str]) -> None:
-    """Put this run's section into ``path`` between its markers; the rest of the file stays."""
+    """This run's section of ``path`` (between its markers)."""
     command = "python bench/self_improve.py " + " ".join(sys.argv[1:])
     per_method = "".join(f"\n`{m}` (every measure; `rows` = training rows mined):\n\n{md}"
                          for m, md in details.items())
     section = (
-        f"{BEGIN}\n## Self-improvement on `arith` (bench/self_improve.py)\n\n"
+        f"## Self-improvement on `arith` (bench/self_improve.py)\n\n"
         f"Command: `{command.strip()}` · {summary['compute_seconds'] / 60:.0f} min of search "
         "and training on this machine.\n\n"
         "Held-out greedy accuracy and pass@8 (%, the same test problems every round), and the "
         "training rows mined per round, from the shipped tiny reasoner. Round 0 is the "
         "starting model.\n\n" + table + "\n" + per_method + "\n```json\n"
-        + json.dumps(summary) + f"\n```\n{END}")
-    text = path.read_text() if path.exists() else "# Results\n\n"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+        + json.dumps(summary) + "\n```")
+    write_section(path, "self_improve", section)
 
 
 if __name__ == "__main__":

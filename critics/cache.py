@@ -25,6 +25,9 @@ class StateCache:
         self.hits = 0
         self.misses = 0
 
+    def __len__(self) -> int:
+        return len(self.entries)
+
     @staticmethod
     def key(node: CriticInput) -> Key:
         return node.task.id, repr(node.state), node.done

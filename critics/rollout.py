@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from critics.cache import StateCache
 from mcts_agent.contracts import Assessment, CriticInput
 from mcts_agent.episodes import final_answer, play_text
 from mcts_agent.llm.base import GenerationRequest, Policy
@@ -35,12 +36,12 @@ class RolloutCritic:
             raise ValueError("k (rollouts per node) must be at least 1")
         self.policy, self.k, self.max_tokens = policy, k, max_tokens
         self.temperature, self.mode, self.seed = temperature, mode, seed
-        self.cache: dict[tuple[str, str], Assessment] = {}  # oldest first, bounded
-        self.max_cache = max_cache
+        self.cache = StateCache(max_cache)  # unfinished states only: finished ones are
+        # judged by the votes so far, which keep changing
         self.votes: dict[str, Counter] = defaultdict(Counter)  # task id → rollout answers
 
     def evaluate(self, nodes: Sequence[CriticInput]) -> list[Assessment]:
-        out: list[Assessment | None] = [self.cache.get(self._key(n)) for n in nodes]
+        out: list[Assessment | None] = [None if n.done else self.cache.get(n) for n in nodes]
         todo = [i for i, a in enumerate(out) if a is None and not nodes[i].done]
         completions = self.policy.propose([self._request(nodes[i]) for i in todo]) if todo else []
         finals = {i: [self._finish(nodes[i], c.text) for c in cands]
@@ -57,10 +58,8 @@ class RolloutCritic:
                 out[i] = self._judge_finished(node)
             else:
                 out[i] = self._judge_rollouts(node, finals[i], tokens[i])
-                self.cache[self._key(node)] = Assessment(out[i].value, details={
-                    **out[i].details, "tokens": 0, "completions": [], "cached": True})
-        while len(self.cache) > self.max_cache:  # long runs: forget the oldest states
-            del self.cache[next(iter(self.cache))]
+                self.cache.put(node, Assessment(out[i].value, details={
+                    **out[i].details, "tokens": 0, "completions": [], "cached": True}))
         return out  # type: ignore[return-value]
 
     def _request(self, node: CriticInput) -> GenerationRequest:
@@ -103,6 +102,3 @@ class RolloutCritic:
             return Assessment(0.0, details={"answer": None})
         value = votes[answer] / total if total else 0.5
         return Assessment(value, details={"answer": answer, "votes": total})
-
-    def _key(self, node: CriticInput) -> tuple[str, str]:
-        return node.task.id, repr(node.state)
