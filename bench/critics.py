@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                                seed=args.seed)
         parts = {name: build_component(spec, policy, infer)[1] for name, spec in specs.items()}
         scores, values = evaluate_critics(parts, nodes)
-        weights, fitted = fit_hybrid(values, [n.label for n in nodes], specs,
+        weights, fitted = fit_hybrid(values, nodes, specs,
                                      source=str(out / "fit_search"))
         weights.save(weights_file)
         print(markdown_table({**scores, "hybrid (in-sample)": fitted}), flush=True)

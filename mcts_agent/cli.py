@@ -449,7 +449,7 @@ def fit_hybrid_command(
     with _node_progress(len(nodes) * len(critics_)) as advance:
         scores, values = evaluate_critics(critics_, nodes, progress=advance)
     try:
-        weights, score = fit_hybrid(values, [n.label for n in nodes],
+        weights, score = fit_hybrid(values, nodes,
                                     {spec.partition("=")[0]: spec for spec in critic},
                                     l2=l2, source=str(run))
     except ValueError as err:

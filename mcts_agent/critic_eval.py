@@ -2,8 +2,9 @@
 hybrid weights on the same kind of data (``mcts-agent eval-critic`` / ``fit-hybrid``).
 
 Each critic scores the labelled nodes (:mod:`mcts_agent.data.labels`) in batched calls; the
-report gives AUROC (does it rank right nodes above wrong ones), Brier score and expected
-calibration error (are its values probabilities), and a reliability plot.
+report gives AUROC (does it rank right nodes above wrong ones) over all nodes and over the
+unfinished ones alone (finished failures are easy: most critics know a broken episode), Brier
+score and expected calibration error (are its values probabilities), and a reliability plot.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from .contracts import Critic
 from .data.labels import LabelledNode
 from .metrics import Calibration, auroc, brier, calibration
 
-SEARCH_VALUE = "search-value"  # the tree's own backed-up values, reported beside the critics
-
 
 @dataclass
 class CriticScore:
@@ -34,6 +33,7 @@ class CriticScore:
     nodes: int
     positives: int
     auroc: float
+    auroc_unfinished: float  # on unfinished nodes only, where a value is a forecast
     brier: float
     ece: float
     log_loss: float
@@ -49,11 +49,14 @@ class CriticScore:
         return out
 
 
-def score_values(name: str, values: Sequence[float], labels: Sequence[bool], *,
-                 seconds: float = 0.0, tokens: int = 0, bins: int = 10) -> CriticScore:
-    v = np.asarray(values, float)
-    return CriticScore(name, len(v), int(np.sum(labels)), auroc(v, labels), brier(v, labels),
-                       (cal := calibration(v, labels, bins)).ece, log_loss(v, labels),
+def score_values(name: str, values: Sequence[float], labels: Sequence[bool],
+                 finished: Sequence[bool] | None = None, *, seconds: float = 0.0,
+                 tokens: int = 0, bins: int = 10) -> CriticScore:
+    v, y = np.asarray(values, float), np.asarray(labels, bool)
+    open_ = ~np.asarray(finished, bool) if finished is not None else np.ones(len(v), bool)
+    cal = calibration(v, y, bins)
+    return CriticScore(name, len(v), int(y.sum()), auroc(v, y), auroc(v[open_], y[open_]),
+                       brier(v, y), cal.ece, log_loss(v, y),
                        float(v.mean()) if len(v) else float("nan"), seconds, tokens, cal)
 
 
@@ -76,29 +79,29 @@ def evaluate_critics(
     critics: Mapping[str, Critic], nodes: Sequence[LabelledNode], *,
     progress: Callable[[int], Any] | None = None,
 ) -> tuple[dict[str, CriticScore], dict[str, np.ndarray]]:
-    """Scores of each critic (and of the search's own values) and the raw values."""
-    labels = [n.label for n in nodes]
-    values = {SEARCH_VALUE: np.array([0.5 if n.value is None else n.value for n in nodes])}
-    scores = {SEARCH_VALUE: score_values(SEARCH_VALUE, values[SEARCH_VALUE], labels)}
+    """Scores of each critic and their raw values."""
+    labels, finished = [n.label for n in nodes], [n.terminal for n in nodes]
+    scores, values = {}, {}
     for name, critic in critics.items():
         started = time.perf_counter()
         values[name], tokens = critic_values(critic, nodes, progress=progress)
-        scores[name] = score_values(name, values[name], labels, tokens=tokens,
+        scores[name] = score_values(name, values[name], labels, finished, tokens=tokens,
                                     seconds=time.perf_counter() - started)
     return scores, values
 
 
-def fit_hybrid(values: Mapping[str, np.ndarray], labels: Sequence[bool],
+def fit_hybrid(values: Mapping[str, np.ndarray], nodes: Sequence[LabelledNode],
                specs: Mapping[str, str], *, l2: float = 1e-2,
                source: str = "") -> tuple[HybridWeights, CriticScore]:
-    """Logistic weights of the components ``specs`` names (their values on labelled nodes),
-    and the fitted hybrid's score on the same nodes (in-sample: measure it on other trees
-    with ``eval-critic``)."""
+    """Logistic weights of the components ``specs`` names (their ``values`` on ``nodes``), and
+    the fitted hybrid's score on the same nodes (in-sample: measure it on other trees with
+    ``eval-critic``)."""
+    labels, finished = [n.label for n in nodes], [n.terminal for n in nodes]
     names = list(specs)
     matrix = np.column_stack([values[name] for name in names])
     weights, bias = fit_weights(matrix, labels, l2=l2)
     fitted = combine(matrix, weights, bias, "logistic")
-    score = score_values("hybrid", fitted, labels)
+    score = score_values("hybrid", fitted, labels, finished)
     hybrid = HybridWeights(names, weights.tolist(), bias, "logistic", dict(specs), {
         "source": source, "nodes": len(labels), "positives": int(np.sum(labels)), "l2": l2,
         "in_sample_auroc": score.auroc, "in_sample_brier": score.brier})
@@ -119,10 +122,11 @@ def write_report(scores: Mapping[str, CriticScore], out_dir: str | Path,
 
 
 def markdown_table(scores: Mapping[str, CriticScore]) -> str:
-    lines = ["| critic | nodes | right | AUROC | Brier | ECE | log loss | mean | seconds | "
-             "tokens |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| critic | nodes | right | AUROC | AUROC unfinished | Brier | ECE | log loss | "
+             "mean | seconds | tokens |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in scores.values():
         lines.append(f"| {s.name} | {s.nodes} | {s.positives} | {s.auroc:.3f} | "
+                     f"{s.auroc_unfinished:.3f} | "
                      f"{s.brier:.3f} | {s.ece:.3f} | {s.log_loss:.3f} | {s.mean_value:.3f} | "
                      f"{s.seconds:.1f} | {s.tokens} |")
     return "\n".join(lines) + "\n"

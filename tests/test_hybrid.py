@@ -173,7 +173,7 @@ def test_eval_critic_and_fit_hybrid_commands(inference_run, tmp_path):
                                  "--critic", "verifier", "--out", str(report)])
     assert result.exit_code == 0, result.output
     data = json.loads((report / "critics.json").read_text())
-    assert set(data["critics"]) == {"search-value", "rollout", "verifier"}
+    assert set(data["critics"]) == {"rollout", "verifier"}
     for score in data["critics"].values():
         assert score["nodes"] > 0 and 0 <= score["brier"] <= 1
     assert (report / "reliability.png").stat().st_size > 0
@@ -200,7 +200,7 @@ def test_fitted_hybrid_is_at_least_as_good_as_its_parts_in_sample(inference_run,
     parts = {"rollout": RolloutCritic(policy, k=2, mode="inference", max_tokens=96),
              "verifier": VerifierCritic()}
     scores, values = evaluate_critics(parts, nodes)
-    _, hybrid = fit_hybrid(values, [n.label for n in nodes],
+    _, hybrid = fit_hybrid(values, nodes,
                            {"rollout": "rollout=2", "verifier": "verifier"}, l2=0.0)
     assert hybrid.log_loss <= min(scores[c].log_loss for c in parts) + 1e-6
 
