@@ -41,7 +41,9 @@ class StateCache:
         return found
 
     def put(self, node: CriticInput, assessment: Assessment) -> None:
-        self.entries[self.key(node)] = assessment
+        """Remember ``assessment`` as a hit will return it: nothing generated, nothing to
+        graft (``tokens`` 0, no ``completions``), marked ``cached``."""
+        self.entries[self.key(node)] = as_cached(assessment)
         while len(self.entries) > self.max_size:
             del self.entries[next(iter(self.entries))]
 
@@ -50,7 +52,8 @@ class StateCache:
         nodes: Sequence[CriticInput],
         compute: Callable[[list[CriticInput]], list[Assessment]],
     ) -> list[Assessment]:
-        """Cached assessments where known; ``compute`` is called ONCE on the distinct rest."""
+        """Cached assessments where known; ``compute`` is called ONCE on the distinct rest. A
+        state that appears twice in one call pays once: its later copies are cache hits."""
         out: list[Assessment | None] = [self.get(n) for n in nodes]
         todo: dict[Key, list[int]] = {}
         for i, found in enumerate(out):
@@ -61,6 +64,15 @@ class StateCache:
             for node, places, assessment in zip(firsts, todo.values(), compute(firsts),
                                                 strict=True):
                 self.put(node, assessment)
-                for i in places:
-                    out[i] = assessment
+                out[places[0]] = assessment
+                for i in places[1:]:
+                    out[i] = self.entries[self.key(node)]
         return out  # type: ignore[return-value]
+
+
+def as_cached(assessment: Assessment) -> Assessment:
+    details = dict(assessment.details)
+    details.update(tokens=0, cached=True)
+    if "completions" in details:
+        details["completions"] = []
+    return Assessment(assessment.value, assessment.feedback, details)

@@ -473,23 +473,7 @@ class JudgeCritic:
         self._warned = False
 
     def evaluate(self, nodes: Sequence[CriticInput]) -> list[Assessment]:
-        fresh: set[int] = set()
-
-        def compute(todo: list[CriticInput]) -> list[Assessment]:
-            out = self._judge(todo)
-            fresh.update(id(a) for a in out)
-            return out
-
-        results = self.cache.evaluate(nodes, compute)
-        # A later hit costs no tokens: the cache keeps a zero-token copy, and a state that
-        # appears twice in one call pays once.
-        for i, (node, assessment) in enumerate(zip(nodes, results, strict=True)):
-            if id(assessment) in fresh:
-                fresh.discard(id(assessment))
-                self.cache.put(node, _cached(assessment))
-            elif assessment.details.get("tokens"):
-                results[i] = _cached(assessment)
-        return results
+        return self.cache.evaluate(nodes, self._judge)
 
     def _judge(self, nodes: list[CriticInput]) -> list[Assessment]:
         prompts = [self.template.render(n, None if self.trajectory is None
@@ -566,7 +550,4 @@ class JudgeCritic:
         key = f"{self.seed}/{node.task.id}/{node.state!r}/{node.done}/{attempt}"
         return zlib.crc32(key.encode())
 
-
-def _cached(assessment: Assessment) -> Assessment:
-    return replace(assessment, details={**assessment.details, "tokens": 0, "cached": True})
 

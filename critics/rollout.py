@@ -58,8 +58,7 @@ class RolloutCritic:
                 out[i] = self._judge_finished(node)
             else:
                 out[i] = self._judge_rollouts(node, finals[i], tokens[i])
-                self.cache.put(node, Assessment(out[i].value, details={
-                    **out[i].details, "tokens": 0, "completions": [], "cached": True}))
+                self.cache.put(node, out[i])
         return out  # type: ignore[return-value]
 
     def _request(self, node: CriticInput) -> GenerationRequest:
