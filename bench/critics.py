@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.sections import write_section  # noqa: E402
+from critics.hybrid import HybridCritic, HybridWeights  # noqa: E402
 from environments.math.arith_env import ArithEnvironment  # noqa: E402
 from mcts_agent.critic_eval import (  # noqa: E402
     evaluate_critics,
@@ -133,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     nodes = labelled_nodes(searched["rollout"], env, max_per_tree=args.nodes_per_tree,
                            seed=args.seed)
     parts = {name: build_component(spec, policy, infer)[1] for name, spec in specs.items()}
-    parts["hybrid"] = build_component(f"hybrid={weights_file}", policy, infer)[1]
-    parts["hybrid"].components = {name: parts[name] for name in specs}  # reuse their caches
+    # the hybrid over the same critic objects: their cached values are reused, not recomputed
+    parts["hybrid"] = HybridCritic(dict(parts), HybridWeights.load(weights_file))
     scores, _ = evaluate_critics(parts, nodes)
     write_report(scores, out / "critic_report", {"trees": str(out / "test_rollout")})
     table = accuracy_table(accuracy, tokens, len(test_tasks)) + "\n" + markdown_table(scores)

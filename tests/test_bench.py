@@ -44,3 +44,18 @@ def test_self_improvement_benchmark_small_run_prints_its_json_line(tmp_path):
     assert {"start_acc", "step_dpo_acc", "outcome_dpo_acc", "sft_acc", "rounds"} <= figures.keys()
     assert figures["rounds"] == 1 and len(figures["per_round"]["sft"]) == 2
     assert "| round |" in (tmp_path / "results.md").read_text()
+
+
+def test_critics_benchmark_small_run_prints_its_json_line(tmp_path):
+    bench = Path(__file__).parents[1] / "bench" / "critics.py"
+    done = subprocess.run(
+        [sys.executable, str(bench), "--rm-tasks", "16", "--fit-tasks", "8", "--test-tasks", "6",
+         "--simulations", "6", "--rm-epochs", "1", "--nodes-per-tree", "6", "--threads", "1",
+         "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results.md")],
+        capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"greedy_acc", "majority_acc", "mcts_rollout_acc", "mcts_rm_acc", "mcts_hybrid_acc",
+            "auroc"} <= figures.keys()
+    assert set(figures["auroc"]) == {"rollout", "reward-model", "hybrid"}
+    assert "critics:begin" in (tmp_path / "results.md").read_text()
