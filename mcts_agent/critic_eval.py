@@ -95,15 +95,20 @@ def fit_hybrid(values: Mapping[str, np.ndarray], nodes: Sequence[LabelledNode],
                source: str = "") -> tuple[HybridWeights, CriticScore]:
     """Logistic weights of the components ``specs`` names (their ``values`` on ``nodes``), and
     the fitted hybrid's score on the same nodes (in-sample: measure it on other trees with
-    ``eval-critic``)."""
-    labels, finished = [n.label for n in nodes], [n.terminal for n in nodes]
+    ``eval-critic``). Failed episodes (finished, no answer) are left out: in a search the
+    verifier decides them, so the hybrid is fitted on the nodes it will be asked about."""
+    # failed episodes are left to the verifier in front of every search critic
+    keep = np.array([not n.failed for n in nodes], bool)
+    labels = [n.label for n, k in zip(nodes, keep, strict=True) if k]
+    finished = [n.terminal for n, k in zip(nodes, keep, strict=True) if k]
     names = list(specs)
-    matrix = np.column_stack([values[name] for name in names])
+    matrix = np.column_stack([np.asarray(values[name])[keep] for name in names])
     weights, bias = fit_weights(matrix, labels, l2=l2)
     fitted = combine(matrix, weights, bias, "logistic")
     score = score_values("hybrid", fitted, labels, finished)
     hybrid = HybridWeights(names, weights.tolist(), bias, "logistic", dict(specs), {
-        "source": source, "nodes": len(labels), "positives": int(np.sum(labels)), "l2": l2,
+        "source": source, "nodes": len(labels), "failed_left_out": int((~keep).sum()),
+        "positives": int(np.sum(labels)), "l2": l2,
         "in_sample_auroc": score.auroc, "in_sample_brier": score.brier})
     return hybrid, score
 

@@ -72,3 +72,19 @@ def test_a_finished_failure_is_worth_nothing_in_inference_mode(policy, env):
     failed = node(env, task, ["Step 1: 1+1=3"], done=True)  # false arithmetic ends the episode
     assert env.answer(failed.state) is None
     assert critic.evaluate([failed])[0].value == 0.0
+
+
+def test_without_the_reference_the_verifier_decides_only_failed_episodes(env):
+    task = env.tasks(1)[0]
+    failed = node(env, task, ["Step 1: 1+1=3"], done=True)  # false arithmetic: no answer
+    answered = node(env, task, ["Step 1: 1+1=2", "Answer: 2"], done=True)  # wrong, unknown here
+
+    class Quarter:
+        name = "quarter"
+
+        def evaluate(self, nodes):
+            return [Assessment(0.25) for _ in nodes]
+
+    verifier = VerifierCritic(fallback=Quarter(), reference=False)
+    assert [a.value for a in verifier.evaluate([failed, answered, node(env, task)])] == [
+        0.0, 0.25, 0.25]

@@ -185,7 +185,7 @@ def test_eval_critic_and_fit_hybrid_commands(inference_run, tmp_path):
     assert result.exit_code == 0, result.output
     fitted = HybridWeights.load(weights)
     assert fitted.specs == {"rollout": "rollout=2", "verifier": "verifier"}
-    assert fitted.weights[1] > 0  # the ground truth at finished states earns trust
+    assert len(fitted.weights) == 2 and fitted.fitted_on["failed_left_out"] > 0
     again = runner.invoke(app, ["eval-critic", str(inference_run), "--critic",
                                 f"hybrid={weights}", "--out", str(tmp_path / "r2")])
     assert again.exit_code == 0, again.output
@@ -196,7 +196,7 @@ def test_eval_critic_and_fit_hybrid_commands(inference_run, tmp_path):
 
 def test_fitted_hybrid_is_at_least_as_good_as_its_parts_in_sample(inference_run, policy):
     results = list(ResultFile(inference_run / "trees.jsonl"))
-    nodes = labelled_nodes(results, ENV)
+    nodes = [n for n in labelled_nodes(results, ENV) if not n.failed]  # what fits are made on
     parts = {"rollout": RolloutCritic(policy, k=2, mode="inference", max_tokens=96),
              "verifier": VerifierCritic()}
     scores, values = evaluate_critics(parts, nodes)

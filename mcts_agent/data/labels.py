@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..contracts import CriticInput, Environment
+from ..episodes import final_answer
 from ..search.results import SearchResult
 from .pairs import ReplayedTree, ReplayError, replay_trees
 
@@ -32,6 +33,11 @@ class LabelledNode:
     terminal: bool
     value: float | None
     critic: float | None
+
+    @property
+    def failed(self) -> bool:
+        """A finished episode without an answer: decided without any reference."""
+        return self.terminal and final_answer(self.input.environment, self.input.state) is None
 
 
 def labelled_nodes(

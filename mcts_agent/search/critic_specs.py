@@ -4,15 +4,18 @@ A spec is ``NAME`` or ``NAME=ARG``:
 
 ========================  ===============================================================
 ``rollout[=K]``           Monte Carlo rollouts with the search policy (K per node)
-``verifier``              the reference answer at finished states (data mode)
+``verifier``              finished states: the reference answer (data mode); only failed
+                          episodes, at 0 (inference mode)
 ``reward-model=DIR``      a reward model saved by ``mcts-agent train-rm``
 ``judge[=MODEL]``         an LLM judge: the search policy, a model folder, or ``smollm2``
 ``hybrid=FILE``           fitted hybrid weights (``mcts-agent fit-hybrid``); the file names
                           its components' own specs
 ========================  ===============================================================
 
-Several specs make an equal-weight hybrid. In data mode the verifier judges finished states
-and the named critics the rest.
+Several specs make an equal-weight hybrid. The search critic always has the verifier in
+front: in data mode it judges finished states with the reference; in inference mode it sets
+failed episodes (finished without an answer) to 0, which a learned critic might not know; the
+named critics judge the rest.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def build_component(spec: str, policy: Policy, config: SearchConfig,
             "rollout", policy=policy, k=k, mode=config.mode, seed=config.seed,
             max_tokens=config.max_step_tokens * config.max_depth)
     if name == "verifier":
-        return name, critics.create("verifier")
+        return name, critics.create("verifier", reference=config.mode == "data")
     if name == "reward-model":
         if not arg:
             raise ValueError("reward-model needs its folder: reward-model=DIR")
@@ -90,6 +93,6 @@ def build_critic(specs: Sequence[str], policy: Policy, config: SearchConfig,
     if len(set(names)) != len(names):
         raise ValueError(f"each critic may be named once, got {list(specs)}")
     critic = parts[0][1] if len(parts) == 1 else HybridCritic(dict(parts))
-    if config.mode == "data" and "verifier" not in names:
-        return critics.create("verifier", fallback=critic)
-    return critic
+    if "verifier" in names:
+        return critic
+    return critics.create("verifier", fallback=critic, reference=config.mode == "data")
