@@ -263,3 +263,23 @@ def test_pairs_on_disputed_values_can_be_dropped():
     assert len(kept) == 1
     dropped, counts = mine_pairs([result], ENV, PairConfig(max_disagreement=0.5))
     assert dropped == [] and counts["disagreement"] == 1
+
+
+def test_stepwise_labels_train_a_reward_model_that_the_search_uses(inference_run, tmp_path):
+    runner = CliRunner()
+    mined = runner.invoke(app, ["pairs", str(inference_run), "--kind", "stepwise", "--out",
+                                str(tmp_path / "data")])
+    assert mined.exit_code == 0, mined.output
+    trained = runner.invoke(app, ["train-rm", str(tmp_path / "data"), "--out",
+                                  str(tmp_path / "rm"), "--epochs", "1"])
+    assert trained.exit_code == 0, trained.output
+    assert (tmp_path / "rm" / "reward_model.json").exists()
+    searched = runner.invoke(app, [
+        "search", "--tasks", "2", "--simulations", "2", "--mode", "inference", "--critic",
+        f"reward-model={tmp_path / 'rm'}", "--no-baselines", "--out", str(tmp_path / "run")])
+    assert searched.exit_code == 0, searched.output
+    [config] = [line for line in (tmp_path / "run" / "config.yaml").read_text().splitlines()
+                if line.startswith("critic:")]
+    assert config == "critic: verifier"  # the reference-free verifier in front of the model
+    missing = runner.invoke(app, ["train-rm", str(tmp_path / "nothing"), "--out", "x"])
+    assert missing.exit_code == 2  # a usage error that names the path, not a traceback
