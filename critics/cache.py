@@ -34,18 +34,13 @@ class StateCache:
 
     def get(self, node: CriticInput) -> Assessment | None:
         found = self.entries.get(self.key(node))
-        if found is None:
-            self.misses += 1
-        else:
-            self.hits += 1
+        self._count(found is not None)
         return found
 
     def put(self, node: CriticInput, assessment: Assessment) -> None:
         """Remember ``assessment`` as a hit will return it: nothing generated, nothing to
         graft (``tokens`` 0, no ``completions``), marked ``cached``."""
-        self.entries[self.key(node)] = as_cached(assessment)
-        while len(self.entries) > self.max_size:
-            del self.entries[next(iter(self.entries))]
+        self._store(self.key(node), assessment)
 
     def evaluate(
         self,
@@ -54,20 +49,35 @@ class StateCache:
     ) -> list[Assessment]:
         """Cached assessments where known; ``compute`` is called ONCE on the distinct rest. A
         state that appears twice in one call pays once: its later copies are cache hits."""
-        out: list[Assessment | None] = [self.get(n) for n in nodes]
+        keys = [self.key(n) for n in nodes]  # repr(state) once per node
+        out: list[Assessment | None] = []
         todo: dict[Key, list[int]] = {}
-        for i, found in enumerate(out):
+        for i, key in enumerate(keys):
+            found = self.entries.get(key)
+            self._count(found is not None)
+            out.append(found)
             if found is None:
-                todo.setdefault(self.key(nodes[i]), []).append(i)
+                todo.setdefault(key, []).append(i)
         if todo:
             firsts = [nodes[places[0]] for places in todo.values()]
-            for node, places, assessment in zip(firsts, todo.values(), compute(firsts),
-                                                strict=True):
-                self.put(node, assessment)
+            for (key, places), assessment in zip(todo.items(), compute(firsts), strict=True):
+                cached = self._store(key, assessment)
                 out[places[0]] = assessment
                 for i in places[1:]:
-                    out[i] = self.entries[self.key(node)]
+                    out[i] = cached
         return out  # type: ignore[return-value]
+
+    def _count(self, hit: bool) -> None:
+        if hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+
+    def _store(self, key: Key, assessment: Assessment) -> Assessment:
+        self.entries[key] = cached = as_cached(assessment)
+        while len(self.entries) > self.max_size:
+            del self.entries[next(iter(self.entries))]
+        return cached
 
 
 def as_cached(assessment: Assessment) -> Assessment:

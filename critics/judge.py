@@ -82,9 +82,6 @@ Explanation: <your analysis of the steps>
 Feedback: <advice for an alternative next step, for a branch that tries something else>
 Score: <an integer from {low} to {high}>"""
 
-SWE_SEARCH_USER = DEFAULT_USER
-
-
 @dataclass(frozen=True)
 class JudgeExample:
     """A worked example shown before the real request (few-shot): its fields fill the user
@@ -176,7 +173,7 @@ class JudgeTemplate:
     @classmethod
     def swe_search(cls, **overrides: Any) -> JudgeTemplate:
         """SWE-Search's shape: an integer reward in −100..100 with banded meanings."""
-        return cls(**{"system": SWE_SEARCH_SYSTEM, "user": SWE_SEARCH_USER, "low": -100,
+        return cls(**{"system": SWE_SEARCH_SYSTEM, "user": DEFAULT_USER, "low": -100,
                       "high": 100, "examples": SWE_SEARCH_EXAMPLES, **overrides})
 
     @classmethod

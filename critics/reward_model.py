@@ -6,9 +6,10 @@ A state's value is ``sigmoid(head)`` at the last token of the text the policy sa
 (``environment.prompt(state)``). Training reads the same head at the end of each step's
 delimiter in one pass over a whole path; the model is causal, so both read the same number.
 
-This module also holds how a reward model reads text (:func:`render_prompt`,
-:func:`encode_path`, :func:`encode_state`, :func:`score_positions`), shared with training so the
-two can never drift apart.
+This module also holds how a reward model reads text (:func:`encode_path`,
+:func:`encode_state`, :func:`score_positions`), shared with training so the two can never drift
+apart; prompts are rendered exactly as the policy renders them
+(:func:`mcts_agent.llm.hf.render_prompt`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 from critics.cache import StateCache
 from mcts_agent.contracts import Assessment, CriticInput, Prompt
+from mcts_agent.llm.hf import render_prompt
 
 META_FILE = "reward_model.json"
 """Written last by training: a folder holding it is a finished reward model."""
@@ -32,24 +34,6 @@ HOW_TO_MAKE = ("make one with `mcts-agent train-rm ROWS --out DIR` (or "
 
 
 # ------------------------------------------------------------------ how a reward model reads
-
-
-def render_prompt(tokenizer: Any, prompt: Prompt) -> tuple[str, bool]:
-    """The text of ``prompt`` as :meth:`mcts_agent.llm.hf.HFPolicy.encode_prompt` renders it,
-    and whether the tokenizer's special tokens (BOS) are to be added when encoding it.
-
-    Plain text is used as is (special tokens added unless it starts with BOS); chat messages go
-    through the tokenizer's chat template (with the generation prompt, special tokens inside),
-    or, without a template, a ``role: content`` transcript ending in ``assistant: ``."""
-    if isinstance(prompt, str):
-        bos = getattr(tokenizer, "bos_token", None)
-        return prompt, not (bos and prompt.startswith(bos))
-    messages = [dict(m) for m in prompt]
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False,
-                                             add_generation_prompt=True), False
-    return render_prompt(tokenizer, "".join(f"{m['role']}: {m['content']}\n"
-                                            for m in messages) + "assistant: ")
 
 
 def _encode(tokenizer: Any, text: str, special: bool, ends: Sequence[int]) -> tuple[list[int],

@@ -16,9 +16,10 @@ from mcts_agent.episodes import final_answer
 
 class VerifierCritic:
     """Finished states: ``environment.score`` with ``reference=True``; with
-    ``reference=False`` only failed episodes (finished, no answer) are decided, at 0.
-    Everything else goes to ``fallback`` (e.g. rollouts, a reward model) or gets ``neutral``;
-    so does a finished state the environment cannot score."""
+    ``reference=False`` only failed episodes (finished, no answer) are decided, at 0, and only
+    in environments that have a notion of an answer. Everything else goes to ``fallback``
+    (e.g. rollouts, a reward model) or gets ``neutral``; so does a finished state the
+    environment cannot score."""
 
     name = "verifier"
 
@@ -42,7 +43,9 @@ class VerifierCritic:
         return out  # type: ignore[return-value]
 
     def _verdict(self, node: CriticInput) -> Assessment | None:
-        if not self.reference:
+        if not self.reference:  # only environments with a notion of an answer can fail so
+            if getattr(node.environment, "answer", None) is None:
+                return None
             failed = final_answer(node.environment, node.state) is None
             return Assessment(0.0, details={"verified": True}) if failed else None
         score = node.environment.score(node.state, node.task)

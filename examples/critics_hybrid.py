@@ -18,6 +18,7 @@ import torch
 from critics.hybrid import HybridCritic
 from critics.reward_model import RewardModelCritic
 from critics.rollout import RolloutCritic
+from critics.verifier import VerifierCritic
 from mcts_agent.critic_eval import evaluate_critics, fit_hybrid, markdown_table
 from mcts_agent.data import stepwise_rows
 from mcts_agent.data.labels import labelled_nodes
@@ -55,8 +56,10 @@ def main() -> None:
 
     hybrid = HybridCritic({"rollout": RolloutCritic(policy, k=2, mode="inference"),
                            "reward-model": parts["reward-model"]}, weights)
+    # as `--critic hybrid=FILE` does: failed episodes are 0, whatever the hybrid would say
+    critic = VerifierCritic(fallback=hybrid, reference=False)
     summary, _ = run_search(env, tasks=env.tasks(8, split="test"), policy=policy, config=infer,
-                            critic=hybrid, baselines=False)
+                            critic=critic, baselines=False)
     print(f"held-out with the fitted hybrid: {summary.mcts_solved}/{summary.tasks} solved, "
           f"{summary.tokens} tokens")
 

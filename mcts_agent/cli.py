@@ -279,9 +279,7 @@ def pairs(
     """Mine training data from finished trees, in TRL's formats (JSONL + Parquet + card)."""
     from .data import PairConfig, mine_rows, write_rows
 
-    trees = run / "trees.jsonl" if run.is_dir() else run
-    if not trees.exists():
-        raise typer.BadParameter(f"no trees at {trees}; run `mcts-agent search` first")
+    trees = _trees_file(run)
     folder = trees.parent
     environment = _run_environment(folder, env, env_arg)
     results = list(ResultFile(trees))
@@ -301,6 +299,26 @@ def pairs(
         table.add_row(str(key), str(value))
     console.print(table)
     console.print("written: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _trees_file(run: Path) -> Path:
+    """The trees.jsonl of a run folder (or the file itself); a usage error if there is none."""
+    trees = run / "trees.jsonl" if run.is_dir() else run
+    if not trees.exists():
+        raise typer.BadParameter(f"no trees at {trees}; run `mcts-agent search` first")
+    return trees
+
+
+def _read_rows(data: Path) -> list[dict[str, Any]]:
+    """Dataset rows from a .jsonl / .parquet file or a folder of them; usage errors if not."""
+    from .data import read_rows
+
+    if not data.exists():
+        raise typer.BadParameter(f"{data} does not exist")
+    try:
+        return read_rows(data)
+    except (ValueError, OSError) as err:
+        raise typer.BadParameter(str(err)) from err
 
 
 def _run_environment(folder: Path, env: str | None, env_arg: list[str] | None) -> Any:
@@ -343,7 +361,6 @@ def train(
     config: Annotated[Path | None, typer.Option(help="YAML file of training settings.")] = None,
 ) -> None:
     """Train a policy on mined rows with TRL (DPO on pairs, SFT on solutions)."""
-    from .data import read_rows
     from .models.tiny import TINY_ARITH_DIR
     from .train import TrainConfig, train_policy
 
@@ -351,10 +368,8 @@ def train(
         "method": method, "epochs": epochs, "learning_rate": learning_rate,
         "batch_size": batch_size, "beta": beta, "nll_weight": nll_weight,
         "confidence_weights": confidence_weights})
-    if not data.exists():
-        raise typer.BadParameter(f"{data} does not exist")
+    rows = _read_rows(data)
     try:
-        rows = read_rows(data)
         report = train_policy(model or TINY_ARITH_DIR, rows, out, settings, reference=reference)
     except (ValueError, FileNotFoundError, OSError) as err:
         raise typer.BadParameter(str(err)) from err
@@ -378,16 +393,14 @@ def train_rm(
 ) -> None:
     """Train a value / process reward model on stepwise labels; use it with
     `--critic reward-model=OUT`."""
-    from .data import read_rows
     from .train.reward_model import RewardModelConfig, train_reward_model
 
     settings = load_settings(RewardModelConfig, config, "reward_model", {
         "target": target, "epochs": epochs, "learning_rate": learning_rate,
         "batch_size": batch_size})
-    if not data.exists():
-        raise typer.BadParameter(f"{data} does not exist")
+    rows = _read_rows(data)
     try:
-        report = train_reward_model(read_rows(data), out, base_model=model, config=settings)
+        report = train_reward_model(rows, out, base_model=model, config=settings)
     except (ValueError, FileNotFoundError, OSError) as err:
         raise typer.BadParameter(str(err)) from err
     console.print(f"reward model trained on {report.prefixes} prefixes in {report.seconds:.1f} s;"
@@ -470,9 +483,7 @@ def _critic_setup(run: Path, specs: list[str], model: Path | None, mode: str,
 
     from .data.labels import labelled_nodes
 
-    trees = run / "trees.jsonl" if run.is_dir() else run
-    if not trees.exists():
-        raise typer.BadParameter(f"no trees at {trees}; run `mcts-agent search` first")
+    trees = _trees_file(run)
     environment = _run_environment(trees.parent, env, env_arg)
     counts: Counter = Counter()
     nodes = labelled_nodes(ResultFile(trees), environment, max_per_tree=max_nodes, seed=seed,

@@ -8,14 +8,14 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import torch
+from states import critic_input
 from typer.testing import CliRunner
 
 from critics import HybridCritic, HybridWeights, RolloutCritic, VerifierCritic, fit_weights
 from critics.cache import StateCache
 from environments.math.arith_env import ArithEnvironment
 from mcts_agent.cli import app
-from mcts_agent.contracts import Assessment, CriticInput, Task
+from mcts_agent.contracts import Assessment, Task
 from mcts_agent.critic_eval import evaluate_critics, fit_hybrid, score_values
 from mcts_agent.data import PairConfig, mine_pairs
 from mcts_agent.data.labels import labelled_nodes
@@ -23,26 +23,10 @@ from mcts_agent.llm.base import GenerationRequest
 from mcts_agent.search import ResultFile, SearchConfig, TreeSearch
 from mcts_agent.search.critic_specs import build_critic, parse_spec
 from mcts_agent.search.driver import with_feedback
-from mcts_agent.search.run import load_policy, run_search
+from mcts_agent.search.run import run_search
 from tests.test_data import S1, S1_BAD, S2, S2_ALT, TASK, tree
 
 ENV = ArithEnvironment()
-
-
-@pytest.fixture(scope="module")
-def policy():
-    torch.set_num_threads(1)
-    return load_policy()
-
-
-def inputs(task: Task, *paths: tuple[str, ...], done: bool = False) -> list[CriticInput]:
-    out = []
-    for lines in paths:
-        state = ENV.reset(task)
-        for line in lines:
-            state = ENV.step(state, line).state
-        out.append(CriticInput(task, ENV, state, done))
-    return out
 
 
 class Constant:
@@ -73,7 +57,8 @@ def test_fit_weights_recovers_a_known_logistic_model():
 
 def test_hybrid_combines_batched_critics_and_measures_disagreement(policy):
     task = ENV.tasks(1)[0]
-    nodes = inputs(task, (), (f"Step 1: {task.metadata['steps'][0]}",))
+    first = f"Step 1: {task.metadata['steps'][0]}"
+    nodes = [critic_input(ENV, task), critic_input(ENV, task, [first])]
     rollout = RolloutCritic(policy, k=3, mode="inference", max_tokens=64)
     judge = Constant("judge", 0.9, "looks fine")
     hybrid = HybridCritic({"rollout": rollout, "judge": judge})
@@ -109,7 +94,7 @@ def test_weights_files_round_trip_and_explain_errors(tmp_path):
 def test_state_cache_computes_each_distinct_state_once():
     cache = StateCache(max_size=2)
     task = ENV.tasks(1)[0]
-    a, b = inputs(task, (), ("Step 1: 1+1=2",))
+    a, b = critic_input(ENV, task), critic_input(ENV, task, ["Step 1: 1+1=2"])
     seen = []
 
     def compute(nodes):

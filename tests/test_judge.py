@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from states import critic_input
 
 from critics.judge import (
     JudgeCritic,
@@ -56,12 +57,6 @@ class Scripted:
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    torch.set_num_threads(1)
-    return load_policy()
-
-
-@pytest.fixture(scope="module")
 def smol():
     torch.set_num_threads(1)
     try:
@@ -76,19 +71,12 @@ def env():
     return ArithEnvironment()
 
 
-def node(env, task, lines=(), done=False):
-    state = env.reset(task)
-    for line in lines:
-        state = env.step(state, line).state
-    return CriticInput(task, env, state, done)
-
-
 def right_and_wrong(env, task):
     """A correct first step, and the same step with false arithmetic (which ends the episode)."""
     step = task.metadata["steps"][0]
     lhs, rhs = step.split("=")
-    return (node(env, task, [f"Step 1: {step}"]),
-            node(env, task, [f"Step 1: {lhs}={int(rhs) + 3}"], done=True))
+    return (critic_input(env, task, [f"Step 1: {step}"]),
+            critic_input(env, task, [f"Step 1: {lhs}={int(rhs) + 3}"], done=True))
 
 
 # ------------------------------------------------------------------ parsing
@@ -225,7 +213,7 @@ def test_trajectory_of_states_without_steps():
 
 def test_self_consistency_retries_and_value_arithmetic(env):
     tasks = env.tasks(2)
-    nodes = [node(env, tasks[0]), node(env, tasks[1])]
+    nodes = [critic_input(env, tasks[0]), critic_input(env, tasks[1])]
     model = Scripted(
         ["Score: 8\nFeedback: fine", "junk", "Score: 2", "Score: 6", "???", "Score: 99"],
         ["Explanation: checked\nScore: 5", "Score: 4", "nope"],  # retries of the 3 failures
@@ -244,7 +232,7 @@ def test_self_consistency_retries_and_value_arithmetic(env):
 def test_greedy_judges_retry_by_sampling_and_give_up_neutrally(env):
     model = Scripted(["junk"], ["more junk"])
     critic = JudgeCritic(model, temperature=0, retries=1, neutral=0.25)
-    (assessment,) = critic.evaluate([node(env, env.tasks(1)[0])])
+    (assessment,) = critic.evaluate([critic_input(env, env.tasks(1)[0])])
     assert [c[0].temperature for c in model.calls] == [0, 0.7]
     assert assessment.value == 0.25 and assessment.feedback is None
     assert assessment.details["unknown"] and assessment.details["raw"] == ["junk", "more junk"]
@@ -256,17 +244,17 @@ def test_greedy_judges_retry_by_sampling_and_give_up_neutrally(env):
 # ------------------------------------------------------------------ the tiny reasoner
 
 
-def test_tiny_reasoner_as_judge_never_crashes_the_search(tiny, env):
+def test_tiny_reasoner_as_judge_never_crashes_the_search(policy, env):
     tasks = env.tasks(3)
     nodes = [right_and_wrong(env, t)[i % 2] for i, t in enumerate(tasks)]
     # The default template overflows its 128-character context: empty answers, no retries.
-    proxy = Counting(tiny)
+    proxy = Counting(policy)
     critic = JudgeCritic(proxy, retries=2, max_tokens=24)
     out = critic.evaluate(nodes)
     assert len(proxy.calls) == 1
     assert all(a.value == 0.5 and a.details["unknown"] and a.details["context_full"] for a in out)
     # A short plain prompt fits: it writes arithmetic, never a score, and is asked again.
-    proxy = Counting(tiny)
+    proxy = Counting(policy)
     short = JudgeTemplate(chat=False, system="", examples=(), primer="",
                           user="Q: {problem}=?\n{trajectory}")
     critic = JudgeCritic(proxy, short, retries=2, max_tokens=24)

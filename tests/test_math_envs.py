@@ -17,7 +17,6 @@ from mcts_agent.cli import app
 from mcts_agent.contracts import Task
 from mcts_agent.registry import environments
 from mcts_agent.search import SearchConfig, TreeSearch
-from mcts_agent.search.run import load_policy
 
 
 def finish(env, task, answer):
@@ -185,11 +184,6 @@ def test_csv_parquet_and_saved_datasets(tmp_path):
 
 
 # ----------------------------------------------------------------------------- search
-
-
-@pytest.fixture(scope="module")
-def policy():
-    return load_policy()
 
 
 @pytest.mark.parametrize("name,kwargs", [("gym", {"dataset": "chain_sum"}), ("jsonl", None)])

@@ -5,21 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from mcts_agent.cli import app
 from mcts_agent.search import ResultFile, SearchConfig
-from mcts_agent.search.run import load_policy, run_search
+from mcts_agent.search.run import run_search
 
 runner = CliRunner(env={"COLUMNS": "240"})  # error boxes on one line
 SMALL = ["--simulations", "4", "--expand-n", "2", "--rollouts", "2"]
-
-
-@pytest.fixture(scope="module")
-def policy():
-    torch.set_num_threads(1)  # tiny batches: one thread avoids OpenMP contention with pytest
-    return load_policy()
 
 
 @pytest.mark.parametrize("mode", ["data", "inference"])

@@ -157,6 +157,27 @@ def _first_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
     return index, stop
 
 
+def render_prompt(tokenizer: Any, prompt: Prompt,
+                  use_chat_template: bool = True) -> tuple[str, bool]:
+    """The text a prompt is tokenized from, and whether the tokenizer's special tokens (BOS) are
+    added when encoding it — the one rendering every model-reading part shares (the policy, the
+    reward model).
+
+    Text is used as is, with special tokens unless it already starts with the BOS string; chat
+    messages go through the chat template (with the generation prompt; it carries its own
+    special tokens), or without one become a ``role: content`` transcript ending in
+    ``assistant: ``."""
+    if isinstance(prompt, str):
+        bos = getattr(tokenizer, "bos_token", None)
+        return prompt, not (bos and prompt.startswith(bos))
+    messages = [dict(m) for m in prompt]
+    if use_chat_template and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=True), False
+    transcript = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+    return render_prompt(tokenizer, transcript)
+
+
 class HFPolicy:
     """A :class:`~mcts_agent.llm.base.Policy` over a transformers causal LM.
 
@@ -238,22 +259,9 @@ class HFPolicy:
         return self.model.device
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
-        """Token ids of a prompt, with the model's special tokens exactly once.
-
-        Text is tokenized with the tokenizer's special tokens (e.g. BOS) unless it already starts
-        with the BOS string; a rendered chat template carries its own, so none are added to it.
-        """
-        if isinstance(prompt, str):
-            bos = getattr(self.tokenizer, "bos_token", None)
-            add_special = not (bos and prompt.startswith(bos))
-            return self._tokenize(prompt, add_special)
-        if self.use_chat_template:
-            text = self.tokenizer.apply_chat_template(
-                [dict(m) for m in prompt], tokenize=False, add_generation_prompt=True
-            )
-            return self._tokenize(text, add_special_tokens=False)
-        transcript = "".join(f"{m['role']}: {m['content']}\n" for m in prompt) + "assistant: "
-        return self.encode_prompt(transcript)
+        """Token ids of a prompt, with the model's special tokens exactly once (see
+        :func:`render_prompt`)."""
+        return self._tokenize(*render_prompt(self.tokenizer, prompt, self.use_chat_template))
 
     def _tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
