@@ -4,6 +4,11 @@ Data mode: value = share of rollouts the verifier accepts (Math-Shepherd / Omega
 Inference mode (no reference): value = share of rollouts whose answer agrees with the task's
 majority answer so far (self-consistency). All nodes of a call are rolled out in ONE batched
 ``propose``; results are cached by (task, state).
+
+An interactive environment (an agent) is rolled out turn by turn instead, every rollout's next
+turn in one batched call (:func:`~mcts_agent.episodes.play_episodes`). Games report their own
+verdict while playing, so for environments without answers the value is the share of won
+rollouts in either mode.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any, Literal
 
 from critics.cache import StateCache
 from mcts_agent.contracts import Assessment, CriticInput
-from mcts_agent.episodes import final_answer, play_text
+from mcts_agent.episodes import final_answer, has_answers, is_interactive, play_episodes, play_text
 from mcts_agent.llm.base import GenerationRequest, Policy
 
 
@@ -31,11 +36,14 @@ class RolloutCritic:
         mode: Literal["data", "inference"] = "data",
         seed: int = 0,
         max_cache: int = 100_000,
+        max_turns: int = 12,
+        step_tokens: int = 48,
     ) -> None:
         if k < 1:
             raise ValueError("k (rollouts per node) must be at least 1")
         self.policy, self.k, self.max_tokens = policy, k, max_tokens
         self.temperature, self.mode, self.seed = temperature, mode, seed
+        self.max_turns, self.step_tokens = max_turns, step_tokens  # interactive rollouts
         self.cache = StateCache(max_cache)  # unfinished states only: finished ones are
         # judged by the votes so far, which keep changing
         self.votes: dict[str, Counter] = defaultdict(Counter)  # task id → rollout answers
@@ -43,11 +51,8 @@ class RolloutCritic:
     def evaluate(self, nodes: Sequence[CriticInput]) -> list[Assessment]:
         out: list[Assessment | None] = [None if n.done else self.cache.get(n) for n in nodes]
         todo = [i for i, a in enumerate(out) if a is None and not nodes[i].done]
-        completions = self.policy.propose([self._request(nodes[i]) for i in todo]) if todo else []
-        finals = {i: [self._finish(nodes[i], c.text) for c in cands]
-                  for i, cands in zip(todo, completions, strict=True)}
-        tokens = {i: sum(c.num_tokens for c in cands)
-                  for i, cands in zip(todo, completions, strict=True)}
+        finals, tokens = self._roll_out([nodes[i] for i in todo]) if todo else ([], [])
+        finals, tokens = dict(zip(todo, finals, strict=True)), dict(zip(todo, tokens, strict=True))
         if self.mode == "inference":  # tally first, so every node is judged by the same votes
             for i, results in finals.items():
                 self.votes[nodes[i].task.id].update(a for _, a, _ in results if a is not None)
@@ -61,6 +66,22 @@ class RolloutCritic:
                 self.cache.put(node, out[i])
         return out  # type: ignore[return-value]
 
+    def _roll_out(self, nodes: list[CriticInput]) -> tuple[list[list], list[int]]:
+        """Per node, ``k`` (score, answer, text) results and the tokens they cost."""
+        env = nodes[0].environment
+        if is_interactive(env):
+            groups = play_episodes(env, self.policy, [(n.task, n.state) for n in nodes],
+                                   n=self.k, max_turns=self.max_turns,
+                                   max_step_tokens=self.step_tokens,
+                                   temperature=self.temperature, seed=self.seed)
+            return ([[self._ended(node, e.state, e.text) if e.done else (0.0, None, None)
+                      for e in group] for node, group in zip(nodes, groups, strict=True)],
+                    [sum(e.tokens for e in group) for group in groups])
+        completions = self.policy.propose([self._request(node) for node in nodes])
+        return ([[self._finish(node, c.text) for c in cands]
+                 for node, cands in zip(nodes, completions, strict=True)],
+                [sum(c.num_tokens for c in cands) for cands in completions])
+
     def _request(self, node: CriticInput) -> GenerationRequest:
         key = f"{self.seed}/{node.task.id}/{node.state!r}"
         return GenerationRequest(node.environment.prompt(node.state), n=self.k,
@@ -71,13 +92,15 @@ class RolloutCritic:
         """(verifier score, answer, text) of the state a completion reaches; (0, None, None) if
         it never finishes. Data mode only asks the verifier."""
         state, done = play_text(node.environment, node.state, text)
-        if not done:
-            return 0.0, None, None
-        score = node.environment.score(state, node.task) if self.mode == "data" else None
-        return score, final_answer(node.environment, state), text
+        return self._ended(node, state, text) if done else (0.0, None, None)
+
+    def _ended(self, node: CriticInput, state: Any, text: str) -> tuple[float | None, Any, str]:
+        env = node.environment
+        scored = self.mode == "data" or not has_answers(env)
+        return env.score(state, node.task) if scored else None, final_answer(env, state), text
 
     def _judge_rollouts(self, node: CriticInput, results: list, tokens: int) -> Assessment:
-        if self.mode == "data":
+        if self.mode == "data" or not has_answers(node.environment):
             scores = [s or 0.0 for s, _, _ in results]
             value = sum(scores) / len(scores)
         else:
@@ -91,7 +114,7 @@ class RolloutCritic:
 
     def _judge_finished(self, node: CriticInput) -> Assessment:
         env = node.environment
-        if self.mode == "data":
+        if self.mode == "data" or not has_answers(env):
             score = env.score(node.state, node.task)
             return Assessment(0.0 if score is None else float(score))
         answer = final_answer(env, node.state)

@@ -1,10 +1,15 @@
-"""Playing a whole generated text through an environment, one step per delimiter."""
+"""Playing whole episodes: a generated text through an environment, or an interactive agent
+turn by turn with every live episode's next turn in one batched policy call."""
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from .contracts import Environment
+from .contracts import Environment, Task
+from .llm.base import GenerationRequest, Policy
 
 
 def play_text(env: Environment, state: Any, text: str) -> tuple[Any, bool]:
@@ -28,3 +33,79 @@ def final_answer(env: Environment, state: Any) -> Any:
     """The environment's answer of a finished state (None if it has no notion of one)."""
     answer = getattr(env, "answer", None)
     return answer(state) if answer is not None else None
+
+
+def has_answers(env: Environment) -> bool:
+    """Whether episodes end in an answer (math) rather than in the game's own verdict (agents),
+    which the environment reports while playing, reference or not."""
+    return hasattr(env, "answer")
+
+
+def is_interactive(env: Environment) -> bool:
+    """Agents observe the environment between actions, so a whole episode cannot be generated
+    in one call: it is played turn by turn (:func:`play_episodes`)."""
+    return bool(getattr(env, "interactive", False))
+
+
+@dataclass
+class Episode:
+    """One played episode: the last state, whether it ended, the replies, generated tokens."""
+
+    task: Task
+    state: Any
+    done: bool = False
+    replies: list[str] = field(default_factory=list)
+    tokens: int = 0
+
+    @property
+    def text(self) -> str:
+        """The replies as one text, one per line (how the tree grafts a rollout)."""
+        return "".join(f"{reply}\n" for reply in self.replies)
+
+
+def play_episodes(
+    env: Environment,
+    policy: Policy,
+    starts: Sequence[tuple[Task, Any]],
+    *,
+    n: Sequence[int] | int = 1,
+    max_turns: int,
+    max_step_tokens: int,
+    temperature: float,
+    top_p: float = 1.0,
+    seed: int = 0,
+) -> list[list[Episode]]:
+    """Play ``n[i]`` episodes from each ``(task, state)`` in ``starts`` for at most ``max_turns``
+    turns each. Every turn is ONE ``propose`` call for all episodes still running; an empty
+    reply or an environment error ends that episode unfinished. Seeds depend on (seed, start,
+    sample, turn), so results do not depend on batching."""
+    counts = [n] * len(starts) if isinstance(n, int) else list(n)
+    episodes = [[Episode(task, state) for _ in range(count)]
+                for (task, state), count in zip(starts, counts, strict=True)]
+    live = [(i, j) for i, group in enumerate(episodes) for j in range(len(group))]
+    for turn in range(max_turns):
+        if not live:
+            break
+        requests = [GenerationRequest(
+            env.prompt(episodes[i][j].state), n=1, max_tokens=max_step_tokens,
+            temperature=temperature, top_p=top_p, stop=(env.step_delimiter,),
+            seed=zlib.crc32(f"{seed}/{i}/{j}/{turn}/{episodes[i][j].task.id}".encode()))
+            for i, j in live]
+        still = []
+        for (i, j), [candidate] in zip(live, policy.propose(requests), strict=True):
+            episode = episodes[i][j]
+            episode.tokens += candidate.num_tokens
+            reply = candidate.text.strip()
+            if not reply:
+                continue
+            try:
+                step = env.step(episode.state, reply)
+            except Exception:  # a crashing environment ends this episode, not the batch
+                continue
+            episode.state = step.state
+            episode.replies.append(reply)
+            episode.done = step.done
+            if not step.done:
+                still.append((i, j))
+        live = still
+    return episodes

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..contracts import Environment, Task
-from ..episodes import final_answer, play_text
+from ..episodes import final_answer, is_interactive, play_episodes, play_text
 from ..llm.base import GenerationRequest, Policy
 
 
@@ -49,9 +49,18 @@ def sample_solutions(
     temperature: float,
     max_tokens: int,
     seed: int = 0,
+    max_turns: int | None = None,
+    max_step_tokens: int | None = None,
 ) -> list[Attempt]:
-    """``n[i]`` whole solutions for ``tasks[i]`` in one batched call (temperature 0: greedy)."""
+    """``n[i]`` whole solutions for ``tasks[i]`` in one batched call (temperature 0: greedy).
+
+    An interactive environment (an agent) is played turn by turn instead, every live episode's
+    turn in one call, for at most ``max_turns`` turns of ``max_step_tokens`` tokens."""
     counts = [n] * len(tasks) if isinstance(n, int) else list(n)
+    if is_interactive(env):
+        if max_turns is None or max_step_tokens is None:
+            raise ValueError("an interactive environment needs max_turns and max_step_tokens")
+        return _play(env, policy, tasks, counts, temperature, max_turns, max_step_tokens, seed)
     requests = [
         GenerationRequest(env.prompt(env.reset(task)), n=count, max_tokens=max_tokens,
                           temperature=temperature, seed=seed + i)
@@ -66,3 +75,14 @@ def sample_solutions(
         attempts.append(Attempt(task, [c.text for c in candidates], answers, scores,
                                 sum(c.num_tokens for c in candidates)))
     return attempts
+
+
+def _play(env: Environment, policy: Policy, tasks: Sequence[Task], counts: list[int],
+          temperature: float, max_turns: int, max_step_tokens: int, seed: int) -> list[Attempt]:
+    groups = play_episodes(env, policy, [(task, env.reset(task)) for task in tasks], n=counts,
+                           max_turns=max_turns, max_step_tokens=max_step_tokens,
+                           temperature=temperature, seed=seed)
+    return [Attempt(task, [e.text for e in group], [final_answer(env, e.state) for e in group],
+                    [(env.score(e.state, task) or 0.0) for e in group],
+                    sum(e.tokens for e in group))
+            for task, group in zip(tasks, groups, strict=True)]

@@ -47,7 +47,8 @@ def build_component(spec: str, policy: Policy, config: SearchConfig,
         k = int(arg) if arg else rollouts
         return name, critics.create(
             "rollout", policy=policy, k=k, mode=config.mode, seed=config.seed,
-            max_tokens=config.max_step_tokens * config.max_depth)
+            max_tokens=config.max_step_tokens * config.max_depth,
+            max_turns=config.max_depth, step_tokens=config.max_step_tokens)
     if name == "verifier":
         return name, critics.create("verifier", reference=config.mode == "data")
     if name == "reward-model":

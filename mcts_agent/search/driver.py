@@ -213,6 +213,8 @@ class TreeSearch:
                 tree.counts["environment_errors"] += 1
                 log.warning("%s: step failed on task %s: %s", self.env.name, tree.task.id, err)
                 continue
+            if step.info.get("invalid_action"):  # an agent's reply the game would not take
+                tree.counts["invalid_actions"] += 1
             done = step.done or depth >= self.config.max_depth
             answer = final_answer(self.env, step.state) if done else None
             kids.append(Node(step.state, action, cand.logprob, cand.num_tokens, step.reward,

@@ -18,6 +18,7 @@ import yaml
 
 from .. import __version__
 from ..contracts import Critic, Environment, Task
+from ..episodes import has_answers
 from ..llm.base import Policy
 from ..registry import environments
 from .baselines import sample_solutions
@@ -119,14 +120,16 @@ def _summarise(env: Environment, policy: Policy, config: SearchConfig, tasks: li
     greedy = best = baseline_tokens = None
     if baselines and tasks:
         max_tokens = config.max_step_tokens * config.max_depth
+        turns = dict(max_turns=config.max_depth, max_step_tokens=config.max_step_tokens)
         greedy_runs = sample_solutions(env, policy, tasks, 1, temperature=0.0,
-                                       max_tokens=max_tokens, seed=config.seed)
+                                       max_tokens=max_tokens, seed=config.seed, **turns)
         # best-of-N gets the tokens the tree spent on the same task
         n = [max(1, round(t / max(g.tokens, 1))) for t, g in zip(tokens, greedy_runs,
                                                                   strict=True)]
         sampled = sample_solutions(env, policy, tasks, n, temperature=config.temperature,
-                                   max_tokens=max_tokens, seed=config.seed + 1)
-        judge = (lambda a: a.any_correct) if config.mode == "data" else (
+                                   max_tokens=max_tokens, seed=config.seed + 1, **turns)
+        # without answers to vote on, the game's own verdict (seen while playing) picks
+        judge = (lambda a: a.any_correct) if config.mode == "data" or not has_answers(env) else (
             lambda a: a.majority_correct)
         greedy = sum(g.any_correct for g in greedy_runs)
         best = sum(judge(a) for a in sampled)

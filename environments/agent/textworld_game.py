@@ -1,0 +1,391 @@
+"""TextWorld games (Microsoft's procedurally generated text adventures) as a :class:`TextGame`.
+
+Games are generated locally by textworld (its Inform 7 compiler ships in the wheel), once, and
+cached on disk under ``$MCTS_AGENT_CACHE/textworld`` (default ``~/.cache/mcts-agent/textworld``):
+one folder per game holding the ``.z8`` story, textworld's ``.json`` and our ``meta.json``
+(cleaned objective, walkthrough). A game is written into a temporary folder and renamed into
+place, so processes generating in parallel never see half a game; the loser of a race simply
+discards its copy.
+
+Every game is a pure function of ``(settings, split, index, seed)``: train and test games use
+disjoint textworld seeds, so held-out evaluation never meets a training game.
+
+Observations are cleaned for small models: the ASCII banner, the objective (shown separately as
+the goal), the status line (``> -= Room =-0/2``) and the ``Would you like to RESTART...``
+trailer are removed and whitespace is collapsed. Simulators copy themselves (textworld's
+``env.copy()``), so states are restored by copying, never by replay.
+
+textworld is optional: ``pip install textworld``. It is imported only when a game is generated
+or played; listing cached tasks does not need it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mcts_agent.contracts import Task
+
+from .base import Transition
+
+__all__ = ["SPLITS", "TextWorldGame", "TextWorldSimulator", "clean_objective",
+           "clean_observation", "default_cache_dir"]
+
+SPLITS = ("train", "valid", "test")
+_SPLIT_BASE = {"train": 0, "valid": 1 << 29, "test": 2 << 29}  # disjoint seed ranges
+_SEED_SPAN = 1 << 29
+_FORMAT = 1  # bump when the cached layout or the cleaning of meta.json changes
+
+# Sentences of the "house" grammar's prologue and epilogue that carry no instruction.
+_FILLER = re.compile(
+    r"(TextWorld|^You do!$|^Here is (your task for today|how to play)[.!]$|^Got that\?$|^Good!$"
+    r"|^Alright, thanks!$|^That's it!$|^Once that's all handled, you can stop!$"
+    r"|^And once you've done that, you win!$|^And if you do that, you're the winner!$)")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_STATUS = re.compile(r">\s*-=[^\n]*?=-\s*-?\d+/\d+\s*$")  # "> ... -= Room =-0/2" at the end
+_RESTART = re.compile(r"Would you like to RESTART, RESTORE a saved game, QUIT or UNDO the last"
+                      r" command\?")
+_BANNER_LINE = re.compile(r"^[\s_|\\/$<>]*$")
+
+
+def default_cache_dir() -> Path:
+    """``$MCTS_AGENT_CACHE/textworld``, else ``~/.cache/mcts-agent/textworld``."""
+    env = os.environ.get("MCTS_AGENT_CACHE")
+    root = Path(env).expanduser() if env else Path.home() / ".cache" / "mcts-agent"
+    return root / "textworld"
+
+
+def clean_objective(objective: str) -> str:
+    """The objective without the grammar's welcome and sign-off sentences (they cost a small
+    model context and say nothing), whitespace collapsed."""
+    sentences = _SENTENCE.split(" ".join(objective.split()))
+    kept = [s for s in sentences if s and not _FILLER.search(s)]
+    return " ".join(kept) if kept else " ".join(objective.split())
+
+
+def clean_observation(text: str, objective: str | None = None) -> str:
+    """Game text as the agent sees it: no banner or objective (the first observation), no
+    status line, prompt or restart question, whitespace collapsed."""
+    if objective and objective in text:
+        text = text[text.index(objective) + len(objective):]
+    text = _STATUS.sub("", text.rstrip())
+    text = _RESTART.sub("", text)
+    lines = [line for line in text.splitlines() if not _BANNER_LINE.match(line)]
+    text = " ".join(" ".join(lines).split())
+    return text[:-1].rstrip() if text.endswith(">") else text
+
+
+def _require_textworld() -> Any:
+    try:
+        import textworld
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise ImportError(
+            "TextWorld games need the textworld package: pip install textworld") from exc
+    return textworld
+
+
+def _infos() -> Any:
+    textworld = _require_textworld()
+    return textworld.EnvInfos(feedback=True, admissible_commands=True, policy_commands=True,
+                              won=True, lost=True, score=True, max_score=True, objective=True)
+
+
+class TextWorldSimulator:
+    """One live textworld episode: ``step`` reports the score delta as the reward, ``copy``
+    forks it (textworld's ``env.copy()``), ``close`` frees the interpreter."""
+
+    def __init__(self, env: Any, objective: str, score: float = 0.0,
+                 state: Any = None) -> None:
+        self._env, self._objective, self._score, self._state = env, objective, score, state
+
+    def step(self, action: str) -> Transition:
+        state, score, _ = self._env.step(action)
+        reward, self._score, self._state = float(score) - self._score, float(score), state
+        return self._transition(state, reward)
+
+    def copy(self) -> TextWorldSimulator:
+        return TextWorldSimulator(_fast_copy(self._env), self._objective, self._score,
+                                  self._state)
+
+    def close(self) -> None:
+        self._env.close()
+
+    @property
+    def policy_commands(self) -> tuple[str, ...]:
+        """The game's own shortest plan to win from here (empty when it cannot be won)."""
+        return tuple(self._state["policy_commands"] or ()) if self._state is not None else ()
+
+    def _transition(self, state: Any, reward: float, first: bool = False) -> Transition:
+        won, lost = bool(state["won"]), bool(state["lost"])
+        done = won or lost
+        text = clean_observation(state["feedback"], self._objective if first else None)
+        valid = () if done else tuple(sorted(set(state["admissible_commands"] or ())))
+        return Transition(text, reward, done, won, valid)
+
+
+# What textworld puts in every state that a state copy may share: game-level facts (the same
+# objects every step) and the tracker's internals (rebuilt every step; each copied env forks
+# its own tracker). None of them is ever mutated in place.
+_SHARED_INFOS = frozenset({"game", "command_templates", "verbs", "entities", "typed_entities",
+                           "possible_commands", "possible_admissible_commands", "objective",
+                           "max_score", "_game_progression", "_facts", "_winning_policy",
+                           "_valid_actions", "_last_action"})
+_COPY_LOCK = threading.Lock()
+
+
+def _fast_copy(env: Any) -> Any:
+    """``env.copy()`` without its two big costs (~0.1 s of 0.12 s): textworld deep-copies the
+    whole game description held in every state, and its Jericho backend loads the story into
+    an interpreter it then throws away. Inside this call state copies share the game-level
+    entries (textworld re-sets them each step and never mutates them) and the backend copy
+    forks the interpreter only."""
+    from copy import deepcopy
+
+    from textworld.core import GameState
+    from textworld.envs.zmachine.jericho import JerichoEnv
+
+    def state_copy(self: Any) -> Any:
+        state = GameState(self)
+        for key, value in self.items():
+            if key not in _SHARED_INFOS and not key.startswith("extra."):
+                state[key] = deepcopy(value)
+        return state
+
+    def jericho_copy(self: Any) -> Any:
+        copied = JerichoEnv(self.request_infos)
+        copied._seed, copied.gamefile = self._seed, self.gamefile
+        if self._jericho:
+            copied._jericho, copied._reset = self._jericho.copy(), True
+        copied.state = self.state.copy()
+        copied.request_infos = self.request_infos.copy()
+        return copied
+
+    with _COPY_LOCK:
+        saved = GameState.copy, JerichoEnv.copy
+        GameState.copy, JerichoEnv.copy = state_copy, jericho_copy
+        try:
+            return env.copy()
+        finally:
+            GameState.copy, JerichoEnv.copy = saved
+
+
+@dataclass(frozen=True)
+class _GameRecord:
+    """What ``meta.json`` holds about a generated game."""
+
+    objective: str
+    raw_objective: str
+    walkthrough: tuple[str, ...]
+    max_score: float
+    textworld_seed: int
+    seconds: float
+
+
+@dataclass
+class TextWorldGame:
+    """Procedurally generated TextWorld quests (see the module doc).
+
+    Args:
+        world_size: rooms per game.
+        nb_objects: objects besides the rooms' doors.
+        quest_length: actions of the winning quest (the walkthrough's length).
+        theme: textworld grammar theme: ``"house"`` (natural descriptions) or ``"basic"``
+            (terse: ``room0``, ``thing3``).
+        seed: the default seed of :meth:`tasks`; games differ per seed.
+        cache_dir: where games are kept (default :func:`default_cache_dir`, read when used).
+    """
+
+    world_size: int = 3
+    nb_objects: int = 4
+    quest_length: int = 3
+    theme: str = "house"
+    seed: int = 0
+    cache_dir: str | Path | None = None
+    name: str = field(default="textworld", init=False)
+    can_copy: bool = field(default=True, init=False)
+
+    def __post_init__(self) -> None:
+        if self.world_size < 1 or self.nb_objects < 0 or self.quest_length < 1:
+            raise ValueError("need world_size >= 1, nb_objects >= 0 and quest_length >= 1")
+        self._records: dict[Path, _GameRecord] = {}
+
+    # ------------------------------------------------------------------ tasks
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The generation settings (what makes a game folder)."""
+        return {"world_size": self.world_size, "nb_objects": self.nb_objects,
+                "quest_length": self.quest_length, "theme": self.theme}
+
+    @property
+    def folder(self) -> Path:
+        """The cache folder of games with these settings."""
+        root = Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
+        return root / (f"v{_FORMAT}-{self.theme}-w{self.world_size}-o{self.nb_objects}"
+                       f"-q{self.quest_length}")
+
+    def tasks(self, n: int, split: str = "test", seed: int | None = None) -> list[Task]:
+        """The first ``n`` games of ``split`` for ``seed`` (default: the game's), generated on
+        first use (about a second each) and loaded from the cache afterwards."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        seed = self.seed if seed is None else seed
+        return [self.task(split, index, seed) for index in range(n)]
+
+    def task(self, split: str, index: int, seed: int | None = None) -> Task:
+        """Game ``index`` of ``split`` as a task (generating it if needed)."""
+        seed = self.seed if seed is None else seed
+        path = self.game_dir(split, index, seed)
+        record = self._record(path, split, index, seed)
+        tag = "" if seed == 0 else f"s{seed}-"
+        return Task(
+            f"{self.name}-{split}-{tag}{index:04d}", record.objective, list(record.walkthrough),
+            {"game_file": str(path / "game.z8"), "walkthrough": list(record.walkthrough),
+             "split": split, "index": index, "seed": seed, "textworld_seed":
+                 record.textworld_seed, "max_score": record.max_score, **self.settings})
+
+    def game_dir(self, split: str, index: int, seed: int) -> Path:
+        """Where game ``index`` of ``split`` for ``seed`` is cached."""
+        return self.folder / f"{split}-s{seed}-{index:05d}"
+
+    @staticmethod
+    def textworld_seed(split: str, index: int, seed: int) -> int:
+        """The textworld seed of a game: splits draw from disjoint ranges."""
+        if index < 0 or seed < 0:
+            raise ValueError("index and seed must be >= 0")
+        return _SPLIT_BASE[split] + (seed * 1_000_003 + index) % _SEED_SPAN
+
+    def _record(self, path: Path, split: str, index: int, seed: int) -> _GameRecord:
+        if path not in self._records and not (path / "meta.json").is_file():
+            self._generate(path, self.textworld_seed(split, index, seed))
+        return self._load(path)
+
+    def _load(self, path: Path) -> _GameRecord:
+        if path not in self._records:
+            data = json.loads((path / "meta.json").read_text())
+            self._records[path] = _GameRecord(
+                data["objective"], data["raw_objective"], tuple(data["walkthrough"]),
+                float(data["max_score"]), int(data["textworld_seed"]), float(data["seconds"]))
+        return self._records[path]
+
+    def _generate(self, path: Path, tw_seed: int) -> None:
+        """Make, compile and check one game in a temporary folder, then rename it into place."""
+        _require_textworld()
+        from textworld import GameOptions
+        from textworld.generator import compile_game, make_game
+
+        start = time.perf_counter()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
+        try:
+            options = GameOptions()
+            options.seeds = tw_seed
+            options.nb_rooms = self.world_size
+            options.nb_objects = self.nb_objects
+            options.quest_length = self.quest_length
+            options.grammar.theme = self.theme
+            options.path = str(tmp / "game.z8")
+            options.force_recompile = True
+            game = make_game(options)
+            compile_game(game, options)
+            walkthrough = list(game.walkthrough or ())
+            record = {"objective": clean_objective(game.objective),
+                      "raw_objective": game.objective, "walkthrough": walkthrough,
+                      "max_score": game.max_score, "textworld_seed": tw_seed,
+                      "settings": self.settings, "textworld_version": _version(),
+                      "seconds": round(time.perf_counter() - start, 3)}
+            self._check_walkthrough(tmp / "game.z8", game.objective, walkthrough)
+            (tmp / "meta.json").write_text(json.dumps(record, indent=1) + "\n")
+            (tmp / "game.ni").unlink(missing_ok=True)  # Inform 7 source: not needed to play
+            tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+            try:
+                tmp.rename(path)
+            except OSError:  # another process finished it first: keep theirs
+                if not (path / "meta.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _check_walkthrough(self, story: Path, objective: str, walkthrough: Sequence[str]) -> None:
+        sim, first = self._open(story, objective)
+        try:
+            last = first
+            for command in walkthrough:
+                last = sim.step(command)
+            if not last.won:
+                raise RuntimeError(f"textworld game {story}: its walkthrough does not win")
+        finally:
+            sim.close()
+
+    # ------------------------------------------------------------------ playing
+
+    def start(self, task: Task) -> tuple[TextWorldSimulator, Transition]:
+        """A fresh simulator at the start of ``task`` and the opening room description."""
+        story = Path(task.metadata["game_file"])
+        if not story.is_file():  # e.g. a task list made on another machine: regenerate it
+            meta = task.metadata
+            story = self.game_dir(meta["split"], meta["index"], meta["seed"]) / "game.z8"
+            self._record(story.parent, meta["split"], meta["index"], meta["seed"])
+        return self._open(story, self._load(story.parent).raw_objective)
+
+    def _open(self, story: Path, objective: str) -> tuple[TextWorldSimulator, Transition]:
+        textworld = _require_textworld()
+        env = textworld.start(str(story), request_infos=_infos())
+        state = env.reset()
+        sim = TextWorldSimulator(env, objective, float(state["score"] or 0), state)
+        return sim, sim._transition(state, 0.0, first=True)
+
+    def walkthrough(self, task: Task) -> list[str]:
+        """The commands that win ``task`` (textworld's own solution)."""
+        return list(task.metadata["walkthrough"])
+
+    def labelled_demonstration(self, task: Task, noise: float, rng: random.Random,
+                               max_steps: int | None = None) -> list[tuple[str, str]]:
+        """A noisy walkthrough as ``(command sent, expert command at that state)`` pairs.
+
+        With probability ``noise`` a random valid command other than the expert's is sent,
+        otherwise the expert's: the first of the game's ``policy_commands`` from the *current*
+        state, so the demonstration recovers after a detour. Ends when the game ends, when it
+        can no longer be won, or after ``max_steps`` (default 3 x the walkthrough + 6).
+        """
+        if not 0.0 <= noise <= 1.0:
+            raise ValueError(f"noise must be in [0, 1], got {noise}")
+        limit = max_steps if max_steps is not None else 3 * len(self.walkthrough(task)) + 6
+        sim, current = self.start(task)
+        pairs: list[tuple[str, str]] = []
+        try:
+            while not current.done and len(pairs) < limit:
+                plan = sim.policy_commands
+                if not plan:
+                    break
+                expert = plan[0]
+                detours = [a for a in current.valid_actions or () if a != expert]
+                command = rng.choice(detours) if detours and rng.random() < noise else expert
+                pairs.append((command, expert))
+                current = sim.step(command)
+        finally:
+            sim.close()
+        return pairs
+
+    def demonstration(self, task: Task, noise: float, rng: random.Random,
+                      max_steps: int | None = None) -> list[str]:
+        """The commands of :meth:`labelled_demonstration` (a walkthrough with recoverable
+        detours: training data that shows how to get back on track)."""
+        return [command for command, _ in self.labelled_demonstration(task, noise, rng,
+                                                                      max_steps)]
+
+
+def _version() -> str:
+    import textworld
+
+    return str(textworld.__version__)
