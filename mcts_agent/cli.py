@@ -301,6 +301,62 @@ def pairs(
     console.print("written: " + ", ".join(str(p) for p in paths.values()))
 
 
+@app.command()
+def splice(
+    run: Annotated[Path, typer.Argument(help="A search run folder (or its trees.jsonl) of an "
+                                        "agent environment.")],
+    out: Annotated[Path | None, typer.Option(help="Output folder; default RUN/data.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="A good trajectory's value ≥ this.")] = None,
+    beta: Annotated[float | None, typer.Option(help="Value gap good − bad ≥ this.")] = None,
+    first_bad: Annotated[str | None, typer.Option(
+        help="What finds the first bad step: value, critic or both.")] = None,
+    critic: Annotated[list[str] | None, typer.Option(
+        help=CRITIC_HELP + " Used by --first-bad critic/both (e.g. judge).")] = None,
+    model: Annotated[Path | None, typer.Option(help="The policy folder, for a judge that "
+                                               "uses it.")] = None,
+    success_per_tree: Annotated[int, typer.Option(min=0, help="Won trajectories per tree "
+                                                  "added to the per-turn rows.")] = 1,
+    env: Annotated[str | None, typer.Option(help="Environment; default: the run's.")] = None,
+    env_arg: Annotated[list[str] | None, typer.Option(
+        "--env-arg", help="KEY=VALUE for the environment, repeatable.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file of splice settings.")] = None,
+) -> None:
+    """Failure → recovery dialogues (Agent-R) from agent trees, each validated by replay.
+
+    Writes `spliced` (TRL conversational prompt/completion: the bad prefix, then the revision
+    and the good continuation) and `splice_turns` (one SFT row per trained turn, prompted as
+    the search prompts; what `iterate --sft-data splice` trains on)."""
+    from .data import write_rows
+    from .data.splice import SpliceConfig, splice_rows
+
+    trees = _trees_file(run)
+    folder = trees.parent
+    environment = _run_environment(folder, env, env_arg)
+    results = list(ResultFile(trees))
+    settings = load_settings(SpliceConfig, config, "splice", {
+        "alpha": alpha, "beta": beta, "first_bad": first_bad})
+    try:
+        judge = build_critic(critic, load_policy(model), SearchConfig(mode="inference")) if (
+            critic) else None
+        dialogues, turns, stats = splice_rows(results, environment, settings, judge,
+                                              success_per_tree=success_per_tree)
+    except (ValueError, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err)) from err
+    target = out or folder / "data"
+    write_rows(dialogues, target, "spliced", stats=stats,
+               description=f"failure → recovery dialogues from {trees} (`mcts-agent splice`)")
+    paths = write_rows(turns, target, "splice_turns", stats=stats,
+                       description="per-turn SFT rows: splice revisions and continuations, "
+                       "and won trajectories")
+    table = Table(title=f"splices from {len(results)} trees")
+    table.add_column("count")
+    table.add_column("value", justify="right")
+    for key, value in sorted(stats.items()):
+        table.add_row(str(key), str(value))
+    console.print(table)
+    console.print(f"written: {target / 'spliced.jsonl'}, {paths['jsonl']}")
+
+
 def _trees_file(run: Path) -> Path:
     """The trees.jsonl of a run folder (or the file itself); a usage error if there is none."""
     trees = run / "trees.jsonl" if run.is_dir() else run
@@ -526,6 +582,9 @@ def iterate_command(
     eval_tasks: Annotated[int | None, typer.Option(help="Held-out tasks.")] = None,
     strategy: Annotated[str | None, typer.Option(help="Pairs: sibling, path or outcome.")] = None,
     method: Annotated[str | None, typer.Option(help="dpo or sft.")] = None,
+    sft_data: Annotated[str | None, typer.Option(
+        help="SFT on verified solutions, or (agents) on Agent-R splices + wins: solutions or "
+        "splice.")] = None,
     simulations: Annotated[int | None, typer.Option(help="Leaf expansions per tree.")] = None,
     seed: int | None = None,
     config: Annotated[Path | None, typer.Option(help="YAML file: iterate settings, with "
@@ -537,7 +596,7 @@ def iterate_command(
     base = load_settings(IterateConfig, config, "iterate", {
         "env": env, "model": str(model) if model else None, "rounds": rounds,
         "tasks_per_round": tasks, "eval_tasks": eval_tasks, "seed": seed,
-        "env_args": _key_values(env_arg) if env_arg else None})
+        "sft_data": sft_data, "env_args": _key_values(env_arg) if env_arg else None})
     merged = base.model_dump()
     for section, key, value in (("pairs", "strategy", strategy), ("train", "method", method),
                                 ("search", "simulations", simulations)):

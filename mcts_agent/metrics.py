@@ -54,22 +54,29 @@ def evaluate_policy(
     temperature: float = 1.0,
     max_tokens: int = 256,
     seed: int = 0,
+    max_turns: int | None = None,
+    max_step_tokens: int | None = None,
 ) -> PolicyMetrics:
-    """Greedy decoding plus ``k`` samples per task, each played through ``env`` and scored."""
+    """Greedy decoding plus ``k`` samples per task, each played through ``env`` and scored
+    (an agent turn by turn: ``max_turns`` of ``max_step_tokens``)."""
     from .search.baselines import sample_solutions  # here: the tiny model imports pass_at_k alone
 
     if not tasks:
         raise ValueError("no tasks to evaluate on")
     if k < 1:
         raise ValueError("k (samples per task) must be at least 1")
+    turns = dict(max_turns=max_turns, max_step_tokens=max_step_tokens)
     greedy = sample_solutions(env, policy, tasks, 1, temperature=0.0, max_tokens=max_tokens,
-                              seed=seed)
+                              seed=seed, **turns)
     sampled = sample_solutions(env, policy, tasks, k, temperature=temperature,
-                               max_tokens=max_tokens, seed=seed + 1)
+                               max_tokens=max_tokens, seed=seed + 1, **turns)
     n = len(tasks)
     correct = [sum(s == 1.0 for s in a.scores) for a in sampled]
     solvable = [c > 0 for c in correct]
-    picks = [a.majority_correct for a in sampled]
+    from .episodes import has_answers
+
+    # without answers to vote on, the game's own verdict seen while playing picks
+    picks = [a.majority_correct if has_answers(env) else a.any_correct for a in sampled]
     distinct = [len({t.strip() for t, s in zip(a.texts, a.scores, strict=True) if s == 1.0})
                 for a in sampled]
     return PolicyMetrics(

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..contracts import Environment, Prompt
+from ..episodes import is_interactive
 from ..search.results import SearchResult
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,9 @@ def mine_pairs(
     (p̃ = score, s² = 0).
     """
     config = config or PairConfig()
+    if is_interactive(env) and (config.strategy == "outcome" or config.completion != "step"):
+        raise ValueError("agent trees give one-turn pairs: use strategy sibling or path with "
+                         "completion=step (whole trajectories go through `mcts-agent splice`)")
     counts: Counter = Counter()
     rows: list[Row] = []
     for tree in replay_trees(results, env, counts):
@@ -452,7 +456,12 @@ def ends_text(node: Mapping[str, Any]) -> bool:
 def _pair_row(tree: ReplayedTree, pair: _Pair, config: PairConfig) -> Row:
     (chosen, chosen_end), (rejected, rejected_end) = (
         _side(tree, pair, pair.chosen, config), _side(tree, pair, pair.rejected, config))
-    if _chat(tree, config.conversational):
+    if is_interactive(tree.env):  # an agent: the chat so far, and one turn on each side
+        prompt = tree.prompt(pair.parent)
+        chosen_out = [{"role": "assistant", "content": tree.action(pair.chosen)}]
+        rejected_out = [{"role": "assistant", "content": tree.action(pair.rejected)}]
+        chosen_end = rejected_end = False  # a turn ends at its delimiter, never at EOS
+    elif _chat(tree, config.conversational):
         prefix = tree.text(tree.path(pair.parent))
         prompt: Prompt = _messages(tree.root_prompt)
         chosen_out: Any = [{"role": "assistant", "content": prefix + chosen}]

@@ -322,3 +322,21 @@ def success_turn_rows(results: Iterable[SearchResult], env: Environment,
             replies = [tree.action(j) for j in tree.path(i)]
             rows += turn_rows(env, tree.result.task, replies, kind="success", node=i)
     return rows
+
+
+def splice_rows(results: Iterable[SearchResult], env: Environment,
+                config: SpliceConfig | None = None, critic: Critic | None = None,
+                success_per_tree: int = 1) -> tuple[list[Row], list[Row], Counter]:
+    """Agent-R's SFT data: (dialogues, per-turn rows, counts). The per-turn rows are the
+    revision turns and good continuations of every validated splice plus the turns of up to
+    ``success_per_tree`` won trajectories per tree, each prompted as the search prompts."""
+    results = list(results)
+    counts: Counter = Counter()
+    splices = splice_trees(results, env, config, critic, counts=counts)
+    tasks = {r.task.id: r.task for r in results}
+    dialogues = [dialogue_row(env, s) for s in splices]
+    turns = splice_turn_rows(env, tasks, splices)
+    turns += success_turn_rows(results, env, success_per_tree, counts=Counter())
+    counts["splice_turns"] = sum(row["kind"] == "splice" for row in turns)
+    counts["success_turns"] = sum(row["kind"] == "success" for row in turns)
+    return dialogues, turns, counts

@@ -18,6 +18,21 @@ class EngineConfig(BaseModel):
     (n + 1)`` with ``pb_c = pb_c_init + log((N + pb_c_base + 1) / pb_c_base)``; unvisited children
     score 0 before the prior term. ``uct`` is mean Q + ``uct_c · sqrt(ln N / n)``, unvisited first;
     it expects values roughly in [0, 1].
+
+    Two optional terms, added to every child's score under either rule (SWE-Search adds depth
+    and diversity terms to UCT); both are on the scale of the Q term, i.e. of normalised Q in
+    [0, 1] for PUCT (and of values in [0, 1] for UCT), and both 0 leave selection unchanged:
+
+    * ``depth_weight · (deepest(child) − depth(child))``: the levels the child's branch has
+      been expanded below it. Siblings share a depth, so what tells them apart in a descent is
+      how far each branch has gone. Positive: keep pushing the deepest lines (towards finished
+      trajectories, SWE-Search's depth bonus); negative: a depth penalty that spreads the search
+      over shallower branches. With 0.05, a branch 4 levels deeper is worth 0.2 of the Q range.
+    * ``diversity_weight · novelty(child)``: novelty in [0, 1] (1 = unlike its siblings), set
+      by the caller with :meth:`~mcts_agent.engine.Forest.set_novelty` (default 0). With 0.1 a
+      wholly novel child beats an identical-looking sibling that is up to 0.1 better in Q.
+
+    Neither term changes when a node stops to widen (progressive widening) rather than descend.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -38,6 +53,15 @@ class EngineConfig(BaseModel):
     )
     widen_alpha: float = Field(0.5, ge=0, le=1)
     discount: float = Field(1.0, ge=0, le=1)
+    depth_weight: float = Field(
+        0.0, allow_inf_nan=False, description="Per level a child's branch has been expanded "
+        "below it, added to its selection score (scale: normalised Q in [0, 1]); > 0 prefers "
+        "deeper lines, < 0 penalises them, 0 = off."
+    )
+    diversity_weight: float = Field(
+        0.0, allow_inf_nan=False, description="Times the child's novelty among its siblings "
+        "(Forest.set_novelty, in [0, 1]), added to its selection score; 0 = off."
+    )
     max_collisions: int = Field(
         8, ge=0, description="Descents per tree and call that may end on an already-selected "
         "leaf before the tree yields fewer leaves than asked."
@@ -55,4 +79,6 @@ class EngineConfig(BaseModel):
             widen_alpha=float(self.widen_alpha),
             discount=float(self.discount),
             max_collisions=int(self.max_collisions),
+            depth_weight=float(self.depth_weight),
+            diversity_weight=float(self.diversity_weight),
         )

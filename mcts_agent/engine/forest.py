@@ -264,6 +264,25 @@ class Forest:
             raise ValueError("only childless nodes can become terminal")
         self.nodes.flags[nodes] |= TERMINAL
 
+    def set_novelty(
+        self, nodes: Sequence[int] | np.ndarray, values: Sequence[float] | np.ndarray
+    ) -> None:
+        """Set how unlike its siblings each node is (in [0, 1]; 1 = unlike all of them).
+
+        Selection adds ``config.diversity_weight · novelty`` to a child's score, so a search can
+        favour branches that try something different (SWE-Search's diversity term). New nodes
+        start at 0; see :func:`mcts_agent.search.diversity.novelty` for one way to compute it.
+        """
+        nodes = _index_array(nodes, "nodes")
+        values = np.asarray(values, np.float64)
+        if values.shape != nodes.shape:
+            raise ValueError(f"one value per node: {len(nodes)} nodes, values {values.shape}")
+        _check_finite(values, "novelty")
+        if ((values < 0) | (values > 1)).any():
+            raise ValueError("novelty lies in [0, 1]")
+        self._check_nodes(nodes)
+        self.nodes.novelty[nodes] = values.astype(np.float32)
+
     def close(self, nodes: Sequence[int] | np.ndarray) -> None:
         """Forbid more children (progressive widening) for ``nodes``: their actions are complete."""
         nodes = _index_array(nodes, "nodes")
@@ -394,6 +413,7 @@ class Forest:
                 q=float(self.q_values(node)),
                 prior=float(a.prior[node]),
                 reward=float(a.reward[node]),
+                novelty=float(a.novelty[node]),
                 terminal=bool(a.flags[node] & TERMINAL),
                 payload=self.payload.get(node),
             )
@@ -447,8 +467,11 @@ class Forest:
                                  f"{FORMAT_VERSION}; re-run the search with this version")
             forest = cls(EngineConfig(**meta["config"]), capacity=len(data["parent"]))
             for name in field_names():
-                getattr(forest.nodes, name)[: len(data[name])] = data[name]
+                if name in data:  # files from before novelty / deepest: zeros, then refilled
+                    getattr(forest.nodes, name)[: len(data[name])] = data[name]
             forest.nodes.size[0] = len(data["parent"])
+            if "deepest" not in data:
+                kernels.fill_deepest(forest.nodes)
             forest.nodes.widest[0] = data["num_children"].max(initial=0)
             forest.roots = data["roots"].astype(np.int64)
             forest.payload = pickle.load(io.BytesIO(data["payload"].tobytes()))

@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..data import PairConfig, mine_rows, read_rows, write_rows
+from ..data.splice import SpliceConfig, splice_rows
 from ..llm.base import Policy
 from ..metrics import PolicyMetrics, evaluate_policy
 from ..models.tiny import TINY_ARITH_DIR
@@ -66,6 +67,11 @@ class IterateConfig(BaseModel):
         "previous", description="DPO's reference model: the previous round's policy, or the "
         "starting one throughout (as MCTS-DPO does).")
     sft_per_tree: int = Field(1, ge=1, description="SFT: verified solutions kept per tree.")
+    sft_data: Literal["solutions", "splice"] = Field(
+        "solutions", description="SFT on verified solutions only, or (agents) on Agent-R "
+        "failure → recovery splices plus won trajectories, turn by turn.")
+    splice: SpliceConfig = Field(default_factory=SpliceConfig,
+                                 description="How splices are cut (sft_data=splice).")
     device: str = "cpu"
     seed: int = 0
     search: SearchConfig = Field(default_factory=lambda: SearchConfig(stop_when_solved=False))
@@ -147,12 +153,17 @@ def _search(folder: Path, env: Any, policies: _PolicyCache, model: str, config: 
 
 def _mine(folder: Path, env: Any, search: dict[str, Any], config: IterateConfig, r: int,
           report: Report) -> tuple[Path, dict[str, Any]]:
-    name = "sft" if config.train.method == "sft" else "pairs"
+    name = "pairs" if config.train.method == "dpo" else (
+        "splice" if config.sft_data == "splice" else "sft")
     stats_file = folder / f"{name}.stats.json"
     if stats_file.exists():
         return folder / f"{name}.jsonl", json.loads(stats_file.read_text())
     results = list(ResultFile(folder.parent / "search" / "trees.jsonl"))
-    rows, stats = mine_rows(name, results, env, config.pairs, per_tree=config.sft_per_tree)
+    if name == "splice":
+        _, rows, stats = splice_rows(results, env, config.splice,
+                                     success_per_tree=config.sft_per_tree)
+    else:
+        rows, stats = mine_rows(name, results, env, config.pairs, per_tree=config.sft_per_tree)
     write_rows(rows, folder, name, stats=stats,
                description=f"round {r} of an `mcts-agent iterate` run ({name})")
     report(f"round {r}: {len(rows)} {name} rows from {len(results)} trees "
@@ -183,7 +194,8 @@ def _evaluate(folder: Path, env: Any, policies: _PolicyCache, model: str, tasks:
         return json.loads(done.read_text())
     metrics: PolicyMetrics = evaluate_policy(
         env, policies.get(model), tasks, k=config.eval_k, temperature=config.search.temperature,
-        max_tokens=config.search.max_step_tokens * config.search.max_depth, seed=config.seed)
+        max_tokens=config.search.max_step_tokens * config.search.max_depth, seed=config.seed,
+        max_turns=config.search.max_depth, max_step_tokens=config.search.max_step_tokens)
     row = {"round": r, "model": model, **metrics.to_dict()}
     folder.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps(row, indent=2))

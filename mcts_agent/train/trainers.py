@@ -133,6 +133,8 @@ def train_policy(
         raise ValueError(f"{config.method} rows need columns {list(needed)}; missing {missing}")
     out = Path(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(model)
+    if not getattr(tokenizer, "chat_template", None) and _conversational(dataset):
+        dataset = dataset.map(lambda row: as_transcript(row, tokenizer))
     started = time.perf_counter()
     with torch_threads(config.threads):
         policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
@@ -159,6 +161,27 @@ def train_policy(
     (out / "training.json").write_text(json.dumps(
         {"report": report.to_dict(), "config": config.model_dump(mode="json")}, indent=2))
     return report
+
+
+def _conversational(dataset: Dataset) -> bool:
+    return len(dataset) > 0 and isinstance(dataset[0]["prompt"], list)
+
+
+def as_transcript(row: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
+    """A chat row as plain text, for a model without a chat template (the tiny agent): the
+    prompt exactly as the policy renders it at search time (a ``role: content`` transcript
+    ending in ``assistant: ``), each answer side continuing that transcript."""
+    from ..llm.hf import render_prompt
+
+    def continuation(messages: list[dict[str, str]]) -> str:
+        first, *rest = messages
+        return first["content"] + "\n" + "".join(f"{m['role']}: {m['content']}\n" for m in rest)
+
+    out = {"prompt": render_prompt(tokenizer, row["prompt"], use_chat_template=False)[0]}
+    for side in ("completion", "chosen", "rejected"):
+        if isinstance(row.get(side), list):
+            out[side] = continuation(row[side])
+    return out
 
 
 def _trainer_args(config: TrainConfig, out: Path) -> DPOConfig | SFTConfig:

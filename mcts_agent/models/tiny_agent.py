@@ -1,0 +1,520 @@
+"""A tiny Llama that plays small TextWorld quests, trained from scratch on CPU.
+
+It is to agents what :mod:`mcts_agent.models.tiny` is to reasoning: a model that runs anywhere,
+so search, critics and training on interactive environments can be exercised end to end. The
+shipped checkpoint (``mcts_agent/models/tiny-agent/``) is deliberately imperfect: greedy play
+wins only part of the held-out games, while sampling several episodes wins more of them, which
+leaves room for tree search and for learning from recoveries.
+
+It imitates noisy demonstrations: on training games, walkthroughs with random detours are
+played through :class:`~environments.agent.base.AgentEnvironment` (configured by
+:func:`tiny_agent_environment`, exactly as the search will be), and at every state the model
+learns the game's own next command from *that* state, so it also learns to recover. Prompts are
+rendered exactly as :class:`~mcts_agent.llm.hf.HFPolicy` renders them (no chat template:
+``role: content`` lines ending in ``assistant: ``); the target is ``Action: <command>\\n`` and
+the loss covers the target only. The tokenizer is a byte-level BPE trained on the same text, so
+object names of unseen games still encode.
+
+Reproduce the shipped checkpoint with (see :data:`DEFAULT_STEPS`)::
+
+    python -m mcts_agent.models.tiny_agent --out mcts_agent/models/tiny-agent --seed 0
+
+Training is step-count based. It needs textworld (``pip install textworld``) and generates the
+training games into the game cache on first use; loading the checkpoint needs only torch and
+transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from ..llm.base import GenerationRequest
+from ..llm.hf import HFPolicy, render_prompt
+from .tiny import torch_threads
+
+if TYPE_CHECKING:
+    from environments.agent.base import AgentEnvironment
+    from environments.agent.textworld_game import TextWorldGame
+    from mcts_agent.contracts import Task
+
+__all__ = [
+    "DEFAULT_STEPS",
+    "ENVIRONMENT_SETTINGS",
+    "GAME_SETTINGS",
+    "TINY_AGENT_DIR",
+    "build_examples",
+    "build_model",
+    "build_tokenizer",
+    "evaluate",
+    "load_tiny_agent",
+    "tiny_agent_environment",
+    "train",
+]
+
+log = logging.getLogger(__name__)
+
+TINY_AGENT_DIR = Path(__file__).resolve().parent / "tiny-agent"
+"""Where the shipped checkpoint lives."""
+
+GAME_SETTINGS: dict[str, Any] = {"world_size": 3, "nb_objects": 4, "quest_length": 3,
+                                 "theme": "house"}
+"""The TextWorld games the agent was trained on (:class:`TextWorldGame` arguments)."""
+
+ENVIRONMENT_SETTINGS: dict[str, Any] = {"instructions": None, "max_history": 2,
+                                        "show_valid_actions": True}
+"""How the agent was prompted (:class:`AgentEnvironment` arguments): no system message, the
+last two turns, the valid actions listed."""
+
+DEFAULT_STEPS = 600
+"""Optimizer steps of the shipped checkpoint (chosen so greedy success lands in 25-60 %)."""
+
+MAX_POSITIONS = 1024
+SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
+MAX_REPLY_TOKENS = 48
+DEFAULT_MAX_TURNS = 10
+
+
+# ---------------------------------------------------------------------------- environment
+
+
+def tiny_agent_environment(**overrides: Any) -> AgentEnvironment:
+    """The environment the tiny agent was trained in: TextWorld games with
+    :data:`GAME_SETTINGS`, prompted with :data:`ENVIRONMENT_SETTINGS`.
+
+    ``overrides`` replace either: :class:`TextWorldGame` arguments (``cache_dir``, ``seed``,
+    ``quest_length`` …) go to the game, the rest (``pool_size``, ``max_history`` …) to
+    :class:`AgentEnvironment`. Changing a trained setting puts the agent off its training
+    distribution.
+    """
+    from environments.agent.base import AgentEnvironment
+    from environments.agent.textworld_game import TextWorldGame
+
+    game_fields = {f.name for f in dataclasses.fields(TextWorldGame) if f.init}
+    game_args = {**GAME_SETTINGS, **{k: v for k, v in overrides.items() if k in game_fields}}
+    env_args = {**ENVIRONMENT_SETTINGS,
+                **{k: v for k, v in overrides.items() if k not in game_fields}}
+    return AgentEnvironment(TextWorldGame(**game_args), **env_args)
+
+
+# ---------------------------------------------------------------------------- model and tokenizer
+
+
+def build_tokenizer(texts: Sequence[str], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on ``texts``: every byte is in the vocabulary, so words of
+    unseen games still encode; ``decode`` restores the text exactly (``"\\n"`` included, which
+    the stop string needs); ``<bos>`` is prepended; padding is on the left."""
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    core.train_from_iterator(texts, trainer=trainer)
+    bos = core.token_to_id("<bos>")
+    core.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+        padding_side="left", clean_up_tokenization_spaces=False,
+        model_max_length=MAX_POSITIONS)
+
+
+def build_model(tokenizer: PreTrainedTokenizerBase, hidden_size: int = 128, layers: int = 4,
+                seed: int = 0) -> LlamaForCausalLM:
+    """A freshly initialised small Llama sized for ``tokenizer`` (about 1.3M parameters at the
+    defaults: a float32 checkpoint of ~5 MB)."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=4 * hidden_size,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+        max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, do_sample=False)
+    return model
+
+
+def load_tiny_agent(path: str | Path | None = None, **kwargs: Any) -> HFPolicy:
+    """The tiny agent (by default the shipped checkpoint) as a CPU :class:`HFPolicy`."""
+    path = Path(path) if path is not None else TINY_AGENT_DIR
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no model in {path}; train one with python -m mcts_agent.models.tiny_agent")
+    return HFPolicy.from_pretrained(path, **{"device": "cpu", **kwargs})
+
+
+# ---------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One supervised turn: the rendered prompt and the reply the model should write."""
+
+    prompt: str
+    target: str
+    task_id: str
+
+
+class _Linear:
+    """A copyable game seen as replay-only: the pool then hands each simulator over instead of
+    copying it, which is all a single demonstration needs (and 5x faster)."""
+
+    can_copy = False
+
+    def __init__(self, game: TextWorldGame) -> None:
+        self.game, self.name = game, game.name
+
+    def start(self, task: Task) -> Any:
+        return self.game.start(task)
+
+
+def _noise(demo: int) -> float:
+    """Detour probability of demonstration ``demo`` of a game: one clean walkthrough, then
+    increasingly noisy ones."""
+    return (0.0, 0.15, 0.3, 0.45)[demo % 4]
+
+
+def build_examples(env: AgentEnvironment, tasks: Sequence[Task], demos: int = 4,
+                   seed: int = 0) -> list[tuple[Sequence[dict[str, str]], str, str]]:
+    """``(prompt messages, target reply, task id)`` for every state of ``demos`` noisy
+    demonstrations per task (see :func:`_noise`): the prompt is ``env.prompt(state)``, the target
+    ``render_turn(expert command) + step delimiter``, whatever command the demonstration then
+    sent."""
+    from environments.agent.base import AgentEnvironment
+    from environments.agent.react import render_turn
+
+    game = env.game
+    player = AgentEnvironment(_Linear(game), instructions=env.instructions,
+                              max_history=env.max_history,
+                              show_valid_actions=env.show_valid_actions,
+                              strict_actions=env.strict_actions, pool_size=4,
+                              step_delimiter=env.step_delimiter)
+    out: list[tuple[Sequence[dict[str, str]], str, str]] = []
+    for task in tasks:
+        for demo in range(demos):
+            rng = random.Random(f"{seed}/{task.id}/{demo}")
+            pairs = game.labelled_demonstration(task, _noise(demo), rng)
+            state = player.reset(task)
+            for command, expert in pairs:
+                out.append((player.prompt(state), render_turn(expert) + env.step_delimiter,
+                            task.id))
+                state = player.step(state, render_turn(command)).state
+        player.close()
+    return out
+
+
+def _render(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
+    text, add_special = render_prompt(tokenizer, messages, use_chat_template=False)
+    assert add_special, "the rendered prompt must not start with <bos>"
+    return text
+
+
+def _encode(tokenizer: Any, examples: Sequence[Example]) -> list[tuple[list[int], list[int]]]:
+    """Token ids of prompts (with ``<bos>``, as HFPolicy encodes them) and of targets."""
+    prompts = tokenizer([e.prompt for e in examples])["input_ids"]
+    targets = tokenizer([e.target for e in examples], add_special_tokens=False)["input_ids"]
+    return list(zip(prompts, targets, strict=True))
+
+
+def _batch(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``<bos> prompt target`` rows; labels only on the target."""
+    width = max(len(p) + len(t) for p, t in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (p, t) in enumerate(rows):
+        n = len(p) + len(t)
+        ids[i, :n] = torch.tensor(p + t)
+        labels[i, len(p):n] = torch.tensor(t)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _reply_loss(model: LlamaForCausalLM, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy on target tokens only; the LM head runs on those positions alone (most
+    of a prompt is context, and the head is a quarter of a tiny model's compute)."""
+    hidden = model.model(input_ids=batch["input_ids"],
+                         attention_mask=batch["attention_mask"]).last_hidden_state
+    labels = batch["labels"][:, 1:]
+    keep = labels != -100
+    logits = model.lm_head(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits, labels[keep])
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def evaluate(policy: Any, env: AgentEnvironment, tasks: Sequence[Task], samples: int = 1,
+             temperature: float = 0.0, max_turns: int = DEFAULT_MAX_TURNS, seed: int = 0,
+             max_tokens: int = MAX_REPLY_TOKENS) -> dict[str, Any]:
+    """Play ``samples`` episodes per task with ``policy`` (greedy at temperature 0), batched:
+    one ``policy.propose`` call per turn for every active episode. An episode ends when the
+    game does or after ``max_turns`` replies (rejected ones count).
+
+    Returns ``success`` (fraction of tasks won by at least one episode), ``episode_success``
+    (fraction of episodes won), ``valid_reply_rate``, ``mean_turns`` and per-task ``won``
+    counts.
+    """
+    if samples < 1 or max_turns < 1:
+        raise ValueError("need samples >= 1 and max_turns >= 1")
+    if temperature == 0 and samples > 1:
+        raise ValueError("greedy episodes are all the same: use samples=1 at temperature 0")
+    states = [env.reset(task) for task in tasks for _ in range(samples)]
+    turns = [0] * len(states)
+    replies = invalid = 0
+    try:
+        for turn in range(max_turns):
+            active = [i for i, s in enumerate(states) if not s.done]
+            if not active:
+                break
+            requests = [GenerationRequest(
+                env.prompt(states[i]), n=1, max_tokens=max_tokens, temperature=temperature,
+                stop=(env.step_delimiter,),
+                seed=None if temperature == 0 else _episode_seed(seed, i, turn))
+                for i in active]
+            for i, candidates in zip(active, policy.propose(requests), strict=True):
+                step = env.step(states[i], candidates[0].text)
+                states[i] = step.state
+                turns[i] += 1
+                replies += 1
+                invalid += bool(step.info.get("invalid_action"))
+    finally:
+        env.close()
+    won = [sum(states[t * samples + j].won for j in range(samples)) for t in range(len(tasks))]
+    return {
+        "tasks": len(tasks), "samples": samples, "temperature": temperature,
+        "max_turns": max_turns,
+        "success": float(np.mean([w > 0 for w in won])) if tasks else 0.0,
+        "episode_success": float(np.mean([s.won for s in states])) if states else 0.0,
+        "valid_reply_rate": 1.0 - invalid / replies if replies else 0.0,
+        "mean_turns": float(np.mean(turns)) if turns else 0.0,
+        "won": won,
+    }
+
+
+def _episode_seed(seed: int, episode: int, turn: int) -> int:
+    return int(np.random.SeedSequence((seed, episode, turn)).generate_state(1)[0])
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def train(
+    out_dir: str | Path,
+    steps: int = DEFAULT_STEPS,
+    seed: int = 0,
+    train_games: int = 400,
+    demos: int = 4,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    warmup_steps: int = 30,
+    hidden_size: int = 128,
+    layers: int = 4,
+    vocab_size: int = 2048,
+    eval_games: int = 50,
+    eval_samples: int = 4,
+    eval_every: int = 0,
+    threads: int = 2,
+    log_every: int = 25,
+    cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train a tiny agent from scratch, evaluate it on held-out games and save it.
+
+    Writes the model and tokenizer (``save_pretrained``, safetensors, float32) and
+    ``training.json`` (settings, data sizes, loss, training seconds, greedy success and the
+    success of ``eval_samples`` episodes at temperature 1 on ``eval_games`` test games) to
+    ``out_dir``, and returns the ``training.json`` content. ``eval_every`` > 0 also measures
+    greedy success every that many steps (``history``; greedy play draws no random numbers,
+    so the trained weights do not change).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env = tiny_agent_environment(cache_dir=cache_dir)
+    with torch_threads(threads):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+        start = time.perf_counter()
+        tasks = env.tasks(train_games, split="train")
+        test_tasks = env.tasks(eval_games, split="test")
+        games_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        raw = build_examples(env, tasks, demos=demos, seed=seed)
+        data_seconds = time.perf_counter() - start
+
+        transcripts = [_render(_BosOnly, messages) for messages, _, _ in raw]
+        tokenizer = build_tokenizer(
+            sorted(set(transcripts)) + sorted({t for _, t, _ in raw}), vocab_size=vocab_size)
+        examples = [Example(_render(tokenizer, m), target, task_id)
+                    for (m, target, task_id) in raw]
+        rows = _encode(tokenizer, examples)
+        longest = max(len(p) + len(t) for p, t in rows)
+        if longest > MAX_POSITIONS:
+            raise ValueError(f"a training sequence has {longest} tokens > {MAX_POSITIONS}")
+        log.info("%d games, %d examples (%.0f s to play), longest %d tokens, mean %.0f",
+                 len(tasks), len(rows), data_seconds, longest,
+                 np.mean([len(p) + len(t) for p, t in rows]))
+
+        model = build_model(tokenizer, hidden_size=hidden_size, layers=layers, seed=seed)
+        model.train()
+        n_params = sum(p.numel() for p in model.parameters())
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+        # Linear warm-up, then cosine decay to 10 %: a stop part-way still ends on a low rate.
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_scale(s, warmup_steps, steps))
+        order = np.random.default_rng(seed)
+        history: list[dict[str, float]] = []
+        losses: list[float] = []
+        tokens = 0
+        perm: list[int] = []
+        start = time.perf_counter()
+        for step in range(1, steps + 1):
+            if len(perm) < batch_size:
+                perm += order.permutation(len(rows)).tolist()
+            picked, perm = perm[:batch_size], perm[batch_size:]
+            batch = _batch([rows[i] for i in picked], tokenizer.pad_token_id)
+            loss = _reply_loss(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            tokens += int(batch["attention_mask"].sum())
+            if log_every and (step % log_every == 0 or step == steps):
+                elapsed = time.perf_counter() - start
+                log.info("step %d/%d loss %.4f (%.0f s, %.0f tok/s)", step, steps,
+                         np.mean(losses[-log_every:]), elapsed, tokens / elapsed)
+            if eval_every and step % eval_every == 0 and step != steps:
+                policy = HFPolicy(model, tokenizer)
+                result = evaluate(policy, env, test_tasks)
+                model.train()
+                history.append({"step": step, "loss": float(np.mean(losses[-eval_every:])),
+                                "greedy_success": result["success"]})
+                log.info("step %d held-out greedy success %.3f", step, result["success"])
+        train_seconds = time.perf_counter() - start
+
+        start = time.perf_counter()
+        policy = HFPolicy(model, tokenizer)
+        greedy = evaluate(policy, env, test_tasks)
+        sampled = evaluate(policy, env, test_tasks, samples=eval_samples, temperature=1.0,
+                           seed=seed) if eval_samples else None
+        eval_seconds = time.perf_counter() - start
+        model.eval()
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        tail = losses[-min(len(losses), 25):]
+        report: dict[str, Any] = {
+            "steps": steps, "seed": seed, "batch_size": batch_size, "lr": lr,
+            "warmup_steps": warmup_steps, "threads": threads, "parameters": n_params,
+            "model": {"hidden_size": hidden_size, "layers": layers, "vocab_size": len(tokenizer),
+                      "max_positions": MAX_POSITIONS},
+            "game": GAME_SETTINGS, "environment": ENVIRONMENT_SETTINGS,
+            "data": {"train_games": len(tasks), "split": "train", "demos_per_game": demos,
+                     "noise": [_noise(d) for d in range(demos)], "examples": len(rows),
+                     "longest_tokens": longest,
+                     "mean_tokens": round(float(np.mean([len(p) + len(t) for p, t in rows])), 1)},
+            "final_loss": float(np.mean(tail)) if tail else None,
+            "train_tokens": tokens,
+            "eval": {
+                "games": len(test_tasks), "split": "test", "max_turns": greedy["max_turns"],
+                "greedy_success": greedy["success"],
+                "greedy_valid_reply_rate": greedy["valid_reply_rate"],
+                "greedy_mean_turns": greedy["mean_turns"],
+                **({f"success@{eval_samples}_t1": sampled["success"],
+                    "episode_success_t1": sampled["episode_success"],
+                    "valid_reply_rate_t1": sampled["valid_reply_rate"]} if sampled else {}),
+            },
+            "history": history,
+            "games_seconds": round(games_seconds, 1),
+            "data_seconds": round(data_seconds, 1),
+            "train_seconds": round(train_seconds, 1),
+            "eval_seconds": round(eval_seconds, 1),
+            "versions": {"torch": torch.__version__, "transformers": _version("transformers"),
+                         "textworld": _version("textworld")},
+        }
+    (out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+class _BosOnly:
+    """Stands in for the tokenizer before it exists: rendering only reads ``bos_token``."""
+
+    bos_token = "<bos>"
+    chat_template = None
+
+
+def _lr_scale(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(1.0, progress)))
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: train, evaluate and save a tiny agent."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mcts_agent.models.tiny_agent", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                        help=f"optimizer steps (default {DEFAULT_STEPS}: the shipped checkpoint)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-games", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--hidden-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--eval-games", type=int, default=50)
+    parser.add_argument("--eval-samples", type=int, default=4,
+                        help="episodes per game at temperature 1 (0: greedy only)")
+    parser.add_argument("--eval-every", type=int, default=0,
+                        help="also log held-out greedy success every N steps (0: only at the end)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="TextWorld game cache (default $MCTS_AGENT_CACHE/textworld)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    start = time.perf_counter()
+    report = train(args.out, steps=args.steps, seed=args.seed, train_games=args.train_games,
+                   batch_size=args.batch_size, lr=args.lr, hidden_size=args.hidden_size,
+                   eval_games=args.eval_games, eval_samples=args.eval_samples,
+                   eval_every=args.eval_every, threads=args.threads, cache_dir=args.cache_dir)
+    print(json.dumps({**report["eval"], "final_loss": report["final_loss"],
+                      "train_seconds": report["train_seconds"],
+                      "total_seconds": round(time.perf_counter() - start, 1)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
