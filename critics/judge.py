@@ -225,12 +225,15 @@ class JudgeTemplate:
 def render_trajectory(node: CriticInput) -> str:
     """The steps taken so far, as text: one line per step for step-list states (such as
     :class:`environments.math.stepwise.MathState`); otherwise the environment's prompt text, or
-    the conversation after the first user message of a chat prompt (else its last message)."""
+    the conversation after the first user message of a chat prompt (else its last message);
+    an agent environment's whole history (``environment.messages``)."""
     steps = getattr(node.state, "steps", None)
     if isinstance(steps, Sequence) and not isinstance(steps, str) and all(
             isinstance(s, str) for s in steps):
         return "\n".join(steps) if steps else "(no steps yet)"
-    prompt = node.environment.prompt(node.state)
+    env = node.environment
+    # an agent's whole history, not the window its policy is prompted with
+    prompt = env.messages(node.state) if hasattr(env, "messages") else env.prompt(node.state)
     if isinstance(prompt, str):
         return prompt.strip() or "(no steps yet)"
     messages = [m for m in prompt if m.get("role") != "system"]

@@ -150,6 +150,9 @@ def search_command(
     sibling_feedback: Annotated[int | None, typer.Option(
         help="Show the critic's feedback on up to this many judged siblings when a node is "
         "expanded again (SWE-Search).")] = None,
+    discriminator: Annotated[str | None, typer.Option(
+        help="Inference mode: what picks the final trajectory among the finished ones: value "
+        "or judge[=MODEL] (SWE-Search).")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Token budget per tree.")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Wall-time budget per tree.")] = None,
     seed: int | None = None,
@@ -162,7 +165,7 @@ def search_command(
     settings = load_settings(SearchConfig, config, "search", {
         "mode": mode, "simulations": simulations, "expand_n": expand_n,
         "max_tokens": max_tokens, "max_seconds": max_seconds, "seed": seed,
-        "sibling_feedback": sibling_feedback})
+        "sibling_feedback": sibling_feedback, "discriminator": discriminator})
     environment = _environment(env, env_arg)
     try:
         task_list = environment.tasks(tasks, split=split)

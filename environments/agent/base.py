@@ -314,7 +314,7 @@ class AgentEnvironment:
             log.info("task %s: dialogue does not replay: %s", task.id, err)
             return False
         finally:
-            fresh.close()
+            fresh.pool.clear()  # its simulators only: the game is shared
 
     # ------------------------------------------------------------------ internals
 
@@ -343,8 +343,11 @@ class AgentEnvironment:
         return outcome
 
     def close(self) -> None:
-        """Close every simulator this environment holds (JVMs, interpreters)."""
+        """Close every simulator this environment holds, then the game (JVMs, interpreters)."""
         self.pool.clear()
+        close = getattr(self.game, "close", None)
+        if close is not None:
+            close()
 
 
 def transitions_match(a: Transition, b: Transition) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..engine import EngineConfig
 
@@ -49,9 +49,24 @@ class SearchConfig(BaseModel):
     feedback_line: str = Field(
         '- "{action}" (value {value:.2f}): {feedback}',
         description="One judged alternative; fields: action, value, feedback.")
+    discriminator: str = Field(
+        "value", description="Inference mode: what picks the final trajectory among the "
+        "finished ones (SWE-Search): value (the most visited) or judge[=MODEL] (an LLM judge "
+        "reads each whole trajectory). Environments with answers keep the visit-weighted "
+        "vote over answers under value.")
     max_trees_in_flight: int = Field(64, ge=1, description="Trees searched at once.")
     seed: int = 0
     engine: EngineConfig = Field(
         default_factory=lambda: EngineConfig(widen_c=1.0, widen_alpha=0.5),
         description="Tree rule; progressive widening is on so a node can gain more sampled "
-        "steps as its visits grow (a grafted rollout step starts with a single child).")
+        "steps as its visits grow (a grafted rollout step starts with a single child). "
+        "SWE-Search's selection terms: engine.depth_weight, engine.diversity_weight (the "
+        "driver sets each node's novelty among its siblings from the step texts).")
+
+    @field_validator("discriminator")
+    @classmethod
+    def _known_discriminator(cls, spec: str) -> str:
+        name, _, arg = spec.partition("=")
+        if name not in ("value", "judge") or (name == "value" and arg):
+            raise ValueError(f"unknown discriminator {spec!r}; use value, judge or judge=MODEL")
+        return spec

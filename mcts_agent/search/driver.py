@@ -20,9 +20,11 @@ import numpy as np
 
 from ..contracts import Critic, CriticInput, Environment, Prompt, Task
 from ..engine import Forest
-from ..episodes import final_answer
+from ..episodes import final_answer, has_answers
 from ..llm.base import Candidate, GenerationRequest, Policy
 from .config import SearchConfig
+from .discriminator import Discriminator, FinishedTrajectory, ValueDiscriminator
+from .diversity import sibling_novelty
 from .results import ResultFile, SearchResult
 
 log = logging.getLogger(__name__)
@@ -71,11 +73,13 @@ class TreeSearch:
         policy: Policy,
         critic: Critic,
         config: SearchConfig | None = None,
+        discriminator: Discriminator | None = None,
     ) -> None:
         self.env = environment
         self.policy = policy
         self.critic = critic
         self.config = config or SearchConfig()
+        self.discriminator = discriminator or ValueDiscriminator()
 
     # ------------------------------------------------------------------ public entry points
 
@@ -150,6 +154,8 @@ class TreeSearch:
             reward=[kid.reward for _, _, kid in children])
         for node_id, (_, _, kid) in zip(ids.tolist(), children, strict=True):
             forest.payload[node_id] = kid
+        if cfg.engine.diversity_weight:
+            self._novelty(forest, {leaf for leaf, _, _ in children})
         forest.backup(ids, [kid.critic for _, _, kid in children])
         self._graft_rollouts(forest, [
             (node_id, tree, assessment.details.get("completions", ()))
@@ -165,6 +171,13 @@ class TreeSearch:
         forest.close([leaf for leaf in barren if leaf not in dead_ends])
         for tree in {id(t): t for t in owners}.values():
             tree.waves += 1
+
+    def _novelty(self, forest: Forest, parents: Iterable[int]) -> None:
+        """How unlike its siblings each child of ``parents`` is (SWE-Search's diversity)."""
+        for parent in parents:
+            kids = forest.children(parent)
+            forest.set_novelty(kids, sibling_novelty([forest.payload[k].action
+                                                      for k in kids.tolist()]))
 
     def _request(self, forest: Forest, leaf: int, tree: Tree) -> GenerationRequest:
         cfg = self.config
@@ -334,16 +347,39 @@ class TreeSearch:
                 "answer": p.answer, "score": p.score,
             })
         answer = choose_answer(nodes, self.config.mode)
+        chosen = self._discriminate(forest, tree, ids, nodes)
+        if chosen is not None:
+            answer = nodes[chosen]["answer"]
         if self.config.mode == "data":
             solved = tree.solved
         else:  # judged after the search, only for reporting
-            finals = [i for i, n in enumerate(nodes) if n["answer"] == answer and n["terminal"]]
-            solved = None if answer is None or tree.task.reference is None else bool(
+            finals = [chosen] if chosen is not None else [
+                i for i, n in enumerate(nodes) if n["answer"] == answer and n["terminal"]]
+            unjudgeable = (not finals or (has_answers(self.env) and (
+                answer is None or tree.task.reference is None)))
+            solved = None if unjudgeable else bool(
                 self.env.score(forest.payload[ids[finals[0]]].state, tree.task) == 1.0)
         stats = {"nodes": len(nodes), "expansions": tree.expansions, "tokens": tree.tokens,
                  "waves": tree.waves, "seconds": time.perf_counter() - tree.started,
-                 **tree.counts}
+                 **({"chosen_node": chosen} if chosen is not None else {}), **tree.counts}
         return SearchResult(tree.task, self.config.mode, nodes, answer, solved, stats)
+
+
+    def _discriminate(self, forest: Forest, tree: Tree, ids: list[int],
+                      nodes: list[dict[str, Any]]) -> int | None:
+        """Inference mode: the finished trajectory the discriminator picks (local id), when the
+        environment has no answers to vote on or a discriminator other than the tree's own
+        statistics is asked for; None otherwise."""
+        if self.config.mode != "inference" or (
+                has_answers(self.env) and isinstance(self.discriminator, ValueDiscriminator)):
+            return None
+        finished = [i for i, node_id in enumerate(ids) if forest.payload[node_id].done]
+        if not finished:
+            return None
+        candidates = [FinishedTrajectory(tree.task, self.env, forest.payload[ids[i]].state, i,
+                                         nodes[i]["value"], nodes[i]["visits"],
+                                         nodes[i]["critic"]) for i in finished]
+        return finished[self.discriminator.choose(candidates)]
 
 
 def with_feedback(prompt: Prompt, feedback: str | None) -> Prompt:

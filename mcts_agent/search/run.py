@@ -24,6 +24,7 @@ from ..registry import environments
 from .baselines import sample_solutions
 from .config import SearchConfig
 from .critic_specs import build_critic
+from .discriminator import build_discriminator
 from .driver import TreeSearch
 from .results import ResultFile, SearchResult
 
@@ -103,7 +104,8 @@ def run_search(
         _write_config(out, environment, policy, critic, config, len(tasks))
         results_file = ResultFile(out / "trees.jsonl")
     started = time.perf_counter()
-    search = TreeSearch(environment, policy, critic, config)
+    discriminator = build_discriminator(config.discriminator, policy, seed=config.seed)
+    search = TreeSearch(environment, policy, critic, config, discriminator)
     fresh = list(search.run(tasks, results_file, on_result=on_result))
     by_id = {r.task.id: r for r in (results_file if results_file is not None else fresh)}
     results = [by_id[t.id] for t in tasks if t.id in by_id]  # a resumed run's earlier trees too
