@@ -23,9 +23,9 @@ class EngineConfig(BaseModel):
     and diversity terms to UCT); both are on the scale of the Q term, i.e. of normalised Q in
     [0, 1] for PUCT (and of values in [0, 1] for UCT), and both 0 leave selection unchanged:
 
-    * ``depth_weight · (deepest(child) − depth(child))``: the levels the child's branch has
-      been expanded below it. Siblings share a depth, so what tells them apart in a descent is
-      how far each branch has gone. Positive: keep pushing the deepest lines (towards finished
+    * ``depth_weight · height(child)``: the levels the child's branch has been expanded below
+      it (0 for a leaf). Siblings share a depth, so what tells them apart in a descent is how
+      far each branch has gone. Positive: keep pushing the deepest lines (towards finished
       trajectories, SWE-Search's depth bonus); negative: a depth penalty that spreads the search
       over shallower branches. With 0.05, a branch 4 levels deeper is worth 0.2 of the Q range.
     * ``diversity_weight · novelty(child)``: novelty in [0, 1] (1 = unlike its siblings), set

@@ -467,11 +467,11 @@ class Forest:
                                  f"{FORMAT_VERSION}; re-run the search with this version")
             forest = cls(EngineConfig(**meta["config"]), capacity=len(data["parent"]))
             for name in field_names():
-                if name in data:  # files from before novelty / deepest: zeros, then refilled
+                if name in data:  # files from before novelty / height: zeros, then refilled
                     getattr(forest.nodes, name)[: len(data[name])] = data[name]
             forest.nodes.size[0] = len(data["parent"])
-            if "deepest" not in data:
-                kernels.fill_deepest(forest.nodes)
+            if "height" not in data:
+                kernels.fill_height(forest.nodes)
             forest.nodes.widest[0] = data["num_children"].max(initial=0)
             forest.roots = data["roots"].astype(np.int64)
             forest.payload = pickle.load(io.BytesIO(data["payload"].tobytes()))

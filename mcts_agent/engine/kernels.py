@@ -9,9 +9,9 @@ Conventions shared by all kernels (and by the plain-Python reference in ``tests/
 * Virtual loss: every pending selection through a node counts as ``virtual_loss`` extra visits of
   value ``virtual_value`` until it is released, so concurrent selections spread out.
 * Ties between children break towards the lowest action (deterministic).
-* Optional selection terms (both off at 0): ``depth_weight · (deepest[c] − depth[c])`` and
+* Optional selection terms (both off at 0): ``depth_weight · height[c]`` and
   ``diversity_weight · novelty[c]`` are added to each child's score; see
-  :class:`~mcts_agent.engine.EngineConfig`. ``deepest`` is kept up to date by :func:`expand`.
+  :class:`~mcts_agent.engine.EngineConfig`. ``height`` is kept up to date by :func:`expand`.
 
 Speed note: each kernel unpacks the :class:`NodeArrays` it needs into local variables once and
 keeps its per-node loops in its own body. Reading ``nodes.field`` inside a hot loop, or passing
@@ -119,8 +119,8 @@ def select(
     first) until a node with no children, a node progressive widening lets grow
     (``num_children < widen_c · visits^widen_alpha``, not CLOSED, not already pending), or a
     terminal node. Pending leaves are skipped. With ``depth_weight`` or ``diversity_weight``
-    set, each child's score also gets ``depth_weight · (deepest − depth) + diversity_weight ·
-    novelty`` (a branch that took no extra term keeps its exact old score: bit-for-bit).
+    set, each child's score also gets ``depth_weight · height + diversity_weight · novelty``; with
+    both 0 the scores are computed exactly as without them (bit-for-bit).
 
     Each selected leaf is marked PENDING and its path carries one virtual loss until
     :func:`release`. A descent that ends on a terminal node backs up that node's mean value (0
@@ -133,7 +133,7 @@ def select(
     parent, first_child, next_sibling = a.parent, a.first_child, a.next_sibling
     num_children, visits, virtual, flags = a.num_children, a.visits, a.virtual, a.flags
     prior, reward, value_sum = a.prior, a.reward, a.value_sum
-    depth, deepest, novelty = a.depth, a.deepest, a.novelty
+    height, novelty = a.height, a.novelty
     vl, vv, discount = p.virtual_loss, p.virtual_value, p.discount
     dw, nw = p.depth_weight, p.diversity_weight
     extra = dw != 0.0 or nw != 0.0  # off: the scores below are exactly the plain rule's
@@ -176,12 +176,22 @@ def select(
                     explore = np.sqrt(n_parent) * pb_c
                     c = first_child[node]
                     j = 0
+                    if not extra:  # two copies of one loop: the test stays out of the hot path
+                        while c != NO_NODE:
+                            n = visits[c] + vl * virtual[c]
+                            score = (q[j] - lo) / scale if n > 0 else 0.0
+                            score += explore * prior[c] / (n + 1.0)
+                            if score > best_score and (
+                                    not flags[c] & PENDING or num_children[c] > 0):
+                                best_score = score
+                                best = c
+                            c = next_sibling[c]
+                            j += 1
                     while c != NO_NODE:
                         n = visits[c] + vl * virtual[c]
                         score = (q[j] - lo) / scale if n > 0 else 0.0
                         score += explore * prior[c] / (n + 1.0)
-                        if extra:
-                            score += dw * (deepest[c] - depth[c]) + nw * novelty[c]
+                        score += dw * height[c] + nw * novelty[c]
                         if score > best_score and (not flags[c] & PENDING or num_children[c] > 0):
                             best_score = score
                             best = c
@@ -198,7 +208,7 @@ def select(
                         else:
                             score = np.inf
                         if extra:
-                            score += dw * (deepest[c] - depth[c]) + nw * novelty[c]
+                            score += dw * height[c] + nw * novelty[c]
                         if score > best_score and (not flags[c] & PENDING or num_children[c] > 0):
                             best_score = score
                             best = c
@@ -254,7 +264,7 @@ def expand(
     parent_of, first_child, next_sibling = a.parent, a.first_child, a.next_sibling
     num_children, action, depth, flags = a.num_children, a.action, a.depth, a.flags
     visits, virtual, value_sum, reward_of = a.visits, a.virtual, a.value_sum, a.reward
-    logit_of, prior, novelty, deepest = a.logit, a.prior, a.novelty, a.deepest
+    logit_of, prior, height = a.logit, a.prior, a.height
     size = a.size[0]
     widest = a.widest[0]
     for i in range(len(parents)):
@@ -282,8 +292,7 @@ def expand(
             logit_of[c] = logits[j]
             reward_of[c] = reward[j]
             value_sum[c] = 0.0
-            novelty[c] = 0.0
-            deepest[c] = depth[c]
+            # height and novelty start at 0: storage is zeroed and append-only (saves 2 stores)
             if last == NO_NODE:
                 first_child[node] = c
             else:
@@ -294,30 +303,31 @@ def expand(
             j += 1
         if counts[i] > 0:
             softmax_priors(first_child, next_sibling, logit_of, prior, node, weights)
-            # the new level may be the deepest below some ancestors (stops at the first that
-            # already reaches it, so this is O(1) per parent unless the tree gets deeper)
-            d = depth[node] + 1
+            # the new level may raise the ancestors' heights: stop at the first that already
+            # reaches it (O(1) per parent unless the tree gets deeper)
+            h = 1
             x = node
-            while x != NO_NODE and deepest[x] < d:
-                deepest[x] = d
+            while x != NO_NODE and height[x] < h:
+                height[x] = h
+                h += 1
                 x = parent_of[x]
     a.size[0] = size
     a.widest[0] = widest
 
 
 @njit(cache=True)
-def fill_deepest(a: NodeArrays) -> None:
-    """Recompute ``deepest`` from ``parent`` and ``depth`` (forests saved before it existed).
+def fill_height(a: NodeArrays) -> None:
+    """Recompute ``height`` from ``parent`` (for forests saved before it existed).
 
     One backward pass: a child's id is always larger than its parent's.
     """
-    parent, depth, deepest = a.parent, a.depth, a.deepest
+    parent, height = a.parent, a.height
     n = a.size[0]
-    deepest[:n] = depth[:n]
+    height[:n] = 0
     for i in range(n - 1, -1, -1):
         up = parent[i]
-        if up != NO_NODE and deepest[up] < deepest[i]:
-            deepest[up] = deepest[i]
+        if up != NO_NODE and height[up] < height[i] + 1:
+            height[up] = height[i] + 1
 
 
 @njit(cache=True)

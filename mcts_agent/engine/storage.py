@@ -40,7 +40,7 @@ class NodeArrays(NamedTuple):
     reward: np.ndarray  # float32, reward on the edge parent → node
     value_sum: np.ndarray  # float64, sum of backed-up returns seen from this node
     novelty: np.ndarray  # float32, in [0, 1]: how unlike its siblings the node is (set by caller)
-    deepest: np.ndarray  # int32, depth of the deepest node in this node's subtree (itself if leaf)
+    height: np.ndarray  # int32, levels of this node's subtree below it (0 for a leaf)
     size: np.ndarray  # int64[1], number of nodes in use
     widest: np.ndarray  # int64[1], the most children any node has (sizes kernel scratch space)
 
@@ -60,7 +60,7 @@ _FIELDS = {
     "reward": np.float32,
     "value_sum": np.float64,
     "novelty": np.float32,
-    "deepest": np.int32,
+    "height": np.int32,
 }
 
 #: Memory one node costs in the pool (the sum of the per-node field sizes).

@@ -323,7 +323,7 @@ class TreeSearch:
                 or (cfg.mode == "data" and cfg.stop_when_solved and tree.solved))
 
     def _forget(self, forest: Forest, slot: int) -> None:
-        """Free the Python payloads of a written tree (its engine nodes stay, 53 B each)."""
+        """Free the Python payloads of a written tree (its engine nodes stay, 61 B each)."""
         for node in forest.tree_nodes(slot).tolist():
             forest.payload.pop(node, None)
 
