@@ -76,13 +76,15 @@ def play_episodes(
     seed: int = 0,
 ) -> list[list[Episode]]:
     """Play ``n[i]`` episodes from each ``(task, state)`` in ``starts`` for at most ``max_turns``
-    turns each. Every turn is ONE ``propose`` call for all episodes still running; an empty
-    reply or an environment error ends that episode unfinished. Seeds depend on (seed, start,
-    sample, turn), so results do not depend on batching."""
+    turns each. Every turn is ONE ``propose`` call for all episodes still running; an
+    environment error ends that episode unfinished, and so does an empty reply unless the
+    environment is interactive (an agent's empty reply is a rejected turn the game answers).
+    Seeds depend on (seed, start, sample, turn), so results do not depend on batching."""
     counts = [n] * len(starts) if isinstance(n, int) else list(n)
     episodes = [[Episode(task, state) for _ in range(count)]
                 for (task, state), count in zip(starts, counts, strict=True)]
     live = [(i, j) for i, group in enumerate(episodes) for j in range(len(group))]
+    turns_are_replies = is_interactive(env)
     for turn in range(max_turns):
         if not live:
             break
@@ -96,7 +98,7 @@ def play_episodes(
             episode = episodes[i][j]
             episode.tokens += candidate.num_tokens
             reply = candidate.text.strip()
-            if not reply:
+            if not reply and not turns_are_replies:
                 continue
             try:
                 step = env.step(episode.state, reply)

@@ -133,12 +133,18 @@ def train_policy(
         raise ValueError(f"{config.method} rows need columns {list(needed)}; missing {missing}")
     out = Path(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(model)
-    if not getattr(tokenizer, "chat_template", None) and _conversational(dataset):
+    transcript = not getattr(tokenizer, "chat_template", None) and _conversational(dataset)
+    if transcript:
         dataset = dataset.map(lambda row: as_transcript(row, tokenizer))
+        if config.method == "sft":  # tokenized as the policy reads it, so TRL adds no EOS
+            dataset = dataset.map(lambda row: _tokenized(row, tokenizer),
+                                  remove_columns=dataset.column_names)
     started = time.perf_counter()
     with torch_threads(config.threads):
         policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
         args = _trainer_args(config, out)
+        if transcript and config.method == "sft":
+            args.completion_only_loss = True
         if config.method == "dpo":
             ref = (AutoModelForCausalLM.from_pretrained(reference, dtype=torch.float32)
                    if reference is not None else None)
@@ -182,6 +188,20 @@ def as_transcript(row: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
         if isinstance(row.get(side), list):
             out[side] = continuation(row[side])
     return out
+
+
+def _tokenized(row: dict[str, Any], tokenizer: Any) -> dict[str, list[int]]:
+    """A transcript SFT row as token ids, with the loss on the completion only: the prompt is
+    encoded as :class:`~mcts_agent.llm.hf.HFPolicy` encodes it, the completion as the model
+    would generate it after it. A turn ends at its delimiter, so no EOS is taught (TRL would
+    append one to every plain-text completion)."""
+    from ..llm.hf import render_prompt
+
+    text, special = render_prompt(tokenizer, row["prompt"])
+    prompt = tokenizer(text, add_special_tokens=special)["input_ids"]
+    completion = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
+    return {"input_ids": prompt + completion,
+            "completion_mask": [0] * len(prompt) + [1] * len(completion)}
 
 
 def _trainer_args(config: TrainConfig, out: Path) -> DPOConfig | SFTConfig:
