@@ -124,3 +124,26 @@ def test_iterate_command_from_a_yaml_file(tmp_path):
     assert "greedy_acc" in result.output and "round 1" in result.output
     saved = yaml.safe_load((tmp_path / "run" / "iterate.yaml").read_text())
     assert saved["train"]["method"] == "sft" and saved["tasks_per_round"] == 3
+
+
+def test_iterate_trains_an_agent_on_splices(tmp_path):
+    """search → splice → SFT → evaluate with the shipped tiny agent on generated games."""
+    pytest.importorskip("textworld")
+    from mcts_agent.models.tiny_agent import TINY_AGENT_DIR
+
+    torch.set_num_threads(1)
+    config = IterateConfig(
+        env="textworld-tiny", env_args={"cache_dir": str(tmp_path / "games")},
+        model=str(TINY_AGENT_DIR), rounds=1, tasks_per_round=3, eval_tasks=2, eval_k=2,
+        rollouts=1, sft_data="splice",
+        search=SearchConfig(simulations=6, expand_n=3, leaves_per_tree=3, max_depth=8,
+                            max_step_tokens=48, stop_when_solved=False),
+        train=TrainConfig(method="sft", epochs=1, batch_size=8, threads=1))
+    rows = iterate(config, tmp_path / "run")
+    assert [row["round"] for row in rows] == [0, 1]
+    stats = json.loads((tmp_path / "run" / "round_1" / "data" / "splice.stats.json").read_text())
+    assert stats["trees"] == 3 and stats["success_turns"] + stats["splice_turns"] == stats["rows"]
+    if stats["rows"]:
+        assert (tmp_path / "run" / "round_1" / "model" / "training.json").exists()
+        assert rows[1]["model"].endswith("model")
+    assert 0.0 <= rows[1]["greedy_acc"] <= 1.0

@@ -364,7 +364,6 @@ class TreeSearch:
                  **({"chosen_node": chosen} if chosen is not None else {}), **tree.counts}
         return SearchResult(tree.task, self.config.mode, nodes, answer, solved, stats)
 
-
     def _discriminate(self, forest: Forest, tree: Tree, ids: list[int],
                       nodes: list[dict[str, Any]]) -> int | None:
         """Inference mode: the finished trajectory the discriminator picks (local id), when the
