@@ -238,7 +238,9 @@ class AgentEnvironment:
         outcome = self._outcome(state.task, commands)
         turn = Turn(action.strip(), parsed.action, outcome.observation, outcome.reward)
         child = replace(state, turns=(*state.turns, turn), last=outcome)
-        return Step(child, outcome.reward, outcome.done, {"won": outcome.won})
+        # node values are chances of winning, in [0, 1]: the game's reward stays on the turn
+        # (and in info) rather than being added to them on the way up
+        return Step(child, 0.0, outcome.done, {"won": outcome.won, "reward": outcome.reward})
 
     def prompt(self, state: AgentState) -> list[dict[str, str]]:
         """The chat the policy continues: the recent turns and the valid actions."""

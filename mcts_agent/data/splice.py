@@ -252,12 +252,16 @@ def _splice(env: Any, tree: ReplayedTree, cand: _Candidate, t: int, revision: st
 
 
 def _undo(env: Any, commands: Sequence[str]) -> list[str] | None:
-    """The commands that undo ``commands`` (newest first), or None when the game cannot."""
+    """The commands that undo ``commands`` (newest first), or None when the game cannot or
+    nothing needs undoing. ``game.inverse(command)`` gives one command, "" for a command that
+    changed nothing, None for one that cannot be undone."""
     inverse = getattr(env.game, "inverse", None)
-    if inverse is None or not commands:
+    if inverse is None:
         return None
     undo = [inverse(c) for c in reversed(commands)]
-    return None if any(u is None for u in undo) else undo
+    if any(u is None for u in undo):
+        return None
+    return [u for u in undo if u] or None
 
 
 def splice_trees(results: Iterable[SearchResult], env: Environment,
