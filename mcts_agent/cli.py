@@ -295,13 +295,17 @@ def pairs(
     target = out or folder / "data"
     paths = write_rows(rows, target, kind, stats=stats,
                        description=f"mined from {trees} with `mcts-agent pairs`")
-    table = Table(title=f"{kind} from {len(results)} trees")
+    _print_counts(f"{kind} from {len(results)} trees", stats)
+    console.print("written: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _print_counts(title: str, counts: Any) -> None:
+    table = Table(title=title)
     table.add_column("count")
     table.add_column("value", justify="right")
-    for key, value in sorted(stats.items()):
+    for key, value in sorted(counts.items()):
         table.add_row(str(key), str(value))
     console.print(table)
-    console.print("written: " + ", ".join(str(p) for p in paths.values()))
 
 
 @app.command()
@@ -351,12 +355,7 @@ def splice(
     paths = write_rows(turns, target, "splice_turns", stats=stats,
                        description="per-turn SFT rows: splice revisions and continuations, "
                        "and won trajectories")
-    table = Table(title=f"splices from {len(results)} trees")
-    table.add_column("count")
-    table.add_column("value", justify="right")
-    for key, value in sorted(stats.items()):
-        table.add_row(str(key), str(value))
-    console.print(table)
+    _print_counts(f"splices from {len(results)} trees", stats)
     console.print(f"written: {target / 'spliced.jsonl'}, {paths['jsonl']}")
 
 
