@@ -9,9 +9,9 @@ import pytest
 pytest.importorskip("textworld")
 
 from environments.agent import AgentEnvironment, render_turn, transitions_match
+from environments.agent.base import require
 from environments.agent.textworld_game import (
     TextWorldGame,
-    _require_textworld,
     clean_objective,
     clean_observation,
     default_cache_dir,
@@ -190,4 +190,4 @@ def test_demonstrations(game, task):
 def test_missing_textworld_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "textworld", None)
     with pytest.raises(ImportError, match="pip install textworld"):
-        _require_textworld()
+        require("textworld", "TextWorld games")

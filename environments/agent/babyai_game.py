@@ -23,7 +23,7 @@ from typing import Any
 
 from mcts_agent.contracts import Task
 
-from .base import AgentEnvironment, Transition
+from .base import AgentEnvironment, Transition, require
 
 ACTIONS = ("turn left", "turn right", "go forward", "pick up", "drop", "toggle", "done")
 """The words for minigrid's actions 0..6 (left, right, forward, pickup, drop, toggle, done)."""
@@ -33,17 +33,6 @@ LEVELS = ("BabyAI-GoToRedBall-v0", "BabyAI-GoToLocal-v0", "BabyAI-PickupLoc-v0",
 """Levels checked to reset, describe, copy and be solved by the bot."""
 
 _SPLIT_OFFSETS = {"train": 1_000_000, "dev": 2_000_000, "test": 0}
-
-
-def _require_minigrid() -> Any:
-    try:
-        import gymnasium
-        import minigrid
-    except ImportError as err:  # pragma: no cover - exercised only without the package
-        raise ImportError("the BabyAI game needs the 'minigrid' package (with gymnasium): "
-                          "pip install minigrid") from err
-    del minigrid  # importing it registers the BabyAI levels
-    return gymnasium
 
 
 def _steps(n: int) -> str:
@@ -153,7 +142,8 @@ class BabyAIGame:
 
     def __init__(self, levels: Sequence[str] | str = ("BabyAI-GoToRedBall-v0",
                                                       "BabyAI-GoToLocal-v0")) -> None:
-        self.gym = _require_minigrid()
+        require("minigrid", "the BabyAI game")  # registers the BabyAI levels
+        self.gym = require("gymnasium", "the BabyAI game")
         self.levels = [levels] if isinstance(levels, str) else list(levels)
         if not self.levels:
             raise ValueError("give at least one BabyAI level")

@@ -352,6 +352,17 @@ class AgentEnvironment:
             close()
 
 
+def require(module: str, game: str, install: str | None = None) -> Any:
+    """Import a game's optional package, or say how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:  # pragma: no cover - exercised only without the package
+        raise ImportError(f"{game} needs the {module!r} package: pip install "
+                          f"{install or module}  (or pip install 'mcts-agent[agents]')") from err
+
+
 def transitions_match(a: Transition, b: Transition) -> bool:
     """Whether two transitions show the agent the same thing (what replay validation checks)."""
     return (a.observation == b.observation and a.done == b.done and a.won == b.won

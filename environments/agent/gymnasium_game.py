@@ -31,18 +31,9 @@ from typing import Any
 
 from mcts_agent.contracts import Task
 
-from .base import AgentEnvironment, Transition
+from .base import AgentEnvironment, Transition, require
 
 _SPLIT_OFFSETS = {"train": 1_000_000, "dev": 2_000_000, "test": 0}
-
-
-def _require_gymnasium() -> Any:
-    try:
-        import gymnasium
-    except ImportError as err:  # pragma: no cover - exercised only without the package
-        raise ImportError("the gymnasium adapter needs the 'gymnasium' package: "
-                          "pip install gymnasium") from err
-    return gymnasium
 
 
 class GymnasiumSimulator:
@@ -106,7 +97,8 @@ class GymnasiumGame:
                  won: Callable[[float, bool, dict[str, Any]], bool] | None = None,
                  copyable: bool = True, make_kwargs: dict[str, Any] | None = None) -> None:
         if isinstance(make, str):
-            gymnasium, env_id, kwargs = _require_gymnasium(), make, dict(make_kwargs or {})
+            gymnasium = require("gymnasium", "the gymnasium adapter")
+            env_id, kwargs = make, dict(make_kwargs or {})
             self._make: Callable[[], Any] = lambda: gymnasium.make(env_id, **kwargs)
         else:
             self._make = make

@@ -39,7 +39,7 @@ from typing import Any
 
 from mcts_agent.contracts import Task
 
-from .base import AgentEnvironment, Transition
+from .base import AgentEnvironment, Transition, require
 
 SPLITS = ("train", "dev", "test")
 # Same identity hash for every Java object: hash-set iteration follows insertion order, so a
@@ -48,15 +48,6 @@ DETERMINISTIC_JAVA_OPTS = ("-XX:+UnlockExperimentalVMOptions", "-XX:hashCode=2")
 # A bounded heap and the serial collector: ~0.3 GB per JVM instead of ~1 GB, no slower (the
 # heaviest gold-path generation, mendelian genetics, runs in 512 MB).
 DEFAULT_JAVA_OPTS = ("-Xmx1g", "-XX:+UseSerialGC")
-
-
-def _require_scienceworld() -> Any:
-    try:
-        import scienceworld
-    except ImportError as err:  # pragma: no cover - exercised only without the package
-        raise ImportError("the ScienceWorld game needs the 'scienceworld' package (and Java "
-                          ">= 11): pip install scienceworld") from err
-    return scienceworld
 
 
 def split_variations(n_variations: int, split: str) -> range:
@@ -82,7 +73,7 @@ class _Jvm:
     def __init__(self, java_opts: Sequence[str]) -> None:
         from py4j.java_gateway import GatewayParameters, JavaGateway, launch_gateway
 
-        constants = _require_scienceworld().constants
+        constants = require("scienceworld", "the ScienceWorld game (and Java >= 11)").constants
         port, proc = launch_gateway(classpath=constants.JAR_PATH, die_on_exit=True,
                                     cwd=constants.BASEPATH, return_proc=True,
                                     javaopts=list(java_opts))
@@ -197,7 +188,7 @@ class ScienceWorldGame:
     def __init__(self, simplifications: str = "easy", task_names: Sequence[str] | None = None,
                  max_jvms: int = 2, max_steps: int | None = None, max_valid_actions: int = 0,
                  java_opts: Sequence[str] = DEFAULT_JAVA_OPTS) -> None:
-        self.scienceworld = _require_scienceworld()
+        self.scienceworld = require("scienceworld", "the ScienceWorld game (and Java >= 11)")
         self.simplifications = simplifications
         known = list(self.scienceworld.constants.ID2TASK.values())
         unknown = sorted(set(task_names or ()) - set(known))

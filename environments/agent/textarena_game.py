@@ -37,7 +37,7 @@ from typing import Any
 
 from mcts_agent.contracts import Task
 
-from .base import AgentEnvironment, Transition
+from .base import AgentEnvironment, Transition, require
 
 # Single-player ids checked to run offline, reset deterministically from a seed, step and
 # deepcopy (the Wordle/Hangman/WordLadder family needs NLTK downloads; TwentyQuestions an API).
@@ -58,15 +58,6 @@ PUZZLES = (
     "Blackjack-v0",
 )
 _SPLIT_OFFSETS = {"train": 1_000_000, "dev": 2_000_000, "test": 0}
-
-
-def _require_textarena() -> Any:
-    try:
-        import textarena
-    except ImportError as err:  # pragma: no cover - exercised only without the package
-        raise ImportError("the textarena game needs the 'textarena' package: "
-                          "pip install textarena") from err
-    return textarena
 
 
 def bracketed(command: str) -> str:
@@ -141,7 +132,7 @@ class TextArenaSimulator:
 def render(messages: Sequence[tuple[int, str, Any]], prompts: bool = False) -> str:
     """The game's messages as one text: prompts only (``prompts``) or everything else, without
     the echo of the player's own move."""
-    kinds = _require_textarena().ObservationType
+    kinds = require("textarena", "the textarena game").ObservationType
     keep = []
     for message in messages:
         # (sender, text, kind) — though some games (Countdown) swap the fields around
@@ -164,7 +155,7 @@ class TextArenaGame:
     can_copy = True
 
     def __init__(self, env_ids: Sequence[str] | str = ("TowerOfHanoi-v0",)) -> None:
-        self.ta = _require_textarena()
+        self.ta = require("textarena", "the textarena game")
         self.env_ids = [env_ids] if isinstance(env_ids, str) else list(env_ids)
         if not self.env_ids:
             raise ValueError("give at least one textarena env id")

@@ -38,7 +38,7 @@ from typing import Any
 
 from mcts_agent.contracts import Task
 
-from .base import Transition
+from .base import Transition, require
 
 __all__ = ["SPLITS", "TextWorldGame", "TextWorldSimulator", "clean_objective",
            "clean_observation", "default_cache_dir", "demonstration_choice"]
@@ -91,17 +91,8 @@ def clean_observation(text: str, objective: str | None = None) -> str:
     return text[:-1].rstrip() if text.endswith(">") else text
 
 
-def _require_textworld() -> Any:
-    try:
-        import textworld
-    except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise ImportError(
-            "TextWorld games need the textworld package: pip install textworld") from exc
-    return textworld
-
-
 def _infos() -> Any:
-    textworld = _require_textworld()
+    textworld = require("textworld", "TextWorld games")
     return textworld.EnvInfos(feedback=True, admissible_commands=True, policy_commands=True,
                               won=True, lost=True, score=True, max_score=True, objective=True)
 
@@ -316,7 +307,7 @@ class TextWorldGame:
     def _generate(self, path: Path, tw_seed: int) -> bool:
         """Make, compile and check one game in a temporary folder, then rename it into place;
         False (and nothing written) when its walkthrough does not win."""
-        _require_textworld()
+        require("textworld", "TextWorld games")
         from textworld import GameOptions
         from textworld.generator import compile_game, make_game
 
@@ -375,7 +366,7 @@ class TextWorldGame:
         return self._open(story, self._load(story.parent).raw_objective)
 
     def _open(self, story: Path, objective: str) -> tuple[TextWorldSimulator, Transition]:
-        textworld = _require_textworld()
+        textworld = require("textworld", "TextWorld games")
         with _quiet():
             env = textworld.start(str(story), request_infos=_infos())
             state = env.reset()
