@@ -220,8 +220,8 @@ def _splice(env: Any, tree: ReplayedTree, cand: _Candidate, t: int, revision: st
     prefix = [tree.action(i) for i in cand.bad_path[:t + 1]]
     good = cand.good_path[cand.shared:]
     first = parse_action(tree.action(good[0])).action
-    if first is None:  # the good branch began with a rejected reply: nothing to revise into
-        counts["good_starts_invalid"] += 1
+    if first is None or any(tree.state(i).turns[-1].action is None for i in good):
+        counts["rejected_good_has_rejected_replies"] += 1  # never train on a rejected reply
         return None
     branch = cand.bad_path[cand.shared - 1] if cand.shared else 0
     undo = _undo(env, tree.state(bad).commands[len(tree.state(branch).commands):])
@@ -234,7 +234,7 @@ def _splice(env: Any, tree: ReplayedTree, cand: _Candidate, t: int, revision: st
     state = env.play(task, replies)
     trained = state.turns[len(prefix) + len(recovery) - 1:]
     if len(trained) < len(good) or any(turn.action is None for turn in state.turns[len(prefix):]):
-        counts["rejected_invalid_after_bad_prefix"] += 1
+        counts["rejected_not_accepted_after_bad_prefix"] += 1
         return None
     if not state.won:
         counts["rejected_not_won"] += 1
