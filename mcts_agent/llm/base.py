@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+import numpy as np
+
 Message = Mapping[str, str]
 """One chat message: ``{"role": ..., "content": ...}``."""
 
@@ -153,3 +155,18 @@ def check_requests(requests: Sequence[GenerationRequest]) -> list[GenerationRequ
         if not isinstance(request, GenerationRequest):
             raise TypeError(f"requests[{i}] is {type(request).__name__}, not GenerationRequest")
     return checked
+
+
+def sample_seed(base: int, sample: int) -> int:
+    """An independent 64-bit seed for sample ``sample`` of a request seeded with ``base``.
+
+    Every backend samples candidate ``j`` of a request from its own seed, so candidate ``j`` is
+    the same whatever ``n`` is and whatever else is in the batch."""
+    return int(np.random.SeedSequence((base, sample)).generate_state(1, dtype=np.uint64)[0])
+
+
+def prefix_order(prompts: Sequence[Sequence[int]]) -> list[int]:
+    """Indices of ``prompts`` (token ids) in lexicographic order: a depth-first walk of their
+    prefix trie, so prompts sharing a prefix sit next to each other and an engine with a prefix
+    cache (vLLM) computes each shared block once while it is still cached."""
+    return sorted(range(len(prompts)), key=lambda i: tuple(prompts[i]))

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import (
     AutoModelForCausalLM,
@@ -42,7 +41,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from .base import Candidate, GenerationRequest, Prompt, check_requests
+from .base import Candidate, GenerationRequest, Prompt, check_requests, sample_seed
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -178,6 +177,17 @@ def render_prompt(tokenizer: Any, prompt: Prompt,
     return render_prompt(tokenizer, transcript)
 
 
+def encode_prompt(tokenizer: Any, prompt: Prompt, use_chat_template: bool = True) -> list[int]:
+    """Token ids of ``prompt`` as every backend that tokenizes locally sends it (HF, vLLM, an
+    OpenAI-compatible server given the tokenizer): :func:`render_prompt`, then the tokenizer
+    with the model's special tokens exactly once."""
+    text, add_special_tokens = render_prompt(tokenizer, prompt, use_chat_template)
+    ids = tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+    if not ids:
+        raise ValueError(f"prompt {text[:40]!r} encodes to no tokens")
+    return list(ids)
+
+
 class HFPolicy:
     """A :class:`~mcts_agent.llm.base.Policy` over a transformers causal LM.
 
@@ -260,14 +270,8 @@ class HFPolicy:
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
         """Token ids of a prompt, with the model's special tokens exactly once (see
-        :func:`render_prompt`)."""
-        return self._tokenize(*render_prompt(self.tokenizer, prompt, self.use_chat_template))
-
-    def _tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
-        if not ids:
-            raise ValueError(f"prompt {text[:40]!r} encodes to no tokens")
-        return list(ids)
+        :func:`encode_prompt`)."""
+        return encode_prompt(self.tokenizer, prompt, self.use_chat_template)
 
     @torch.inference_mode()
     def propose(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
@@ -298,7 +302,7 @@ class HFPolicy:
             if base is None:  # from torch's global RNG, so torch.manual_seed still governs it
                 base = int(torch.randint(0, 2**62, ()).item())
             rows.extend(
-                _Row(index, prompt_ids, request, _row_seed(base, j)) for j in range(request.n)
+                _Row(index, prompt_ids, request, sample_seed(base, j)) for j in range(request.n)
             )
         return rows
 
@@ -401,11 +405,6 @@ class HFPolicy:
             else:
                 high = mid
         return low
-
-
-def _row_seed(base: int, sample: int) -> int:
-    """An independent 64-bit seed for sample ``sample`` of a request seeded with ``base``."""
-    return int(np.random.SeedSequence((base, sample)).generate_state(1, dtype=np.uint64)[0])
 
 
 def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

