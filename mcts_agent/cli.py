@@ -20,6 +20,7 @@ from rich.table import Table
 
 from .engine import BYTES_PER_NODE, EngineConfig, Forest, SyntheticGame, search, search_fused
 from .engine.synthetic import evaluate_kernel, evaluator
+from .llm.load import BackendConfig
 from .registry import critics, environments
 from .search import ResultFile, SearchConfig
 from .search.critic_specs import build_component, build_critic
@@ -137,9 +138,18 @@ def search_command(
         "dataset=chain_sum, max_operand=50).")] = None,
     tasks: Annotated[int, typer.Option(min=1, help="Tasks from the environment's split.")] = 20,
     split: Annotated[str, typer.Option(help="train or test (held out).")] = "test",
-    model: Annotated[Path | None, typer.Option(help="Local model folder; default: the shipped "
-                                               "tiny reasoner.")] = None,
+    model: Annotated[str | None, typer.Option(help="Local model folder (default: the shipped "
+                                              "tiny reasoner), or the served model name with "
+                                              "--backend openai.")] = None,
     device: str = "cpu",
+    backend: Annotated[str, typer.Option(help="hf, vllm or openai (an OpenAI-compatible "
+                                         "server; --model is then its model name).")] = "hf",
+    backend_arg: Annotated[list[str] | None, typer.Option(
+        "--backend-arg", help="KEY=VALUE for the backend, repeatable (e.g. "
+        "base_url=http://127.0.0.1:8000/v1, kv_cache_gb=2, max_concurrency=64).")] = None,
+    cache: Annotated[bool, typer.Option(help="Keep the model's answers in "
+                                       "OUT/responses.sqlite (re-runs and resumes reuse "
+                                       "them).")] = True,
     mode: Annotated[str | None, typer.Option(help="data (verifier may use the reference) or "
                                              "inference (no reference).")] = None,
     simulations: Annotated[int | None, typer.Option(help="Leaf expansions per tree.")] = None,
@@ -169,9 +179,11 @@ def search_command(
     environment = _environment(env, env_arg)
     try:
         task_list = environment.tasks(tasks, split=split)
-        policy = load_policy(model, device=device)
+        policy = load_policy(model, backend=_backend_config(backend, backend_arg), device=device,
+                             cache=out / "responses.sqlite" if cache else None)
         search_critic = build_critic(critic or ["rollout"], policy, settings, rollouts)
-    except (KeyError, FileNotFoundError, ValueError, TypeError) as err:
+    except (KeyError, FileNotFoundError, ValueError, TypeError, ValidationError,
+            ConnectionError, ImportError) as err:
         raise typer.BadParameter(str(err.args[0] if err.args else err)) from err
     done_before = len(ResultFile(out / "trees.jsonl").done_ids() & {t.id for t in task_list})
     with Progress(TextColumn("[bold]searching"), BarColumn(), MofNCompleteColumn(),
@@ -179,19 +191,27 @@ def search_command(
         job = bar.add_task("trees", total=len(task_list), completed=done_before)
         summary, _ = run_search(
             environment, tasks=task_list, policy=policy, config=settings, critic=search_critic,
-            out_dir=out, baselines=baselines, on_result=lambda r: bar.advance(job))
+            out_dir=out, baselines=baselines, on_result=lambda r: bar.advance(job), cache=cache)
     _print_search_summary(summary)
     console.print(f"trees: [bold]{out / 'trees.jsonl'}[/bold]  ·  look at one with "
                   f"[bold]mcts-agent show {out / 'trees.jsonl'}[/bold]")
 
 
-def _key_values(pairs: list[str]) -> dict[str, Any]:
+def _backend_config(name: str, pairs: list[str] | None) -> BackendConfig:
+    """The backend settings named on the command line (errors say which setting is wrong)."""
+    try:
+        return BackendConfig(name=name, **_key_values(pairs or [], "--backend-arg"))
+    except ValidationError as err:
+        raise typer.BadParameter(f"invalid backend settings:\n{err}") from err
+
+
+def _key_values(pairs: list[str], option: str = "--env-arg") -> dict[str, Any]:
     """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}`` (values read as YAML scalars)."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"--env-arg wants KEY=VALUE, got {pair!r}")
+            raise typer.BadParameter(f"{option} wants KEY=VALUE, got {pair!r}")
         out[key.strip()] = yaml.safe_load(value)
     return out
 
@@ -588,9 +608,15 @@ def iterate_command(
         help="SFT on verified solutions, or (agents) on Agent-R splices + wins: solutions or "
         "splice.")] = None,
     simulations: Annotated[int | None, typer.Option(help="Leaf expansions per tree.")] = None,
+    backend: Annotated[str | None, typer.Option(
+        help="hf or vllm (the engine is started once and reloaded with each round's "
+        "weights).")] = None,
+    backend_arg: Annotated[list[str] | None, typer.Option(
+        "--backend-arg", help="KEY=VALUE for the backend, repeatable.")] = None,
     seed: int | None = None,
     config: Annotated[Path | None, typer.Option(help="YAML file: iterate settings, with "
-                                                "search:, pairs: and train: sections.")] = None,
+                                                "search:, pairs:, train: and backend: "
+                                                "sections.")] = None,
 ) -> None:
     """Self-improvement: rounds of search → pairs → training → held-out evaluation."""
     from .train.iterate import IterateConfig, iterate
@@ -601,9 +627,11 @@ def iterate_command(
         "sft_data": sft_data, "env_args": _key_values(env_arg) if env_arg else None})
     merged = base.model_dump()
     for section, key, value in (("pairs", "strategy", strategy), ("train", "method", method),
-                                ("search", "simulations", simulations)):
+                                ("search", "simulations", simulations),
+                                ("backend", "name", backend)):
         if value is not None:
             merged[section][key] = value
+    merged["backend"].update(_key_values(backend_arg or [], "--backend-arg"))
     try:
         settings = IterateConfig(**merged)
     except ValidationError as err:

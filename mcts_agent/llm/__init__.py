@@ -1,9 +1,11 @@
 """Policy backends: language models that propose candidate steps for the search, in batches.
 
 :mod:`.base` holds the contract every backend implements (:class:`GenerationRequest`,
-:class:`Candidate`, :class:`Policy`) and how candidates count their tokens and log-probabilities;
-:mod:`.hf` is the embedded Hugging Face transformers backend (CPU or GPU). vLLM and
-OpenAI-compatible servers will plug in behind the same protocol.
+:class:`Candidate`, :class:`Policy`) and how candidates count their tokens and log-probabilities.
+The backends: :mod:`.hf` (transformers in this process, CPU or GPU; the embedded default),
+:mod:`.vllm_engine` (vLLM's offline engine, prefix caching on), :mod:`.openai_api` (any
+OpenAI-compatible server, with retries and a concurrency limit). :mod:`.load` picks one by
+name; :mod:`.cache` keeps reproducible answers on disk.
 """
 
 from .base import (
@@ -16,10 +18,16 @@ from .base import (
     Prompt,
     check_requests,
 )
+from .cache import CachedPolicy
 from .hf import HFPolicy
+from .load import BACKENDS, BackendConfig, load_policy
+from .vllm_engine import VLLMPolicy
 
 __all__ = [
+    "BACKENDS",
     "FINISH_REASONS",
+    "BackendConfig",
+    "CachedPolicy",
     "Candidate",
     "FinishReason",
     "GenerationRequest",
@@ -27,5 +35,7 @@ __all__ = [
     "Message",
     "Policy",
     "Prompt",
+    "VLLMPolicy",
     "check_requests",
+    "load_policy",
 ]

@@ -47,6 +47,7 @@ class Node:
     disagreement: float | None = None  # a hybrid critic's spread of component values
     answer: str | None = None
     score: float | None = None
+    local: int = 0  # creation order within its own tree (engine ids interleave across trees)
 
 
 @dataclass
@@ -62,6 +63,12 @@ class Tree:
     solved: bool = False
     idle_waves: int = 0  # consecutive waves whose descents all ended on finished states
     counts: Counter = field(default_factory=Counter)
+    size: int = 1  # nodes so far, the root included
+
+    def adopt(self, node: Node) -> Node:
+        """Number ``node`` as this tree's next one."""
+        node.local, self.size = self.size, self.size + 1
+        return node
 
 
 class TreeSearch:
@@ -152,8 +159,8 @@ class TreeSearch:
             leaves, counts, [self._log_prior(kid) for _, _, kid in children], logits=True,
             terminal=[kid.done for _, _, kid in children],
             reward=[kid.reward for _, _, kid in children])
-        for node_id, (_, _, kid) in zip(ids.tolist(), children, strict=True):
-            forest.payload[node_id] = kid
+        for node_id, (_, tree, kid) in zip(ids.tolist(), children, strict=True):
+            forest.payload[node_id] = tree.adopt(kid)
         if cfg.engine.diversity_weight:
             self._novelty(forest, {leaf for leaf, _, _ in children})
         forest.backup(ids, [kid.critic for _, _, kid in children])
@@ -181,8 +188,10 @@ class TreeSearch:
 
     def _request(self, forest: Forest, leaf: int, tree: Tree) -> GenerationRequest:
         cfg = self.config
-        # a seed per (run seed, task, node, visit) keeps results independent of batching
-        key = f"{cfg.seed}/{tree.task.id}/{leaf}/{forest.nodes.num_children[leaf]}"
+        # a seed per (run seed, task, node, visit) keeps a tree independent of the trees that
+        # share its waves, so a resumed run regrows it exactly (and hits the response cache)
+        key = (f"{cfg.seed}/{tree.task.id}/{forest.payload[leaf].local}/"
+               f"{forest.nodes.num_children[leaf]}")
         prompt = self.env.prompt(forest.payload[leaf].state)
         if cfg.sibling_feedback:
             prompt = with_feedback(prompt, self._feedback(forest, leaf))
@@ -282,8 +291,9 @@ class TreeSearch:
             # grafted steps carry no prior mass: their backed-up values speak for them
             [node] = forest.expand([node], [1], [-np.inf], logits=True, terminal=[done],
                                    reward=[step.reward]).tolist()
-            forest.payload[node] = Node(step.state, line, reward=step.reward, done=done,
-                                        answer=final_answer(self.env, step.state) if done else None)
+            forest.payload[node] = tree.adopt(Node(
+                step.state, line, reward=step.reward, done=done,
+                answer=final_answer(self.env, step.state) if done else None))
             tree.counts["grafted_steps"] += 1
             if done:
                 return node

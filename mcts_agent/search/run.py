@@ -20,6 +20,8 @@ from .. import __version__
 from ..contracts import Critic, Environment, Task
 from ..episodes import has_answers
 from ..llm.base import Policy
+from ..llm.cache import CachedPolicy
+from ..llm.load import load_policy
 from ..registry import environments
 from .baselines import sample_solutions
 from .config import SearchConfig
@@ -49,20 +51,6 @@ class RunSummary:
         return asdict(self)
 
 
-def load_policy(model: str | Path | None = None, *, device: str = "cpu",
-                dtype: str = "auto") -> Policy:
-    """A Hugging Face policy for ``model`` (a local folder); None = the shipped tiny reasoner."""
-    from ..llm.hf import HFPolicy
-    from ..models.tiny import TINY_ARITH_DIR
-
-    path = Path(model) if model is not None else TINY_ARITH_DIR
-    if not path.exists():
-        raise FileNotFoundError(f"model folder {path} does not exist; give a folder saved with "
-                                "save_pretrained (no hub downloads here), or omit --model to "
-                                "use the shipped tiny reasoner")
-    return HFPolicy.from_pretrained(path, device=device, dtype=dtype)
-
-
 def default_critic(policy: Policy, config: SearchConfig, rollouts: int) -> Critic:
     """Data mode: the verifier at finished states, Monte Carlo rollouts elsewhere. Inference
     mode: rollouts scored by agreement with the majority answer (no reference)."""
@@ -82,11 +70,16 @@ def run_search(
     out_dir: str | Path | None = None,
     baselines: bool = True,
     on_result: Callable[[SearchResult], Any] | None = None,
+    cache: bool = True,
 ) -> tuple[RunSummary, list[SearchResult]]:
     """Search ``tasks`` (a list, or that many of the environment's own ``split``).
 
     With ``out_dir``, trees go to ``out_dir/trees.jsonl`` as they finish (the same call resumes
-    an interrupted run), beside ``config.yaml`` and ``summary.json``.
+    an interrupted run), beside ``config.yaml`` and ``summary.json``; with ``cache`` too, the
+    model's answers are kept in ``out_dir/responses.sqlite``, so the trees that were in flight
+    when a run stopped are re-grown without paying for the same generations again (a critic
+    passed in keeps the policy it was built with: build it on a
+    :class:`~mcts_agent.llm.cache.CachedPolicy` to cache its generations too).
     """
     config = config or SearchConfig()
     environment = environments.create(env) if isinstance(env, str) else env
@@ -96,11 +89,28 @@ def run_search(
                              "pass a list of tasks (e.g. from a JSONL file)")
         tasks = environment.tasks(tasks, split=split)
     policy = policy or load_policy(model)
-    critic = critic or default_critic(policy, config, rollouts)
-    results_file = None
+    owned_cache = None
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        if cache and not isinstance(policy, CachedPolicy):
+            policy = owned_cache = CachedPolicy(policy, out / "responses.sqlite")
+    try:
+        return _run(environment, tasks, policy, config,
+                    critic or default_critic(policy, config, rollouts), out_dir, baselines,
+                    on_result)
+    finally:
+        if owned_cache is not None:
+            owned_cache.close()
+
+
+def _run(environment: Environment, tasks: list[Task], policy: Policy, config: SearchConfig,
+         critic: Critic, out_dir: str | Path | None, baselines: bool,
+         on_result: Callable[[SearchResult], Any] | None,
+         ) -> tuple[RunSummary, list[SearchResult]]:
+    results_file = None
+    if out_dir is not None:
+        out = Path(out_dir)
         _write_config(out, environment, policy, critic, config, len(tasks))
         results_file = ResultFile(out / "trees.jsonl")
     started = time.perf_counter()

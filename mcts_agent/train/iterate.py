@@ -27,11 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..data import PairConfig, mine_rows, read_rows, write_rows
 from ..data.splice import SpliceConfig, splice_rows
 from ..llm.base import Policy
+from ..llm.load import BackendConfig, load_policy
 from ..metrics import PolicyMetrics, evaluate_policy
 from ..models.tiny import TINY_ARITH_DIR
 from ..registry import environments
 from ..search import ResultFile, SearchConfig, SearchResult
-from ..search.run import load_policy, run_search
+from ..search.run import run_search
 from .config import TrainConfig
 from .trainers import train_policy
 
@@ -73,6 +74,10 @@ class IterateConfig(BaseModel):
     splice: SpliceConfig = Field(default_factory=SpliceConfig,
                                  description="How splices are cut (sft_data=splice).")
     device: str = "cpu"
+    backend: BackendConfig = Field(
+        default_factory=BackendConfig, description="What serves the policy in search and "
+        "evaluation: hf, or vllm (one engine for the whole run, reloaded with each round's "
+        "trained weights).")
     seed: int = 0
     search: SearchConfig = Field(default_factory=lambda: SearchConfig(stop_when_solved=False))
     pairs: PairConfig = Field(
@@ -96,7 +101,7 @@ def iterate(config: IterateConfig, out_dir: str | Path, report: Report = log.inf
     env = environments.create(config.env, **config.env_args)
     held_out = env.tasks(config.eval_tasks, split="test")
     start = model = config.model or str(TINY_ARITH_DIR)
-    policies = _PolicyCache(config.device)
+    policies = _PolicyCache(config.device, config.backend)
     rows = [_evaluate(out / "round_0", env, policies, model, held_out, config, report, 0)]
     _write_table(out, rows)
     for r in range(1, config.rounds + 1):
@@ -114,21 +119,30 @@ def iterate(config: IterateConfig, out_dir: str | Path, report: Report = log.inf
 
 class _PolicyCache:
     """The policy of one model folder, loaded once for the evaluation and the next round's
-    search that both use it (lazily: a resumed run that skips both never loads it)."""
+    search that both use it (lazily: a resumed run that skips both never loads it). An engine
+    that can swap weights in place (vLLM) is started once and reloaded with each new model."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, backend: BackendConfig) -> None:
         self.device = device
+        self.backend = backend
         self.model: str | None = None
         self.policy: Policy | None = None
 
     def get(self, model: str) -> Policy:
+        if self.policy is not None and model != self.model and hasattr(self.policy, "reload"):
+            self.policy.reload(model)
+            self.model = model
         if self.policy is None or model != self.model:
-            self.clear()
-            self.model, self.policy = model, load_policy(model, device=self.device)
+            self.policy = None  # drop the old model before loading the next
+            self.model, self.policy = model, load_policy(model, backend=self.backend,
+                                                         device=self.device)
         return self.policy
 
-    def clear(self) -> None:
-        self.model = self.policy = None
+    def release(self) -> None:
+        """Free the model before training loads its own copy; an engine that reloads in
+        place is kept (starting it again would cost more than it holds)."""
+        if not hasattr(self.policy, "reload"):
+            self.model = self.policy = None
 
 
 # --------------------------------------------------------------------------- the four steps
@@ -182,7 +196,7 @@ def _train(folder: Path, policies: _PolicyCache, model: str, start: str, data: P
         return None
     reference = start if config.train.method == "dpo" and config.reference == "initial" else None
     report(f"round {r}: training ({config.train.method}) on {len(rows)} rows")
-    policies.clear()  # training loads its own copy: do not hold two models in memory
+    policies.release()  # training loads its own copy: do not hold two models
     train = config.train.model_copy(update={"seed": config.train.seed + r})
     return train_policy(model, rows, folder, train, reference=reference).to_dict()
 
