@@ -21,6 +21,7 @@ from rich.table import Table
 from .engine import BYTES_PER_NODE, EngineConfig, Forest, SyntheticGame, search, search_fused
 from .engine.synthetic import evaluate_kernel, evaluator
 from .llm.load import BackendConfig
+from .llm.openai_api import ServerError
 from .registry import critics, environments
 from .search import ResultFile, SearchConfig
 from .search.critic_specs import build_component, build_critic
@@ -183,7 +184,7 @@ def search_command(
                              cache=out / "responses.sqlite" if cache else None)
         search_critic = build_critic(critic or ["rollout"], policy, settings, rollouts)
     except (KeyError, FileNotFoundError, ValueError, TypeError, ValidationError,
-            ConnectionError, ImportError) as err:
+            ServerError, ImportError) as err:
         raise typer.BadParameter(str(err.args[0] if err.args else err)) from err
     done_before = len(ResultFile(out / "trees.jsonl").done_ids() & {t.id for t in task_list})
     with Progress(TextColumn("[bold]searching"), BarColumn(), MofNCompleteColumn(),

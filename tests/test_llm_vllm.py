@@ -117,6 +117,19 @@ def test_search_on_the_engine_hits_the_prefix_cache(engine: VLLMPolicy) -> None:
     assert [r.nodes for r in again] == [r.nodes for r in results]  # seeded: the same trees
 
 
+def test_cohorts_overlap_on_the_engine_and_grow_the_same_trees(engine: VLLMPolicy) -> None:
+    env = environments.create("arith")
+    tasks = env.tasks(6, split="test")
+
+    def trees(cohorts: int) -> dict[str, list]:
+        config = SearchConfig(simulations=6, expand_n=3, max_depth=6, max_step_tokens=20,
+                              cohorts=cohorts, max_trees_in_flight=6)
+        search = TreeSearch(env, engine, RolloutCritic(engine, k=2, max_tokens=60), config)
+        return {r.task.id: r.nodes for r in search.run(tasks)}
+
+    assert trees(3) == trees(1)
+
+
 def test_reload_swaps_weights_in_place(engine: VLLMPolicy, tmp_path: Path) -> None:
     request = [GenerationRequest(QUESTIONS[0], max_tokens=24, stop=("\n",), temperature=0)]
     [[before]] = engine.propose(request)

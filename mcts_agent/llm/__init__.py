@@ -21,11 +21,13 @@ from .base import (
 from .cache import CachedPolicy
 from .hf import HFPolicy
 from .load import BACKENDS, BackendConfig, load_policy
+from .openai_api import AuthenticationError, ModelNotFoundError, OpenAIPolicy, ServerError
 from .vllm_engine import VLLMPolicy
 
 __all__ = [
     "BACKENDS",
     "FINISH_REASONS",
+    "AuthenticationError",
     "BackendConfig",
     "CachedPolicy",
     "Candidate",
@@ -33,8 +35,11 @@ __all__ = [
     "GenerationRequest",
     "HFPolicy",
     "Message",
+    "ModelNotFoundError",
+    "OpenAIPolicy",
     "Policy",
     "Prompt",
+    "ServerError",
     "VLLMPolicy",
     "check_requests",
     "load_policy",

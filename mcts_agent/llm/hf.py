@@ -24,6 +24,7 @@ How a :meth:`HFPolicy.propose` call runs:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,6 +230,7 @@ class HFPolicy:
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = _pad_id(tokenizer, self.eos_ids)
         self.name = f"hf:{getattr(model, 'name_or_path', '') or type(model).__name__}"
+        self._lock = threading.Lock()
 
     @classmethod
     def from_pretrained(
@@ -273,9 +275,16 @@ class HFPolicy:
         :func:`encode_prompt`)."""
         return encode_prompt(self.tokenizer, prompt, self.use_chat_template)
 
-    @torch.inference_mode()
     def propose(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
-        """Generate ``n`` candidates per request, batched across all requests (see module doc)."""
+        """Generate ``n`` candidates per request, batched across all requests (see module doc).
+
+        Calls from several threads (search cohorts) take turns: the model runs one batch at a
+        time."""
+        with self._lock:
+            return self._propose(requests)
+
+    @torch.inference_mode()
+    def _propose(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
         requests = check_requests(requests)
         rows = self._expand(requests)
         rows.sort(key=lambda r: (r.request.max_tokens, len(r.prompt_ids)))

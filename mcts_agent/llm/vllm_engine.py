@@ -27,8 +27,10 @@ The engine starts worker processes with spawn: in a script, build the policy und
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -131,6 +133,9 @@ class VLLMPolicy:
         self.startup_seconds = time.perf_counter() - started
         self._sampling_params = vllm.SamplingParams
         self._tokens_prompt = vllm.inputs.TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        self._final_only = RequestOutputKind.FINAL_ONLY
         self.tokenizer = self.llm.get_tokenizer()
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
         if chat_template is True and not has_template:
@@ -139,7 +144,10 @@ class VLLMPolicy:
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.model = str(model)
         self.name = f"vllm:{model}"
-        self.generate_seconds = 0.0  # wall time inside the engine's generate calls
+        self.generate_seconds = 0.0  # wall time callers spent waiting on the engine
+        self._engine_lock = threading.Lock()
+        self._finished: dict[str, Any] = {}  # outputs of any caller, until it collects them
+        self._request_ids = itertools.count()
         log.info("vLLM engine for %s started in %.1f s", model, self.startup_seconds)
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
@@ -162,22 +170,52 @@ class VLLMPolicy:
                         for params in self._params(request, min(request.max_tokens, room)))
         order = prefix_order([prompt_ids for _, prompt_ids, _ in rows])
         rows = [rows[i] for i in order]
-        started = time.perf_counter()
-        outputs = self.llm.generate(
+        outputs = self._generate(
             [self._tokens_prompt(prompt_token_ids=prompt_ids) for _, prompt_ids, _ in rows],
-            [params for _, _, params in rows], use_tqdm=False)
-        self.generate_seconds += time.perf_counter() - started
+            [params for _, _, params in rows])
         for (index, _, _), output in zip(rows, outputs, strict=True):
             results[index].append(_candidate(output.outputs[0]))
         # a stable sort by prompt keeps each request's samples in order; a greedy one ran once
         return [candidates * request.n if request.greedy else candidates
                 for candidates, request in zip(results, requests, strict=True)]
 
+    def _generate(self, prompts: list[Any], params: list[Any]) -> list[Any]:
+        """Run ``prompts`` through the engine and return their outputs in order.
+
+        Safe to call from several threads at once, and that is the point: each caller adds its
+        requests to the one running engine and takes turns stepping it, so one caller's
+        requests join the batch another's are already decoding (continuous batching across
+        callers, e.g. one cohort's expansions beside another's rollouts), and a batch's tail
+        is filled instead of drained."""
+        if not prompts:
+            return []
+        started = time.perf_counter()
+        engine = self.llm.llm_engine
+        with self._engine_lock:
+            ids = [f"mcts-{next(self._request_ids)}" for _ in prompts]
+            for request_id, prompt, sampling in zip(ids, prompts, params, strict=True):
+                engine.add_request(request_id, prompt, sampling)
+        waiting = set(ids)
+        while True:
+            with self._engine_lock:
+                waiting -= self._finished.keys()
+                if not waiting:
+                    outputs = [self._finished.pop(i) for i in ids]
+                    break
+                if not engine.has_unfinished_requests():  # never block on an idle engine
+                    raise RuntimeError(f"vLLM lost {len(waiting)} requests of this call")
+                for output in engine.step():
+                    if output.finished:
+                        self._finished[output.request_id] = output
+        with self._engine_lock:
+            self.generate_seconds += time.perf_counter() - started
+        return outputs
+
     def _params(self, request: GenerationRequest, max_tokens: int) -> list[Any]:
         """One ``SamplingParams`` per engine request: one for a greedy request, one seeded
         sample each otherwise."""
         common = dict(max_tokens=max_tokens, stop=list(request.stop) or None, logprobs=0,
-                      top_p=request.top_p)
+                      top_p=request.top_p, output_kind=self._final_only)
         if request.greedy:
             return [self._sampling_params(n=1, temperature=0.0, **common)]
         base = request.seed
@@ -200,8 +238,9 @@ class VLLMPolicy:
             raise ValueError(f"{model} is not the same architecture as {self.model}; "
                              "start a new VLLMPolicy for it")
         started = time.perf_counter()
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model)})
-        self.llm.reset_prefix_cache()
+        with self._engine_lock:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model)})
+            self.llm.reset_prefix_cache()
         self.model, self.name = str(model), f"vllm:{model}"
         log.info("vLLM engine reloaded %s in %.1f s", model, time.perf_counter() - started)
 

@@ -55,6 +55,11 @@ class SearchConfig(BaseModel):
         "reads each whole trajectory). Environments with answers keep the visit-weighted "
         "vote over answers under value.")
     max_trees_in_flight: int = Field(64, ge=1, description="Trees searched at once.")
+    cohorts: int = Field(1, ge=1, description="Overlap: split the trees in flight into this "
+                         "many cohorts grown by as many threads, so one cohort's model calls "
+                         "(expansions, rollouts, judge) run while another steps its "
+                         "environment or backs up; pays off on backends that batch across "
+                         "callers (vLLM, OpenAI-compatible servers). The trees are the same.")
     seed: int = 0
     engine: EngineConfig = Field(
         default_factory=lambda: EngineConfig(widen_c=1.0, widen_alpha=0.5),

