@@ -14,7 +14,9 @@ Three runs of the same generations, with the same model, on the same engine:
     and the same number of tokens. Model calls only: no tree work is counted against it.
 (c) raw: the physical limit of this engine on this machine: the prompts of (a)'s candidates,
     each generating exactly as many tokens as it did in (a), in ONE batch, sampled without
-    stop strings.
+    stop strings but as the search samples (a seed per sequence, the sampled token's
+    log-probability). ``raw_plain`` drops the seeds and log-probabilities too: the engine's
+    fastest path, which a reproducible search cannot take.
 
 Figures: tokens/s and expansions/s of each; ``speedup_vs_sequential`` = (a)/(b) tokens/s;
 ``fraction_of_raw`` = (a)/(c) tokens/s; ``overhead_share`` = the share of (a)'s wall time spent
@@ -90,7 +92,7 @@ def run_wave(policy: Any, args: argparse.Namespace) -> tuple[dict[str, Any], Rec
     env = environments.create("arith")
     tasks = env.tasks(args.tasks, split="test")
     config = SearchConfig(simulations=args.simulations, expand_n=args.expand_n,
-                          leaves_per_tree=args.leaves, max_trees_in_flight=len(tasks),
+                          leaves_per_tree=args.leaves, max_trees_in_flight=args.in_flight,
                           max_depth=8, max_step_tokens=24, stop_when_solved=False,
                           seed=args.seed, cohorts=args.cohorts)
     recorder = Recorder(policy)
@@ -127,8 +129,11 @@ def run_sequential(policy: Any, recorder: Recorder, limit: int | None) -> dict[s
             "expansions_s": expansions / wall, "model_calls": len(pairs)}
 
 
-def run_raw(policy: Any, recorder: Recorder) -> dict[str, Any]:
-    """One batch: every generated sequence of (a) again, forced to its length in (a)."""
+def run_raw(policy: Any, recorder: Recorder, plain: bool = False) -> dict[str, Any]:
+    """One batch: every generated sequence of (a) again, forced to its length in (a).
+
+    By default each sequence is sampled as the search samples (its own seed, the sampled
+    token's log-probability returned); ``plain`` drops both (vLLM's fastest path)."""
     rows = [(request.prompt, c.num_tokens) for request, candidates in recorder.requests()
             for c in (candidates[:1] if request.greedy else candidates) if c.num_tokens]
     inner = getattr(policy, "policy", policy)
@@ -137,13 +142,16 @@ def run_raw(policy: Any, recorder: Recorder) -> dict[str, Any]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        extra = {} if plain else {"logprobs": 0}
         outputs = inner.llm.generate(
             [TokensPrompt(prompt_token_ids=inner.encode_prompt(p)) for p, _ in rows],
-            [SamplingParams(max_tokens=k, min_tokens=k, ignore_eos=True) for _, k in rows],
-            use_tqdm=False)
+            [SamplingParams(max_tokens=k, min_tokens=k, ignore_eos=True,
+                            seed=None if plain else i, **extra)
+             for i, (_, k) in enumerate(rows)], use_tqdm=False)
         tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
-    else:  # transformers: one propose call, no stop strings
-        out = inner.propose([GenerationRequest(p, max_tokens=k) for p, k in rows])
+    else:  # transformers: one propose call, no stop strings (it always samples with seeds)
+        out = inner.propose([GenerationRequest(p, max_tokens=k, seed=i)
+                             for i, (p, k) in enumerate(rows)])
         tokens = sum(c[0].num_tokens for c in out)
     wall = time.perf_counter() - started
     return {"seconds": wall, "tokens": tokens, "tok_s": tokens / wall, "sequences": len(rows)}
@@ -158,12 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="vllm", choices=["vllm", "hf"])
     parser.add_argument("--model", default=None, help="model folder (default: tiny reasoner)")
     parser.add_argument("--device", default="auto", help="hf backend: cpu, cuda or auto")
-    parser.add_argument("--tasks", type=int, default=64)
+    parser.add_argument("--tasks", type=int, default=192)
+    parser.add_argument("--in-flight", type=int, default=64,
+                        help="trees searched at once (finished trees are replaced at once)")
     parser.add_argument("--simulations", type=int, default=8)
     parser.add_argument("--expand-n", type=int, default=4)
     parser.add_argument("--leaves", type=int, default=4, help="leaves per tree per wave")
     parser.add_argument("--rollouts", type=int, default=2)
-    parser.add_argument("--cohorts", type=int, default=2,
+    parser.add_argument("--cohorts", type=int, default=2,  # best of 1, 2, 4 here
                         help="overlap: trees split into this many cohorts grown by threads")
     parser.add_argument("--sequential-limit", type=int, default=None,
                         help="replay only the first N requests in (b) (it is the slow one)")
@@ -176,16 +186,20 @@ def main(argv: list[str] | None = None) -> int:
     wave, recorder = run_wave(policy, args)
     sequential = run_sequential(policy, recorder, args.sequential_limit)
     raw = run_raw(policy, recorder)
+    raw_plain = run_raw(policy, recorder, plain=True)
     device = (f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available()
               and (args.backend == "vllm" or args.device != "cpu") else "cpu")
     report = {
         "backend": args.backend, "model": policy.name, "device": device,
-        "threads": torch.get_num_threads(), "tasks": args.tasks, "cohorts": args.cohorts,
+        "threads": torch.get_num_threads(), "tasks": args.tasks, "in_flight": args.in_flight,
+        "cohorts": args.cohorts,
         "wave_tok_s": round(wave["tok_s"], 1),
         "sequential_tok_s": round(sequential["tok_s"], 1),
         "raw_tok_s": round(raw["tok_s"], 1),
         "speedup_vs_sequential": round(wave["tok_s"] / sequential["tok_s"], 2),
         "fraction_of_raw": round(wave["tok_s"] / raw["tok_s"], 3),
+        "raw_plain_tok_s": round(raw_plain["tok_s"], 1),
+        "fraction_of_raw_plain": round(wave["tok_s"] / raw_plain["tok_s"], 3),
         "overhead_share": round(wave["overhead_share"], 4),
         "prefix_hit_rate": None if wave["prefix_hit_rate"] is None
         else round(wave["prefix_hit_rate"], 3),
@@ -195,8 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         "sequential": {k: round(v, 3) if isinstance(v, float) else v
                        for k, v in sequential.items()},
         "raw": {k: round(v, 3) if isinstance(v, float) else v for k, v in raw.items()},
+        "raw_plain": {k: round(v, 3) if isinstance(v, float) else v
+                      for k, v in raw_plain.items()},
     }
-    for name in ("wave", "sequential", "raw"):
+    for name in ("wave", "sequential", "raw", "raw_plain"):
         part = report[name]
         print(f"{name:>10}: {part['tokens']:>8,} tokens in {part['seconds']:8.2f} s = "
               f"{part['tok_s']:9.1f} tok/s")

@@ -190,12 +190,24 @@ def search_command(
     with Progress(TextColumn("[bold]searching"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("trees"), TimeElapsedColumn(), console=console) as bar:
         job = bar.add_task("trees", total=len(task_list), completed=done_before)
-        summary, _ = run_search(
-            environment, tasks=task_list, policy=policy, config=settings, critic=search_critic,
-            out_dir=out, baselines=baselines, on_result=lambda r: bar.advance(job), cache=cache)
+        try:
+            summary, _ = run_search(
+                environment, tasks=task_list, policy=policy, config=settings,
+                critic=search_critic, out_dir=out, baselines=baselines,
+                on_result=lambda r: bar.advance(job), cache=cache)
+        finally:
+            _close(policy)
     _print_search_summary(summary)
     console.print(f"trees: [bold]{out / 'trees.jsonl'}[/bold]  ·  look at one with "
                   f"[bold]mcts-agent show {out / 'trees.jsonl'}[/bold]")
+
+
+def _close(policy: Any) -> None:
+    """Close a policy and the one it wraps (a response cache's file, a vLLM engine, an HTTP
+    pool), where they have something to close."""
+    for part in (policy, getattr(policy, "__dict__", {}).get("policy")):
+        if hasattr(part, "close"):
+            part.close()
 
 
 def _backend_config(name: str, pairs: list[str] | None) -> BackendConfig:

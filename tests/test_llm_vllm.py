@@ -6,6 +6,8 @@ One engine serves the whole module (it takes ~50 s to start on 2 cores).
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,13 +17,14 @@ import torch
 pytest.importorskip("vllm")
 
 from critics.rollout import RolloutCritic
-from mcts_agent.llm import GenerationRequest, Policy
+from mcts_agent.llm import BackendConfig, GenerationRequest, Policy
 from mcts_agent.llm.base import prefix_order
 from mcts_agent.llm.hf import HFPolicy
 from mcts_agent.llm.vllm_engine import VLLMPolicy
 from mcts_agent.models.tiny import TINY_ARITH_DIR
 from mcts_agent.registry import environments
 from mcts_agent.search import SearchConfig, TreeSearch
+from mcts_agent.train.iterate import _PolicyCache
 
 QUESTIONS = ["Q: 3+9*3=?\n", "Q: 12-4+7=?\n", "Q: 5*5-19=?\n", "Q: 2+2+2=?\nStep 1: 2+2=4\n"]
 
@@ -144,3 +147,27 @@ def test_reload_swaps_weights_in_place(engine: VLLMPolicy, tmp_path: Path) -> No
     assert engine.name == f"vllm:{changed}" and after.token_ids != before.token_ids
     engine.reload(TINY_ARITH_DIR)
     assert engine.propose(request)[0][0] == before
+
+
+def test_iterate_keeps_one_engine_and_reloads_it(engine: VLLMPolicy, tmp_path: Path) -> None:
+    trained = tmp_path / "round_1"
+    shutil.copytree(TINY_ARITH_DIR, trained)
+    policies = _PolicyCache("cpu", BackendConfig(name="vllm"))
+    policies.model, policies.policy = str(TINY_ARITH_DIR), engine  # as after round 0's eval
+    policies.release()  # training: the engine stays, it is not started again afterwards
+    assert policies.get(str(trained)) is engine and engine.model == str(trained)
+    engine.reload(TINY_ARITH_DIR)
+
+
+def test_cli_search_on_vllm_in_a_fresh_process(tmp_path: Path) -> None:
+    """The console entry point imports numba before vLLM spawns its workers (the llvmlite
+    shim in mcts_agent/__init__.py is what lets them start)."""
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "mcts_agent", "search", "--backend", "vllm", "--backend-arg",
+         "kv_cache_gb=0.25", "--tasks", "2", "--simulations", "3", "--expand-n", "2",
+         "--rollouts", "1", "--no-baselines", "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len((out / "trees.jsonl").read_text().splitlines()) == 2
+    assert "vllm:" in (out / "config.yaml").read_text()

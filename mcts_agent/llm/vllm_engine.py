@@ -27,6 +27,7 @@ The engine starts worker processes with spawn: in a script, build the policy und
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import logging
@@ -148,6 +149,9 @@ class VLLMPolicy:
         self._engine_lock = threading.Lock()
         self._finished: dict[str, Any] = {}  # outputs of any caller, until it collects them
         self._request_ids = itertools.count()
+        self._closed = False
+        # an engine left running at interpreter exit can keep the process alive: stop it
+        atexit.register(self.close)
         log.info("vLLM engine for %s started in %.1f s", model, self.startup_seconds)
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
@@ -255,10 +259,12 @@ class VLLMPolicy:
         return found
 
     def close(self) -> None:
-        """Stop the engine's worker processes (the policy cannot be used afterwards)."""
-        engine = getattr(self.llm, "llm_engine", None)
-        core = getattr(engine, "engine_core", None)
-        if core is not None:
+        """Stop the engine's worker processes (the policy cannot be used afterwards; calling
+        it again does nothing)."""
+        atexit.unregister(self.close)
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and not self._closed:
+            self._closed = True
             core.shutdown()
 
     def __enter__(self) -> VLLMPolicy:
