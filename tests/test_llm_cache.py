@@ -42,7 +42,7 @@ def test_cached_answers_are_identical_and_free(policy, tmp_path) -> None:
     assert second[:3] == first[:3]  # token ids, logprobs, finish reasons: all kept
     assert len(counting.asked) == 5 and counting.asked[-1].seed is None  # only the random one
     assert again.stats == {"hits": 3, "misses": 0, "uncacheable": 1}
-    assert len(again) == 3
+    assert again.entries() == 3
 
 
 def test_the_key_holds_model_and_every_sampling_parameter(policy, tmp_path) -> None:
@@ -56,7 +56,7 @@ def test_the_key_holds_model_and_every_sampling_parameter(policy, tmp_path) -> N
                 GenerationRequest("Q: 3+9*3=?\n", n=2, max_tokens=20, stop=("\n",), seed=1,
                                   temperature=0.5)]
     cached.propose(variants)
-    assert len(counting.asked) == 5 and len(cached) == 5
+    assert len(counting.asked) == 5 and cached.entries() == 5
     counting.name = "hf:another-model"
     cached.propose([base])
     assert len(counting.asked) == 6
@@ -80,6 +80,7 @@ def test_a_resumed_search_regrows_its_trees_without_the_model(policy, tmp_path) 
 def test_load_policy_wraps_in_a_cache_and_names_backends(tmp_path) -> None:
     cached = load_policy(cache=tmp_path / "c.sqlite")
     assert isinstance(cached, CachedPolicy) and cached.name.startswith("hf:")
+    assert cached  # an empty cache is still a policy (`policy or default` must keep it)
     assert cached.encode_prompt("Q: 1+1=?\n")  # the wrapped policy's attributes show through
     with pytest.raises(ValueError, match="base_url"):
         load_policy("tiny", backend="openai")

@@ -109,7 +109,8 @@ class CachedPolicy:
             self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?)",
                                  [(key, _encode(c)) for key, c in entries])
 
-    def __len__(self) -> int:
+    def entries(self) -> int:
+        """How many answers the file holds."""
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
 

@@ -88,7 +88,8 @@ def run_search(
             raise ValueError(f"environment {environment.name!r} does not generate tasks; "
                              "pass a list of tasks (e.g. from a JSONL file)")
         tasks = environment.tasks(tasks, split=split)
-    policy = policy or load_policy(model)
+    if policy is None:
+        policy = load_policy(model)
     owned_cache = None
     if out_dir is not None:
         out = Path(out_dir)
