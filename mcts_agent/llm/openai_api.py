@@ -8,7 +8,7 @@ How a :meth:`OpenAIPolicy.propose` call runs:
   requests of the call are in flight together, up to ``max_concurrency``, from a thread pool: no
   asyncio, so it works the same in scripts and inside Jupyter's running event loop.
 * Prompts. Completions API: text is sent as is; with a ``tokenizer``, chat messages are rendered
-  locally (:func:`mcts_agent.llm.hf.render_prompt`) and *every* prompt is sent as token ids, which
+  locally (:func:`mcts_agent.llm.hf.encode_prompt`) and *every* prompt is sent as token ids, which
   keeps the server's prefix cache exact and lets over-long prompts end at ``"length"`` as in the
   HF backend. Chat API: messages as given, a text prompt becoming one user message.
 * Accounting (see :mod:`mcts_agent.llm.base`). Candidates ask for the sampled token's
@@ -258,7 +258,11 @@ class OpenAIPolicy:
         if not jobs:
             return []
         cancel = threading.Event()
-        futures = [self._pool.submit(self._run_job, job, cancel) for job in jobs]
+        # submitted so that prompts sharing a prefix reach the server together (its prefix
+        # cache computes a shared block once); results are read back in request order
+        futures: list[Future] = [None] * len(jobs)  # type: ignore[list-item]
+        for i in sorted(range(len(jobs)), key=lambda i: _prefix_key(jobs[i].prompt)):
+            futures[i] = self._pool.submit(self._run_job, jobs[i], cancel)
         try:
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             failed = next((f for f in futures if f in done and f.exception() is not None), None)
@@ -395,12 +399,9 @@ class OpenAIPolicy:
                     "api='chat' (the server applies its template) or tokenizer=... (rendered "
                     "here, sent as token ids)")
             return _Job(request, prompt, budget)
-        from .hf import render_prompt  # torch and transformers only where a tokenizer is used
+        from .hf import encode_prompt  # torch and transformers only where a tokenizer is used
 
-        text, special = render_prompt(self.tokenizer, prompt, self.use_chat_template)
-        ids = list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
-        if not ids:
-            raise ValueError(f"prompt {text[:40]!r} encodes to no tokens")
+        ids = encode_prompt(self.tokenizer, prompt, self.use_chat_template)
         if self.max_model_len is not None:  # as in the HF backend: the context ends the step
             budget = max(0, min(request.max_tokens, self.max_model_len - len(ids)))
         return _Job(request, ids, budget)
@@ -647,6 +648,14 @@ class OpenAIPolicy:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _prefix_key(prompt: str | list[int] | list[dict[str, str]]) -> tuple | str:
+    """Sort key putting prompts with a shared prefix next to each other (one policy sends
+    prompts of one kind: token ids, text, or messages)."""
+    if isinstance(prompt, str):
+        return prompt
+    return tuple(p if isinstance(p, int) else (p["role"], p["content"]) for p in prompt)
 
 
 def _api_root(base_url: str) -> str:
