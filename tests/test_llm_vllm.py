@@ -161,7 +161,7 @@ def test_iterate_keeps_one_engine_and_reloads_it(engine: VLLMPolicy, tmp_path: P
 
 def test_cli_search_on_vllm_in_a_fresh_process(tmp_path: Path) -> None:
     """The console entry point imports numba before vLLM spawns its workers (the llvmlite
-    shim in mcts_agent/__init__.py is what lets them start)."""
+    shim in mcts_agent/engine/__init__.py is what lets them start)."""
     out = tmp_path / "run"
     done = subprocess.run(
         [sys.executable, "-m", "mcts_agent", "search", "--backend", "vllm", "--backend-arg",

@@ -65,7 +65,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .base import Candidate, FinishReason, GenerationRequest, check_requests
+from .base import Candidate, FinishReason, GenerationRequest, _check_int, check_requests
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +202,8 @@ class OpenAIPolicy:
             raise ValueError(f"api must be 'completions' or 'chat', got {api!r}")
         if not isinstance(model, str) or not model:
             raise ValueError(f"model must be a non-empty str, got {model!r}")
-        _check_number("max_concurrency", max_concurrency, integer=True, minimum=1)
-        _check_number("max_retries", max_retries, integer=True, minimum=0)
+        _check_int("max_concurrency", max_concurrency, minimum=1)
+        _check_int("max_retries", max_retries, minimum=0)
         for name, value in (("timeout", timeout), ("backoff", backoff),
                             ("max_backoff", max_backoff)):
             _check_number(name, value, minimum=0)
@@ -678,11 +678,9 @@ def _load_tokenizer(tokenizer: str | Path | Any | None) -> Any:
     return AutoTokenizer.from_pretrained(tokenizer)
 
 
-def _check_number(name: str, value: object, *, minimum: float, integer: bool = False) -> None:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value >= minimum:
-        kind = "an int" if integer else "a number"
-        raise ValueError(f"{name} must be {kind} >= {minimum}, got {value!r}")
+def _check_number(name: str, value: object, *, minimum: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
+        raise ValueError(f"{name} must be a number >= {minimum}, got {value!r}")
 
 
 def _error_message(response: httpx.Response) -> str:

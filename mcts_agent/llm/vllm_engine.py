@@ -145,7 +145,6 @@ class VLLMPolicy:
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.model = str(model)
         self.name = f"vllm:{model}"
-        self.generate_seconds = 0.0  # wall time callers spent waiting on the engine
         self._engine_lock = threading.Lock()
         self._finished: dict[str, Any] = {}  # outputs of any caller, until it collects them
         self._request_ids = itertools.count()
@@ -193,7 +192,6 @@ class VLLMPolicy:
         is filled instead of drained."""
         if not prompts:
             return []
-        started = time.perf_counter()
         engine = self.llm.llm_engine
         with self._engine_lock:
             ids = [f"mcts-{next(self._request_ids)}" for _ in prompts]
@@ -211,8 +209,6 @@ class VLLMPolicy:
                 for output in engine.step():
                     if output.finished:
                         self._finished[output.request_id] = output
-        with self._engine_lock:
-            self.generate_seconds += time.perf_counter() - started
         return outputs
 
     def _params(self, request: GenerationRequest, max_tokens: int) -> list[Any]:
