@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.sections import write_section  # noqa: E402
-from critics.hybrid import HybridCritic, HybridWeights  # noqa: E402
+from critics.hybrid import HybridCritic  # noqa: E402
 from environments.math.arith_env import ArithEnvironment  # noqa: E402
 from mcts_agent.critic_eval import (  # noqa: E402
     evaluate_critics,
@@ -44,6 +44,7 @@ from mcts_agent.critic_eval import (  # noqa: E402
 )
 from mcts_agent.data import stepwise_rows, write_rows  # noqa: E402
 from mcts_agent.data.labels import labelled_nodes  # noqa: E402
+from mcts_agent.hybrid import HybridWeights  # noqa: E402
 from mcts_agent.search import SearchConfig  # noqa: E402
 from mcts_agent.search.baselines import sample_solutions  # noqa: E402
 from mcts_agent.search.critic_specs import build_component, build_critic  # noqa: E402

@@ -107,8 +107,8 @@ def run_wave(policy: Any, args: argparse.Namespace) -> tuple[dict[str, Any], Rec
     hits = after.get("prefix_cache_hits", 0) - before.get("prefix_cache_hits", 0)
     return {
         "seconds": wall, "tokens": tokens, "tok_s": tokens / wall,
-        "expansions": sum(r.stats["expansions"] for r in results),
-        "expansions_s": sum(r.stats["expansions"] for r in results) / wall,
+        "expansions": sum(r.stats.expansions for r in results),
+        "expansions_s": sum(r.stats.expansions for r in results) / wall,
         "model_calls": len(recorder.calls), "requests": len(recorder.requests()),
         "model_seconds": recorder.seconds, "overhead_share": 1 - recorder.seconds / wall,
         "prefix_hit_rate": hits / queries if queries else None,

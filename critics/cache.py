@@ -8,6 +8,7 @@ critic in a hybrid asking again) costs nothing the second time.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from mcts_agent.contracts import Assessment, CriticInput
 
@@ -39,7 +40,7 @@ class StateCache:
 
     def put(self, node: CriticInput, assessment: Assessment) -> None:
         """Remember ``assessment`` as a hit will return it: nothing generated, nothing to
-        graft (``tokens`` 0, no ``completions``), marked ``cached``."""
+        graft (``tokens`` 0, no ``completions``), marked ``details["cached"]``."""
         self._store(self.key(node), assessment)
 
     def evaluate(
@@ -81,8 +82,7 @@ class StateCache:
 
 
 def as_cached(assessment: Assessment) -> Assessment:
-    details = dict(assessment.details)
-    details.update(tokens=0, cached=True)
-    if "completions" in details:
-        details["completions"] = []
-    return Assessment(assessment.value, assessment.feedback, details)
+    """The assessment as a cache hit returns it: value, feedback and disagreement kept; it
+    cost nothing now and has nothing new to graft."""
+    return replace(assessment, tokens=0, completions=(),
+                   details={**assessment.details, "cached": True})

@@ -1,75 +1,37 @@
 """The hybrid critic: several critics' values combined into one, with a disagreement measure.
 
-Each component scores the whole batch in its own single call. Values are combined either as a
-weighted mean or, once fitted, as a logistic model on their logits,
-``sigmoid(bias + Σ wᵢ·logit(vᵢ))`` — Platt scaling of each critic plus a learned trust in it
-(LATS mixes an LM score and self-consistency with a fixed λ; fitting the weights against
-verified outcomes lets the data choose). ``fit_weights`` is that regression (L2-regularised,
-Newton's method), so weights saved from one run's trees drive the next run's search.
+Each component scores the whole batch in its own single call; the values are combined as
+:mod:`mcts_agent.hybrid` says (a weighted mean, or once fitted by ``mcts-agent fit-hybrid`` a
+logistic model on their logits).
 
-``details["disagreement"]`` is the spread (max − min) of the component values: where critics
+``Assessment.disagreement`` is the spread (max − min) of the component values: where critics
 disagree strongly a node's value is unreliable, and pair mining can drop pairs built on it
 (CREAM and SCIR make this point for self-rewarding loops).
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mcts_agent.contracts import Assessment, Critic, CriticInput
+from mcts_agent.contracts import Assessment, Critic, CriticInput, checked_assessments
+from mcts_agent.errors import ConfigError
+from mcts_agent.hybrid import HybridWeights, combine, fit_weights, log_loss, logit
 
-EPS = 1e-4  # values are clipped to [EPS, 1 − EPS] before taking logits
+if TYPE_CHECKING:
+    from mcts_agent.search.critic_specs import CriticContext
 
-
-def logit(values: np.ndarray) -> np.ndarray:
-    v = np.clip(np.asarray(values, float), EPS, 1 - EPS)
-    return np.log(v / (1 - v))
-
-
-@dataclass
-class HybridWeights:
-    """A fitted (or hand-set) combination; ``specs`` say how to rebuild each component
-    (e.g. ``reward-model=runs/rm``) so a weights file alone describes the critic."""
-
-    components: list[str]
-    weights: list[float]
-    bias: float = 0.0
-    combine: Literal["logistic", "mean"] = "logistic"
-    specs: dict[str, str] = field(default_factory=dict)
-    fitted_on: dict[str, Any] = field(default_factory=dict)
-
-    def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> HybridWeights:
-        try:
-            data = json.loads(Path(path).read_text())
-            weights = cls(**data)
-        except (OSError, ValueError, TypeError) as err:
-            raise ValueError(f"{path} is not a hybrid weights file ({err}); make one with "
-                             "`mcts-agent fit-hybrid RUN --critic … --out FILE`") from err
-        if len(weights.components) != len(weights.weights):
-            raise ValueError(f"{path}: {len(weights.components)} components but "
-                             f"{len(weights.weights)} weights")
-        return weights
+__all__ = ["HybridCritic", "HybridWeights", "combine", "fit_weights", "log_loss", "logit"]
 
 
 class HybridCritic:
     """Combine ``components`` (name → critic) with ``weights`` (default: equal weights, a
-    plain mean). Feedback comes from the first component that gives some; ``tokens`` and
-    rollout ``completions`` are passed on so budgets and grafting work as with one critic."""
+    plain mean). Feedback comes from the first component that gives some; ``tokens`` are
+    summed and rollout ``completions`` passed on, so budgets and grafting work as with one
+    critic."""
 
     name = "hybrid"
 
@@ -85,11 +47,28 @@ class HybridCritic:
             raise ValueError(f"the weights name critics that were not given: {sorted(missing)}")
         self._w = np.array(self.weights.weights, float)
 
+    @classmethod
+    def from_spec(cls, arg: str | None, context: CriticContext) -> HybridCritic:
+        """``hybrid=FILE``: weights saved by ``fit-hybrid``; each component is built from the
+        spec the file names for it, with the same context."""
+        if not arg:
+            raise ConfigError("hybrid needs its weights file: hybrid=FILE (from fit-hybrid)")
+        weights = HybridWeights.load(arg)
+        if missing := [c for c in weights.components if c not in weights.specs]:
+            raise ConfigError(f"{arg}: no spec for components {missing}")
+        return cls({c: context.build(weights.specs[c]) for c in weights.components}, weights)
+
+    def describe(self) -> dict[str, Any]:
+        """What scored, for the run's record: the components (described by the core) and the
+        weights."""
+        return {"components": self.components, "weights": asdict(self.weights)}
+
     def evaluate(self, nodes: Sequence[CriticInput]) -> list[Assessment]:
         if not nodes:
             return []
         names = self.weights.components
-        parts = {name: self.components[name].evaluate(nodes) for name in names}
+        # a component that breaks the contract is named, not the hybrid
+        parts = {name: checked_assessments(self.components[name], nodes) for name in names}
         values = np.array([[a.value for a in parts[name]] for name in names]).T  # (n, m)
         combined = combine(values, self._w, self.weights.bias, self.weights.combine)
         spread = values.max(axis=1) - values.min(axis=1)
@@ -99,53 +78,8 @@ class HybridCritic:
             out.append(Assessment(
                 float(combined[i]),
                 feedback=next((a.feedback for a in mine if a.feedback), None),
-                details={"components": dict(zip(names, values[i].tolist(), strict=True)),
-                         "disagreement": float(spread[i]),
-                         "tokens": sum(int(a.details.get("tokens", 0)) for a in mine),
-                         "completions": [t for a in mine for t in a.details.get("completions",
-                                                                                 ())]}))
+                tokens=sum(a.tokens for a in mine),
+                completions=tuple(text for a in mine for text in a.completions),
+                disagreement=float(spread[i]),
+                details={"components": dict(zip(names, values[i].tolist(), strict=True))}))
         return out
-
-
-def combine(values: np.ndarray, weights: np.ndarray, bias: float, how: str) -> np.ndarray:
-    """Rows of component values → one value per row in [0, 1]."""
-    if how == "mean":
-        return np.clip(values @ weights / max(weights.sum(), 1e-12), 0.0, 1.0)
-    z = bias + logit(values) @ weights
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
-
-
-def fit_weights(values: np.ndarray, labels: Sequence[bool], l2: float = 1e-2,
-                iterations: int = 50) -> tuple[np.ndarray, float]:
-    """Logistic regression of ``labels`` on the logits of ``values`` (n × m): weights and
-    bias by Newton's method with an L2 penalty ``l2`` on the weights (not the bias)."""
-    x = logit(np.asarray(values, float))
-    y = np.asarray(labels, float)
-    if x.ndim != 2 or len(x) != len(y) or len(y) == 0:
-        raise ValueError("values must be an (n, m) array with one label per row")
-    if y.min() == y.max():
-        raise ValueError("fitting needs both outcomes among the labels (some verified right, "
-                         "some wrong); search more tasks")
-    design = np.hstack([x, np.ones((len(x), 1))])
-    penalty = np.full(design.shape[1], l2 * len(y))
-    penalty[-1] = 0.0
-    beta = np.zeros(design.shape[1])
-    for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-np.clip(design @ beta, -50, 50)))
-        gradient = design.T @ (p - y) + penalty * beta
-        hessian = (design.T * (p * (1 - p))) @ design + np.diag(penalty) + 1e-9 * np.eye(
-            len(beta))
-        step = np.linalg.solve(hessian, gradient)
-        beta -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    if not np.all(np.isfinite(beta)):
-        raise ValueError("the hybrid fit diverged; check the component values")
-    return beta[:-1], float(beta[-1])
-
-
-def log_loss(values: Sequence[float], labels: Sequence[bool]) -> float:
-    """Mean negative log-likelihood of the labels under the values (clipped)."""
-    v = np.clip(np.asarray(values, float), EPS, 1 - EPS)
-    y = np.asarray(labels, float)
-    return float(-np.mean(y * np.log(v) + (1 - y) * np.log(1 - v))) if len(y) else math.nan

@@ -30,11 +30,15 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from critics.cache import StateCache
-from mcts_agent.contracts import Assessment, CriticInput
+from mcts_agent.contracts import Assessment, CriticInput, content_hash, is_interactive
+from mcts_agent.errors import ConfigError
 from mcts_agent.llm.base import Candidate, GenerationRequest, Policy, Prompt
+
+if TYPE_CHECKING:
+    from mcts_agent.search.critic_specs import CriticContext
 
 __all__ = [
     "DEFAULT_EXAMPLES",
@@ -233,7 +237,7 @@ def render_trajectory(node: CriticInput) -> str:
         return "\n".join(steps) if steps else "(no steps yet)"
     env = node.environment
     # an agent's whole history, not the window its policy is prompted with
-    prompt = env.messages(node.state) if hasattr(env, "messages") else env.prompt(node.state)
+    prompt = env.messages(node.state) if is_interactive(env) else env.prompt(node.state)
     if isinstance(prompt, str):
         return prompt.strip() or "(no steps yet)"
     messages = [m for m in prompt if m.get("role") != "system"]
@@ -472,6 +476,25 @@ class JudgeCritic:
         self.judged = self.unknown = self.answers = self.unparsed = self.calls = 0
         self._warned = False
 
+    @classmethod
+    def from_spec(cls, arg: str | None, context: CriticContext) -> JudgeCritic:
+        """``judge[=MODEL]``: the search policy judges, or a model folder, or ``smollm2``."""
+        from mcts_agent.search.critic_specs import judge_policy
+
+        if arg is None and context.policy is None:
+            raise ConfigError("judge needs a model: the search policy, judge=MODEL (a folder) "
+                              "or judge=smollm2")
+        return cls(judge_policy(arg, context.policy), seed=context.seed)
+
+    def describe(self) -> dict[str, Any]:
+        return {"policy": getattr(self.policy, "name", type(self.policy).__name__),
+                "samples": self.samples, "retries": self.retries,
+                "temperature": self.temperature, "max_tokens": self.max_tokens,
+                "neutral": self.neutral, "seed": self.seed,
+                "template": {"low": self.template.low, "high": self.template.high,
+                             "chat": self.template.chat,
+                             "hash": content_hash(asdict(self.template))}}
+
     def evaluate(self, nodes: Sequence[CriticInput]) -> list[Assessment]:
         return self.cache.evaluate(nodes, self._judge)
 
@@ -502,7 +525,7 @@ class JudgeCritic:
                     if judgment is not None:
                         parsed[i].append(judgment)
                         missing[i] -= 1
-                    elif candidate.num_tokens == 0 and candidate.finish_reason == "length":
+                    elif candidate.finish_reason == "prompt_too_long":
                         full[i] = True
                 self.answers += len(candidates)
         if any(full) and not self._warned:
@@ -531,12 +554,12 @@ class JudgeCritic:
         low, high = self.template.low, self.template.high
         scores = [j.score for j in parsed]
         details: dict[str, Any] = {
-            "tokens": tokens, "scores": scores, "raw": raw,
+            "scores": scores, "raw": raw,
             "unparsed": len(raw) - len(parsed), "retries": len(raw) - self.samples,
             "unknown": not parsed}
         if not parsed:
-            return Assessment(self.neutral, details={**details, "score": None,
-                                                     "explanation": None})
+            return Assessment(self.neutral, tokens=tokens,
+                              details={**details, "score": None, "explanation": None})
         mean = sum(scores) / len(scores)
         # The explanation and feedback of the answer closest to the mean score speak for it.
         speaker = min(parsed, key=lambda j: abs(j.score - mean))
@@ -544,7 +567,7 @@ class JudgeCritic:
         details.update(score=mean, spread=max(scores) - min(scores),
                        explanation=speaker.explanation, feedback=speaker.feedback)
         return Assessment(value, feedback=speaker.feedback or speaker.explanation,
-                          details=details)
+                          tokens=tokens, details=details)
 
     def _seed(self, node: CriticInput, attempt: int) -> int:
         key = f"{self.seed}/{node.task.id}/{node.state!r}/{node.done}/{attempt}"

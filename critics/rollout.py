@@ -16,12 +16,23 @@ from __future__ import annotations
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from critics.cache import StateCache
-from mcts_agent.contracts import Assessment, CriticInput
-from mcts_agent.episodes import final_answer, has_answers, is_interactive, play_episodes, play_text
+from mcts_agent.contracts import (
+    Assessment,
+    CriticInput,
+    checked_score,
+    final_answer,
+    has_answers,
+    is_interactive,
+)
+from mcts_agent.episodes import play_episodes, play_text
+from mcts_agent.errors import ConfigError
 from mcts_agent.llm.base import GenerationRequest, Policy
+
+if TYPE_CHECKING:
+    from mcts_agent.search.critic_specs import CriticContext
 
 
 class RolloutCritic:
@@ -47,6 +58,23 @@ class RolloutCritic:
         self.cache = StateCache(max_cache)  # unfinished states only: finished ones are
         # judged by the votes so far, which keep changing
         self.votes: dict[str, Counter] = defaultdict(Counter)  # task id → rollout answers
+
+    @classmethod
+    def from_spec(cls, arg: str | None, context: CriticContext) -> RolloutCritic:
+        """``rollout[=K]``: K rollouts per node (default ``context.rollouts``) with the search
+        policy, as long as a whole episode of the search may be."""
+        if context.policy is None:
+            raise ConfigError("rollout needs the search policy to roll out with")
+        k = context.rollouts if arg is None else _rollout_count(arg)
+        return cls(context.policy, k=k, mode=context.mode, seed=context.seed,
+                   max_tokens=context.max_step_tokens * context.max_depth,
+                   max_turns=context.max_depth, step_tokens=context.max_step_tokens)
+
+    def describe(self) -> dict[str, Any]:
+        return {"k": self.k, "mode": self.mode, "seed": self.seed,
+                "temperature": self.temperature, "max_tokens": self.max_tokens,
+                "max_turns": self.max_turns, "step_tokens": self.step_tokens,
+                "policy": getattr(self.policy, "name", type(self.policy).__name__)}
 
     def evaluate(self, nodes: Sequence[CriticInput]) -> list[Assessment]:
         out: list[Assessment | None] = [None if n.done else self.cache.get(n) for n in nodes]
@@ -97,7 +125,8 @@ class RolloutCritic:
     def _ended(self, node: CriticInput, state: Any, text: str) -> tuple[float | None, Any, str]:
         env = node.environment
         scored = self.mode == "data" or not has_answers(env)
-        return env.score(state, node.task) if scored else None, final_answer(env, state), text
+        score = checked_score(env, state, node.task) if scored else None
+        return score, final_answer(env, state), text
 
     def _judge_rollouts(self, node: CriticInput, results: list, tokens: int) -> Assessment:
         if self.mode == "data" or not has_answers(node.environment):
@@ -109,14 +138,15 @@ class RolloutCritic:
             value = sum(a is not None and a == majority for _, a, _ in results) / len(results)
         # finished rollouts go back to the driver, which grafts them into the tree (rStar-Math
         # keeps every rollout's nodes); unfinished ones are dropped
-        return Assessment(value, details={"tokens": tokens, "answers": [a for _, a, _ in results],
-                                          "completions": [t for _, a, t in results if t]})
+        return Assessment(value, tokens=tokens,
+                          completions=tuple(t for _, _, t in results if t),
+                          details={"answers": [a for _, a, _ in results]})
 
     def _judge_finished(self, node: CriticInput) -> Assessment:
         env = node.environment
         if self.mode == "data" or not has_answers(env):
-            score = env.score(node.state, node.task)
-            return Assessment(0.0 if score is None else float(score))
+            score = checked_score(env, node.state, node.task)
+            return Assessment(0.0 if score is None else score)
         answer = final_answer(env, node.state)
         votes = self.votes[node.task.id]
         total = sum(votes.values())
@@ -124,3 +154,14 @@ class RolloutCritic:
             return Assessment(0.0, details={"answer": None})
         value = votes[answer] / total if total else 0.5
         return Assessment(value, details={"answer": answer, "votes": total})
+
+
+def _rollout_count(arg: str) -> int:
+    try:
+        k = int(arg)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise ConfigError(f"rollout=K takes a whole number of rollouts per node (1 or more), "
+                          f"got rollout={arg}")
+    return k

@@ -9,17 +9,30 @@ verifier still knows one thing for sure: an episode the environment ended withou
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from mcts_agent.contracts import Assessment, Critic, CriticInput
-from mcts_agent.episodes import final_answer
+from mcts_agent.contracts import (
+    Assessment,
+    Critic,
+    CriticInput,
+    checked_assessments,
+    checked_score,
+    final_answer,
+    has_answers,
+)
+from mcts_agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mcts_agent.search.critic_specs import CriticContext
 
 
 class VerifierCritic:
     """Finished states: ``environment.score`` with ``reference=True``; with
     ``reference=False`` only failed episodes (finished, no answer) are decided, at 0, and only
     in environments that have a notion of an answer. Everything else goes to ``fallback``
-    (e.g. rollouts, a reward model) or gets ``neutral``; so does a finished state the
-    environment cannot score."""
+    (e.g. rollouts, a reward model), whose assessments pass through unchanged (tokens,
+    completions, feedback), or gets ``neutral``; so does a finished state the environment
+    cannot score."""
 
     name = "verifier"
 
@@ -29,6 +42,18 @@ class VerifierCritic:
         self.neutral = neutral
         self.reference = reference
 
+    @classmethod
+    def from_spec(cls, arg: str | None, context: CriticContext) -> VerifierCritic:
+        """``verifier``: with the reference in data mode, without it in inference mode."""
+        if arg is not None:
+            raise ConfigError(f"the verifier takes no argument: write `verifier`, not "
+                              f"`verifier={arg}`")
+        return cls(reference=context.mode == "data")
+
+    def describe(self) -> dict[str, Any]:
+        return {"reference": self.reference, "neutral": self.neutral,
+                "fallback": self.fallback}
+
     def evaluate(self, nodes: Sequence[CriticInput]) -> list[Assessment]:
         out: list[Assessment | None] = [self._verdict(node) if node.done else None
                                         for node in nodes]
@@ -36,17 +61,18 @@ class VerifierCritic:
         if rest:
             if self.fallback is None:
                 judged = [Assessment(self.neutral)] * len(rest)
-            else:
-                judged = self.fallback.evaluate([nodes[i] for i in rest])
+            else:  # a wrong answer from the fallback is blamed on the fallback
+                judged = checked_assessments(self.fallback, [nodes[i] for i in rest])
             for i, assessment in zip(rest, judged, strict=True):
                 out[i] = assessment
         return out  # type: ignore[return-value]
 
     def _verdict(self, node: CriticInput) -> Assessment | None:
+        env = node.environment
         if not self.reference:  # only environments with a notion of an answer can fail so
-            if getattr(node.environment, "answer", None) is None:
+            if not has_answers(env):
                 return None
-            failed = final_answer(node.environment, node.state) is None
+            failed = final_answer(env, node.state) is None
             return Assessment(0.0, details={"verified": True}) if failed else None
-        score = node.environment.score(node.state, node.task)
-        return None if score is None else Assessment(float(score), details={"verified": True})
+        score = checked_score(env, node.state, node.task)
+        return None if score is None else Assessment(score, details={"verified": True})

@@ -20,8 +20,8 @@ def main(num_tasks: int = 4) -> None:
     config = SearchConfig(simulations=8, expand_n=3, max_depth=6, max_step_tokens=20)
     for result in TreeSearch(env, policy, critic, config).run(env.tasks(num_tasks)):
         print(f"{result.task.problem} = {result.task.reference}: answer {result.answer}, "
-              f"solved {result.solved}, {result.stats['nodes']} nodes, "
-              f"{result.stats['tokens']} tokens")
+              f"solved {result.solved}, {result.stats.nodes} nodes, "
+              f"{result.stats.tokens} tokens")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-from .cli import app
+from .cli import run_cli
 
 if __name__ == "__main__":  # vLLM's spawned workers re-import this module: never rerun the CLI
-    app(prog_name="mcts-agent")
+    run_cli()

@@ -1,44 +1,139 @@
-"""`mcts-agent` command line. Every command is a thin shell over a Python function."""
+"""`mcts-agent` command line. Every command is a thin shell over a Python function.
+
+Errors: a mistake the user can fix (:class:`~mcts_agent.errors.UserError`, a bad file or
+setting, an unwritable folder) is one line on stderr, exit code 2; anything else is a bug in
+the toolkit or a plug-in and is said to be one (exit code 1); ``-v`` adds the traceback.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
+import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import numpy as np
 import typer
 import yaml
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.markup import escape as rich_escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .contracts import load_tasks
 from .engine import BYTES_PER_NODE, EngineConfig, Forest, SyntheticGame, search, search_fused
 from .engine.synthetic import evaluate_kernel, evaluator
+from .errors import ConfigError, PluginError, UserError, validation_problems
 from .llm.load import BackendConfig
-from .llm.openai_api import ServerError
-from .registry import critics, environments
+from .registry import PluginSpec, critics, environments, parse_value
 from .search import ResultFile, SearchConfig
 from .search.critic_specs import build_component, build_critic
-from .search.run import RunSummary, load_policy, run_search
+from .search.run import (
+    RunSummary,
+    check_environment_runs,
+    check_run_folder,
+    load_policy,
+    run_environment_spec,
+    run_search,
+)
+from .trees import TreeRecord
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Tree search and self-improvement for language models.")
 console = Console()
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
+VERBOSE = False
 
 CRITIC_HELP = ("Critic, repeatable (several = a hybrid): rollout[=K], verifier, "
                "reward-model=DIR, judge[=MODEL|smollm2], hybrid=WEIGHTS.json.")
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("-v", "--verbose", help="More logging.")] = False):
+def main(verbose: Annotated[bool, typer.Option(
+        "-v", "--verbose", help="More logging, and tracebacks with errors.")] = False):
+    global VERBOSE
+    VERBOSE = verbose
+    if not verbose:  # transformers' per-load weight bars: noise beside our own progress
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+                        format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
+def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``app.command`` whose errors are reported as the module docstring says."""
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def run(*a: Any, **kw: Any) -> Any:
+            try:
+                return fn(*a, **kw)
+            except (typer.Exit, typer.Abort, click.exceptions.Exit):
+                raise
+            except Exception as err:  # one line; the traceback only under -v
+                raise typer.Exit(report_error(err)) from err
+
+        return app.command(*args, **kwargs)(run)
+
+    return register
+
+
+def report_error(err: BaseException) -> int:
+    """Print ``err`` as one line on stderr; its exit code (2: the user's to fix, 1: a bug)."""
+    if VERBOSE:
+        errors.print("".join(traceback.format_exception(err)).rstrip(), markup=False)
+    message, code = describe_error(err)
+    errors.print(f"error: {message}", markup=False)
+    return code
+
+
+def describe_error(err: BaseException) -> tuple[str, int]:
+    """The one-line message and exit code for ``err``."""
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted; finished trees are saved and the same command resumes", 130
+    if isinstance(err, ValidationError):
+        return f"invalid {err.title} settings ({validation_problems(err)})", 2
+    if isinstance(err, click.ClickException):
+        return _one_line(err.format_message()), 2
+    if isinstance(err, OSError) and not isinstance(err, UserError):
+        where = f" ({err.filename})" if err.filename else ""
+        return f"{err.strerror or err}{where}: check the path, its permissions and free space", 2
+    if isinstance(err, (UserError, ValueError, ImportError)) or type(err).__name__ in (
+            "ServerError", "AuthenticationError", "ModelNotFoundError"):
+        return _one_line(str(err)), 2
+    hint = "" if VERBOSE else "; run with -v for the traceback"
+    return (f"internal error, a bug in mcts-agent or a plug-in: {type(err).__name__}: "
+            f"{_one_line(str(err))}{hint}"), 1
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def run_cli() -> None:
+    """The ``mcts-agent`` program: the app, with errors of click's own parsing and an
+    interrupt reported in one line too."""
+    global VERBOSE
+    VERBOSE = any(arg in ("-v", "--verbose") for arg in sys.argv[1:])
+    try:  # outside standalone mode click returns a command's exit code instead of exiting
+        code = app(prog_name="mcts-agent", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(report_error(KeyboardInterrupt()))
+    except click.ClickException as err:
+        err.show()  # click's usage line and hint: the message names the option
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt as err:
+        sys.exit(report_error(err))
 
 
 Settings = TypeVar("Settings", bound=BaseModel)
@@ -50,22 +145,24 @@ def load_settings(
     """``kind`` from an optional YAML file (its top level or its ``section:``) plus the CLI's
     overrides (None = not given); errors become clear CLI messages."""
     data: dict[str, Any] = {}
+    where = f" in {path}" if path is not None else ""
     if path is not None:
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise typer.BadParameter(f"cannot read {path}: {err}") from err
-        if not isinstance(loaded, dict):
-            raise typer.BadParameter(f"{path} must hold a mapping of {section} settings")
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot read {path}: {_one_line(str(err))}") from err
+        if not isinstance(loaded, dict) or not isinstance(loaded.get(section, loaded), dict):
+            raise ConfigError(f"{path} must hold a mapping of {section} settings")
         data = dict(loaded.get(section, loaded))
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return kind(**data)
     except ValidationError as err:
-        raise typer.BadParameter(f"invalid {section} settings:\n{err}") from err
+        raise ConfigError(f"invalid {section} settings{where} ({validation_problems(err)})"
+                          ) from err
 
 
-@app.command()
+@command()
 def synthetic(
     trees: Annotated[int, typer.Option(min=1, help="Trees searched at once.")] = 64,
     simulations: Annotated[int, typer.Option(min=0, help="Simulations per tree.")] = 1024,
@@ -131,7 +228,7 @@ def print_summary(forest: Forest, seconds: float, simulations: int) -> None:
 # --------------------------------------------------------------------------- LLM tree search
 
 
-@app.command("search")
+@command("search")
 def search_command(
     env: Annotated[str, typer.Option(help="Environment name (see `mcts-agent envs`).")] = "arith",
     env_arg: Annotated[list[str] | None, typer.Option(
@@ -171,35 +268,46 @@ def search_command(
     out: Annotated[Path, typer.Option(help="Run folder (trees.jsonl, config, summary).")] = Path(
         "runs/search"),
     baselines: Annotated[bool, typer.Option(help="Also run greedy and best-of-N.")] = True,
+    allow_changed: Annotated[bool, typer.Option(
+        help="Resume into a run folder whose trees were searched with other settings "
+        "(config.yaml keeps the earlier ones under history).")] = False,
 ) -> None:
     """Tree search on an environment's tasks with a language model; resumable."""
     settings = load_settings(SearchConfig, config, "search", {
         "mode": mode, "simulations": simulations, "expand_n": expand_n,
         "max_tokens": max_tokens, "max_seconds": max_seconds, "seed": seed,
         "sibling_feedback": sibling_feedback, "discriminator": discriminator})
-    environment = _environment(env, env_arg)
+    spec = _env_spec(env, env_arg)
+    environment = environments.create(spec.name, **spec.args)
+    # everything that can be checked without the model is checked before it loads
+    task_list = load_tasks(environment, tasks, split=split)
+    if task_list:
+        check_environment_runs(environment, task_list[0])
+    check_run_folder(out, {"environment": spec.to_json(), "split": split,
+                           "search": settings.model_dump(mode="json")}, allow_changed)
+    critic_specs = critic or ["rollout"]
+    check_critic_names(critic_specs)
+    policy = load_policy(model, backend=_backend_config(backend, backend_arg), device=device,
+                         cache=out / "responses.sqlite" if cache else None)
     try:
-        task_list = environment.tasks(tasks, split=split)
-        policy = load_policy(model, backend=_backend_config(backend, backend_arg), device=device,
-                             cache=out / "responses.sqlite" if cache else None)
-        search_critic = build_critic(critic or ["rollout"], policy, settings, rollouts)
-    except (KeyError, FileNotFoundError, ValueError, TypeError, ValidationError,
-            ServerError, ImportError) as err:
-        raise typer.BadParameter(str(err.args[0] if err.args else err)) from err
-    done_before = len(ResultFile(out / "trees.jsonl").done_ids() & {t.id for t in task_list})
-    with Progress(TextColumn("[bold]searching"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("trees"), TimeElapsedColumn(), console=console) as bar:
-        job = bar.add_task("trees", total=len(task_list), completed=done_before)
-        try:
+        search_critic = build_critic(critic_specs, policy, settings, rollouts)
+        done_before = len(ResultFile(out / "trees.jsonl").done_ids() & {t.id for t in task_list})
+        with Progress(TextColumn("[bold]searching"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("trees"), TimeElapsedColumn(), console=console) as bar:
+            job = bar.add_task("trees", total=len(task_list), completed=done_before)
             summary, _ = run_search(
-                environment, tasks=task_list, policy=policy, config=settings,
-                critic=search_critic, out_dir=out, baselines=baselines,
-                on_result=lambda r: bar.advance(job), cache=cache)
-        finally:
-            _close(policy)
+                environment, tasks=task_list, split=split, env_args=spec.args, policy=policy,
+                config=settings, critic=search_critic, out_dir=out, baselines=baselines,
+                on_result=lambda r: bar.advance(job), cache=cache, allow_changed=allow_changed)
+    finally:
+        _close(policy)
     _print_search_summary(summary)
     console.print(f"trees: [bold]{out / 'trees.jsonl'}[/bold]  ·  look at one with "
-                  f"[bold]mcts-agent show {out / 'trees.jsonl'}[/bold]")
+                  f"[bold]mcts-agent show {out}[/bold]")
+    if summary.searched and summary.statuses.get("environment_error") == summary.searched:
+        raise UserError(f"environment {environment.name!r} raised on every step of all "
+                        f"{summary.searched} trees searched (first: {summary.first_error}); fix "
+                        "the environment (-v logs each failure)")
 
 
 def _close(policy: Any) -> None:
@@ -212,21 +320,39 @@ def _close(policy: Any) -> None:
 
 def _backend_config(name: str, pairs: list[str] | None) -> BackendConfig:
     """The backend settings named on the command line (errors say which setting is wrong)."""
-    try:
-        return BackendConfig(name=name, **_key_values(pairs or [], "--backend-arg"))
-    except ValidationError as err:
-        raise typer.BadParameter(f"invalid backend settings:\n{err}") from err
+    return BackendConfig(name=name, **{k: parse_value(v) for k, v in _key_texts(
+        pairs or [], "--backend-arg").items()})
 
 
-def _key_values(pairs: list[str], option: str = "--env-arg") -> dict[str, Any]:
-    """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}`` (values read as YAML scalars)."""
+def check_critic_names(specs: list[str]) -> None:
+    """Resolve the critics ``specs`` name (a plug-in is imported) before a model loads: an
+    unknown name, a plug-in that fails to import or a critic class without ``evaluate`` is
+    refused at once."""
+    for spec in specs:
+        name = spec.strip().partition("=")[0]
+        factory = critics.factory(name)
+        if isinstance(factory, type) and not callable(getattr(factory, "evaluate", None)):
+            raise PluginError(f"critic {name!r} ({factory.__module__}.{factory.__qualname__}) "
+                              "has no evaluate(nodes) method (Critic contract in "
+                              "mcts_agent.contracts)")
+
+
+def _key_texts(pairs: list[str], option: str) -> dict[str, str]:
+    """``["a=1", "b=x"]`` → ``{"a": "1", "b": "x"}``."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"{option} wants KEY=VALUE, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} wants KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value
     return out
+
+
+def _env_spec(name: str, env_arg: list[str] | None) -> PluginSpec:
+    """The environment named on the command line, its ``--env-arg`` s read by the types its
+    factory declares (see :meth:`~mcts_agent.registry.Registry.parse_args`)."""
+    return PluginSpec(name, environments.parse_args(name, _key_texts(env_arg or [],
+                                                                     "--env-arg")))
 
 
 def _print_search_summary(summary: RunSummary) -> None:
@@ -240,46 +366,68 @@ def _print_search_summary(summary: RunSummary) -> None:
         table.add_row("best-of-N (same tokens)", str(summary.best_of_n_solved),
                       f"{summary.baseline_tokens:,}")
     console.print(table)
-    console.print(f"{summary.nodes:,} nodes, {summary.tokens:,} tokens in "
-                  f"{summary.seconds:.1f} s ({summary.nodes / max(summary.seconds, 1e-9):,.0f} "
-                  f"nodes/s, {summary.tokens / max(summary.seconds, 1e-9):,.0f} tokens/s)")
+    earlier = summary.tasks - summary.searched
+    if summary.searched:
+        rate = summary.searched_tokens / max(summary.seconds, 1e-9)
+        console.print(f"{summary.searched} trees searched now, {summary.searched_tokens:,} tokens "
+                      f"in {summary.seconds:.1f} s ({rate:,.0f} tokens/s)"
+                      + (f"; {earlier} done before" if earlier else ""))
+    else:
+        console.print(f"all {summary.tasks} trees were done before; nothing searched now")
+    unfinished = {k: v for k, v in summary.statuses.items() if k != "finished"}
+    if unfinished:
+        console.print("[yellow]trees not grown:[/yellow] " + ", ".join(
+            f"{v} {k.replace('_', ' ')}" for k, v in sorted(unfinished.items())))
+    if summary.environment_errors:
+        console.print(f"[yellow]environment errors:[/yellow] {summary.environment_errors} steps "
+                      f"raised (first: {summary.first_error}); -v logs each one", markup=True,
+                      highlight=False)
 
 
-@app.command()
+@command()
 def show(
-    trees: Annotated[Path, typer.Argument(help="A trees.jsonl written by `search`.")],
+    trees: Annotated[Path, typer.Argument(help="A run folder or its trees.jsonl.")],
     task: Annotated[str | None, typer.Option(help="Task id; default: the first tree.")] = None,
     depth: Annotated[int, typer.Option(help="Deepest level shown.")] = 6,
 ) -> None:
     """Print one tree as an indented outline (visits, value, critic, verdict)."""
-    results = list(ResultFile(trees))
+    file = ResultFile(_trees_file(trees))
+    results = file.read()
+    _report_skipped(file)
     if not results:
-        raise typer.BadParameter(f"{trees} holds no finished trees")
+        raise UserError(f"{file.path} holds no readable trees")
     chosen = next((r for r in results if task in (None, r.task.id)), None)
     if chosen is None:
-        raise typer.BadParameter(f"no tree for task {task!r} in {trees}")
-    console.print(f"[bold]{chosen.task.id}[/bold]: {chosen.task.problem}  (reference "
-                  f"{chosen.task.reference}; answer {chosen.answer}; solved {chosen.solved})")
-    children: dict[int, list[int]] = {}
-    for i, node in enumerate(chosen.nodes):
-        if node["parent"] is not None:
-            children.setdefault(node["parent"], []).append(i)
+        raise UserError(f"no tree for task {task!r} in {file.path}")
+    status = "" if chosen.status == "finished" else f"; {chosen.status.replace('_', ' ')}"
+    console.print(f"[bold]{rich_escape(chosen.task.id)}[/bold]: " + rich_escape(
+        f"{chosen.task.problem}  (reference {chosen.task.reference}; answer {chosen.answer}; "
+        f"solved {chosen.solved}{status})"), highlight=False)
+    children = chosen.children()
 
     def outline(i: int, indent: int) -> None:
         node = chosen.nodes[i]
-        mark = {1.0: " [green]✓[/green]", 0.0: " [red]✗[/red]"}.get(node["score"], "")
-        value = "—" if node["value"] is None else f"{node['value']:.2f}"
-        label = node["action"] or "(root)"
-        console.print(f"{'  ' * indent}{label}  [dim]N={node['visits']} V={value}[/dim]{mark}",
+        mark = {1.0: " [green]✓[/green]", 0.0: " [red]✗[/red]"}.get(node.score, "")
+        value = "—" if node.value is None else f"{node.value:.2f}"
+        label = rich_escape(node.action or "(root)")
+        console.print(f"{'  ' * indent}{label}  [dim]N={node.visits} V={value}[/dim]{mark}",
                       highlight=False)
         if indent < depth:
-            for child in sorted(children.get(i, []), key=lambda c: -chosen.nodes[c]["visits"]):
+            for child in sorted(children[i], key=lambda c: -chosen.nodes[c].visits):
                 outline(child, indent + 1)
 
     outline(0, 0)
 
 
-@app.command()
+def _report_skipped(file: ResultFile) -> None:
+    """Say how many lines of a run file were not tree records (each is logged with -v)."""
+    if file.skipped:
+        first = min(file.skipped)
+        console.print(f"[yellow]skipped {len(file.skipped)} unreadable line(s) of {file.path}"
+                      f"[/yellow] (line {first}: {file.skipped[first]})", highlight=False)
+
+
+@command()
 def demo(
     tasks: Annotated[int, typer.Option(min=1, help="Held-out arith problems.")] = 20,
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
@@ -298,7 +446,7 @@ def demo(
                   "[bold]mcts-agent search --help[/bold] for budgets, models and settings.")
 
 
-@app.command()
+@command()
 def pairs(
     run: Annotated[Path, typer.Argument(help="A search run folder (or its trees.jsonl).")],
     out: Annotated[Path | None, typer.Option(help="Output folder; default RUN/data.")] = None,
@@ -318,13 +466,10 @@ def pairs(
     trees = _trees_file(run)
     folder = trees.parent
     environment = _run_environment(folder, env, env_arg)
-    results = list(ResultFile(trees))
+    results = _read_trees(trees)
     settings = load_settings(PairConfig, config, "pairs", {
         "strategy": strategy, "completion": completion, "conversational": conversational})
-    try:
-        rows, stats = mine_rows(kind, results, environment, settings)  # type: ignore[arg-type]
-    except ValueError as err:
-        raise typer.BadParameter(f"--{err}") from err
+    rows, stats = mine_rows(kind, results, environment, settings)  # type: ignore[arg-type]
     target = out or folder / "data"
     paths = write_rows(rows, target, kind, stats=stats,
                        description=f"mined from {trees} with `mcts-agent pairs`")
@@ -341,7 +486,7 @@ def _print_counts(title: str, counts: Any) -> None:
     console.print(table)
 
 
-@app.command()
+@command()
 def splice(
     run: Annotated[Path, typer.Argument(help="A search run folder (or its trees.jsonl) of an "
                                         "agent environment.")],
@@ -372,16 +517,13 @@ def splice(
     trees = _trees_file(run)
     folder = trees.parent
     environment = _run_environment(folder, env, env_arg)
-    results = list(ResultFile(trees))
+    results = _read_trees(trees)
     settings = load_settings(SpliceConfig, config, "splice", {
         "alpha": alpha, "beta": beta, "first_bad": first_bad})
-    try:
-        judge = build_critic(critic, load_policy(model), SearchConfig(mode="inference")) if (
-            critic) else None
-        dialogues, turns, stats = splice_rows(results, environment, settings, judge,
-                                              success_per_tree=success_per_tree)
-    except (ValueError, FileNotFoundError) as err:
-        raise typer.BadParameter(str(err)) from err
+    judge = build_critic(critic, load_policy(model), SearchConfig(mode="inference")) if (
+        critic) else None
+    dialogues, turns, stats = splice_rows(results, environment, settings, judge,
+                                          success_per_tree=success_per_tree)
     target = out or folder / "data"
     write_rows(dialogues, target, "spliced", stats=stats,
                description=f"failure → recovery dialogues from {trees} (`mcts-agent splice`)")
@@ -395,9 +537,18 @@ def splice(
 def _trees_file(run: Path) -> Path:
     """The trees.jsonl of a run folder (or the file itself); a usage error if there is none."""
     trees = run / "trees.jsonl" if run.is_dir() else run
-    if not trees.exists():
-        raise typer.BadParameter(f"no trees at {trees}; run `mcts-agent search` first")
+    if not trees.is_file():
+        raise UserError(f"no trees at {trees}; pass a run folder of `mcts-agent search` or "
+                        "its trees.jsonl")
     return trees
+
+
+def _read_trees(trees: Path) -> list[TreeRecord]:
+    """The readable trees of a run file (unreadable lines are skipped and reported)."""
+    file = ResultFile(trees)
+    results = file.read()
+    _report_skipped(file)
+    return results
 
 
 def _read_rows(data: Path) -> list[dict[str, Any]]:
@@ -405,34 +556,34 @@ def _read_rows(data: Path) -> list[dict[str, Any]]:
     from .data import read_rows
 
     if not data.exists():
-        raise typer.BadParameter(f"{data} does not exist")
-    try:
-        return read_rows(data)
-    except (ValueError, OSError) as err:
-        raise typer.BadParameter(str(err)) from err
+        raise UserError(f"{data} does not exist; pass rows written by `mcts-agent pairs`")
+    return read_rows(data)
 
 
 def _run_environment(folder: Path, env: str | None, env_arg: list[str] | None) -> Any:
-    """The environment a run used (from its config.yaml) unless one is named."""
-    if env is None:
-        record = folder / "config.yaml"
-        env = (yaml.safe_load(record.read_text()) or {}).get("environment") if (
-            record.exists()) else None
-        if env is None:
-            raise typer.BadParameter(f"{folder} has no config.yaml naming its environment; "
-                                     "pass --env")
-    return _environment(env, env_arg)
+    """The environment a run's trees were grown in, rebuilt from its config.yaml with the
+    same arguments, unless ``--env`` names another (``--env-arg`` s then go to it; given
+    alone they change the run's arguments)."""
+    spec = run_environment_spec(folder)
+    if env is not None:
+        spec = _env_spec(env, env_arg)
+    elif spec is None:
+        raise UserError(f"{folder} has no config.yaml naming its environment; pass --env "
+                        "(and its --env-arg s)")
+    elif ":" in spec.name or spec.name not in environments.names():
+        raise UserError(f"{folder}/config.yaml names environment {spec.name!r}, which is not "
+                        "a registered name (an older run's label); pass --env and its --env-arg s")
+    elif spec.args is None:  # built in Python: its arguments were not recorded
+        spec = _env_spec(spec.name, env_arg)
+        console.print(f"[yellow]{rich_escape(str(folder))}/config.yaml does not record how "
+                      f"environment {spec.name!r} was built; using {spec.args or 'its defaults'}"
+                      "[/yellow] (--env-arg to change)", highlight=False)
+    elif env_arg:
+        spec = PluginSpec(spec.name, {**spec.args, **_env_spec(spec.name, env_arg).args})
+    return environments.create(spec.name, **spec.args)
 
 
-def _environment(name: str, env_arg: list[str] | None) -> Any:
-    """The named environment with the ``--env-arg`` settings; errors as CLI messages."""
-    try:
-        return environments.create(name, **_key_values(env_arg or []))
-    except (KeyError, FileNotFoundError, ValueError, TypeError) as err:
-        raise typer.BadParameter(str(err.args[0] if err.args else err)) from err
-
-
-@app.command()
+@command()
 def train(
     data: Annotated[Path, typer.Argument(help="Rows to train on: .jsonl, .parquet or a folder "
                                        "written by `mcts-agent pairs`.")],
@@ -460,15 +611,12 @@ def train(
         "batch_size": batch_size, "beta": beta, "nll_weight": nll_weight,
         "confidence_weights": confidence_weights})
     rows = _read_rows(data)
-    try:
-        report = train_policy(model or TINY_ARITH_DIR, rows, out, settings, reference=reference)
-    except (ValueError, FileNotFoundError, OSError) as err:
-        raise typer.BadParameter(str(err)) from err
+    report = train_policy(model or TINY_ARITH_DIR, rows, out, settings, reference=reference)
     console.print(f"trained {report.method} on {report.rows} rows: {report.steps} steps in "
                   f"{report.seconds:.1f} s, loss {report.loss:.4f}; model in [bold]{out}[/bold]")
 
 
-@app.command("train-rm")
+@command("train-rm")
 def train_rm(
     data: Annotated[Path, typer.Argument(help="Stepwise rows (`mcts-agent pairs RUN --kind "
                                        "stepwise`): .jsonl, .parquet or their folder.")],
@@ -490,16 +638,13 @@ def train_rm(
         "target": target, "epochs": epochs, "learning_rate": learning_rate,
         "batch_size": batch_size})
     rows = _read_rows(data)
-    try:
-        report = train_reward_model(rows, out, base_model=model, config=settings)
-    except (ValueError, FileNotFoundError, OSError) as err:
-        raise typer.BadParameter(str(err)) from err
+    report = train_reward_model(rows, out, base_model=model, config=settings)
     console.print(f"reward model trained on {report.prefixes} prefixes in {report.seconds:.1f} s;"
                   f" validation AUROC {report.val_auroc:.3f}, Brier {report.val_brier:.3f}; "
                   f"in [bold]{out}[/bold]")
 
 
-@app.command("eval-critic")
+@command("eval-critic")
 def eval_critic(
     run: Annotated[Path, typer.Argument(help="A search run folder (or its trees.jsonl).")],
     critic: Annotated[list[str], typer.Option(help=CRITIC_HELP)],
@@ -528,7 +673,7 @@ def eval_critic(
     console.print(f"report: [bold]{target}[/bold] (critics.md, critics.json, reliability.png)")
 
 
-@app.command("fit-hybrid")
+@command("fit-hybrid")
 def fit_hybrid_command(
     run: Annotated[Path, typer.Argument(help="A search run folder (or its trees.jsonl).")],
     critic: Annotated[list[str], typer.Option(help="Component critics (two or more): "
@@ -552,12 +697,8 @@ def fit_hybrid_command(
                                        rollouts, env, env_arg, seed)
     with _node_progress(len(nodes) * len(critics_)) as advance:
         scores, values = evaluate_critics(critics_, nodes, progress=advance)
-    try:
-        weights, score = fit_hybrid(values, nodes,
-                                    {spec.partition("=")[0]: spec for spec in critic},
-                                    l2=l2, source=str(run))
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from err
+    weights, score = fit_hybrid(values, nodes, {spec.partition("=")[0]: spec for spec in critic},
+                                l2=l2, source=str(run))
     weights.save(out)
     console.print(markdown_table({**scores, "hybrid (in-sample)": score}))
     console.print("weights: " + ", ".join(f"{c} {w:+.3f}" for c, w in zip(
@@ -577,19 +718,16 @@ def _critic_setup(run: Path, specs: list[str], model: Path | None, mode: str,
     trees = _trees_file(run)
     environment = _run_environment(trees.parent, env, env_arg)
     counts: Counter = Counter()
-    nodes = labelled_nodes(ResultFile(trees), environment, max_per_tree=max_nodes, seed=seed,
+    nodes = labelled_nodes(_read_trees(trees), environment, max_per_tree=max_nodes, seed=seed,
                            counts=counts)
     if not nodes:
-        raise typer.BadParameter(f"no labelled nodes in {trees} ({dict(counts)}): critics are "
-                                 "measured against tasks with reference answers")
-    try:
-        settings = SearchConfig(mode=mode, seed=seed)  # type: ignore[arg-type]
-        policy = load_policy(model)
-        built = dict(build_component(spec, policy, settings, rollouts) for spec in specs)
-    except (KeyError, FileNotFoundError, ValueError, TypeError, ValidationError) as err:
-        raise typer.BadParameter(str(err.args[0] if err.args else err)) from err
+        raise UserError(f"no labelled nodes in {trees} ({dict(counts)}): critics are measured "
+                        "against tasks with reference answers")
+    settings = SearchConfig(mode=mode, seed=seed)  # type: ignore[arg-type]
+    policy = load_policy(model)
+    built = dict(build_component(spec, policy, settings, rollouts) for spec in specs)
     if len(built) != len(specs):
-        raise typer.BadParameter(f"each critic may be named once, got {specs}")
+        raise ConfigError(f"each critic may be named once, got {specs}")
     console.print(f"{len(nodes):,} labelled nodes ({sum(n.label for n in nodes):,} right) from "
                   f"{counts['trees']} trees; skipped: {counts['unlabelled']} unlabelled")
     return nodes, built, trees.parent
@@ -604,7 +742,7 @@ def _node_progress(total: int) -> Iterator[Callable[[int], None]]:
         yield lambda n: progress.advance(job, n)
 
 
-@app.command("iterate")
+@command("iterate")
 def iterate_command(
     out: Annotated[Path, typer.Option(help="Run folder (resumes if it exists).")] = Path(
         "runs/iterate"),
@@ -637,34 +775,31 @@ def iterate_command(
     base = load_settings(IterateConfig, config, "iterate", {
         "env": env, "model": str(model) if model else None, "rounds": rounds,
         "tasks_per_round": tasks, "eval_tasks": eval_tasks, "seed": seed,
-        "sft_data": sft_data, "env_args": _key_values(env_arg) if env_arg else None})
+        "sft_data": sft_data})
     merged = base.model_dump()
+    if env_arg:
+        merged["env_args"] = environments.parse_args(base.env, _key_texts(env_arg, "--env-arg"))
     for section, key, value in (("pairs", "strategy", strategy), ("train", "method", method),
                                 ("search", "simulations", simulations),
                                 ("backend", "name", backend)):
         if value is not None:
             merged[section][key] = value
-    merged["backend"].update(_key_values(backend_arg or [], "--backend-arg"))
-    try:
-        settings = IterateConfig(**merged)
-    except ValidationError as err:
-        raise typer.BadParameter(f"invalid iterate settings:\n{err}") from err
+    merged["backend"].update({k: parse_value(v) for k, v in _key_texts(
+        backend_arg or [], "--backend-arg").items()})
+    settings = IterateConfig(**merged)
     searched = sum(len(ResultFile(f).done_ids()) for f in out.glob("round_*/search/trees.jsonl"))
     with Progress(TextColumn("[bold]trees searched"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as bar:
         job = bar.add_task("trees", total=settings.rounds * settings.tasks_per_round,
                            completed=searched)
-        try:
-            rows = iterate(settings, out, on_tree=lambda _: bar.advance(job),
-                           report=lambda line: bar.console.print(line, highlight=False))
-        except (ValueError, FileNotFoundError) as err:
-            raise typer.BadParameter(str(err)) from err
+        rows = iterate(settings, out, on_tree=lambda _: bar.advance(job),
+                       report=lambda line: bar.console.print(line, highlight=False))
     console.print((out / "rounds.md").read_text())
     console.print(f"table: [bold]{out / 'rounds.md'}[/bold]  ·  plot: "
                   f"[bold]{out / 'rounds.png'}[/bold]  ·  final model: {rows[-1]['model']}")
 
 
-@app.command()
+@command()
 def envs() -> None:
     """List the environments and critics that are installed (built-in and plug-ins)."""
     console.print("environments: " + ", ".join(environments.names()))

@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from critics.hybrid import HybridWeights, combine, fit_weights, log_loss
-
-from .contracts import Critic
+from .contracts import Critic, checked_assessments
 from .data.labels import LabelledNode
+from .hybrid import HybridWeights, combine, fit_weights, log_loss
 from .metrics import Calibration, auroc, brier, calibration
 
 
@@ -67,9 +66,9 @@ def critic_values(critic: Critic, nodes: Sequence[LabelledNode], *, chunk: int =
     values, tokens = [], 0
     for start in range(0, len(nodes), chunk):
         part = nodes[start:start + chunk]
-        assessments = critic.evaluate([n.input for n in part])
+        assessments = checked_assessments(critic, [n.input for n in part])
         values.extend(a.value for a in assessments)
-        tokens += sum(int(a.details.get("tokens", 0)) for a in assessments)
+        tokens += sum(a.tokens for a in assessments)
         if progress is not None:
             progress(len(part))
     return np.asarray(values, float), tokens

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .contracts import Environment, Task
+from .contracts import Environment, Task, is_interactive
 from .llm.base import GenerationRequest, Policy
 
 
@@ -27,24 +27,6 @@ def play_text(env: Environment, state: Any, text: str) -> tuple[Any, bool]:
         if step.done:
             return state, True
     return state, False
-
-
-def final_answer(env: Environment, state: Any) -> Any:
-    """The environment's answer of a finished state (None if it has no notion of one)."""
-    answer = getattr(env, "answer", None)
-    return answer(state) if answer is not None else None
-
-
-def has_answers(env: Environment) -> bool:
-    """Whether episodes end in an answer (math) rather than in the game's own verdict (agents),
-    which the environment reports while playing, reference or not."""
-    return hasattr(env, "answer")
-
-
-def is_interactive(env: Environment) -> bool:
-    """Agents observe the environment between actions, so a whole episode cannot be generated
-    in one call: it is played turn by turn (:func:`play_episodes`)."""
-    return bool(getattr(env, "interactive", False))
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .contracts import Environment, Task
+from .contracts import Environment, Task, has_answers
 from .llm.base import Policy
 
 
@@ -73,8 +73,6 @@ def evaluate_policy(
     n = len(tasks)
     correct = [sum(s == 1.0 for s in a.scores) for a in sampled]
     solvable = [c > 0 for c in correct]
-    from .episodes import has_answers
-
     # without answers to vote on, the game's own verdict seen while playing picks
     picks = [a.majority_correct if has_answers(env) else a.any_correct for a in sampled]
     distinct = [len({t.strip() for t, s in zip(a.texts, a.scores, strict=True) if s == 1.0})

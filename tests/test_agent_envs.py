@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from environments.agent.base import AgentEnvironment, AgentState, transitions_match
-from environments.agent.react import normalise
 from mcts_agent.contracts import Task
+from mcts_agent.react import normalise
 
 ROOT = Path(__file__).parents[1]
 

@@ -74,14 +74,14 @@ def test_inference_search_picks_a_finished_trajectory_and_counts_invalid_replies
     _, results = run_search(env, tasks=tasks, policy=Garbling(), config=config, rollouts=1,
                             baselines=False)
     for result in results:
-        assert result.stats["invalid_actions"] > 0
-        chosen = result.stats.get("chosen_node")
+        assert result.stats.counts.get("invalid_actions", 0) > 0
+        chosen = result.stats.chosen_node
         if chosen is None:
             assert result.solved is None
             continue
         node = result.nodes[chosen]
-        assert node["terminal"]
-        assert result.solved == (node["score"] == 1.0 if node["score"] is not None
+        assert node.terminal
+        assert result.solved == (node.score == 1.0 if node.score is not None
                                  else result.solved)
 
 

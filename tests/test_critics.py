@@ -39,10 +39,11 @@ def test_rollouts_value_states_in_one_batch_and_cache_them(policy, env, mode):
     critic = RolloutCritic(policy, k=4, mode=mode, max_tokens=64)
     first = critic.evaluate([critic_input(env, t) for t in tasks])
     assert all(0.0 <= a.value <= 1.0 for a in first)
-    assert all(a.details["tokens"] > 0 and len(a.details["answers"]) == 4 for a in first)
+    assert all(a.tokens > 0 and len(a.details["answers"]) == 4 for a in first)
+    assert all(isinstance(a.completions, tuple) and "tokens" not in a.details for a in first)
     again = critic.evaluate([critic_input(env, t) for t in tasks])
     assert [a.value for a in again] == [a.value for a in first]
-    assert all(a.details["cached"] and a.details["tokens"] == 0 for a in again)
+    assert all(a.details["cached"] and a.tokens == 0 and a.completions == () for a in again)
 
 
 def test_rollout_cache_is_bounded(policy, env):

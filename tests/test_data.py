@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from dataclasses import replace
 
 import pytest
 from pydantic import ValidationError
+from records import node
 
 from environments.math.arith_env import ArithEnvironment
 from mcts_agent.contracts import Task
@@ -21,7 +22,7 @@ from mcts_agent.data import (
     wilson_interval,
     write_rows,
 )
-from mcts_agent.search.results import SearchResult
+from mcts_agent.trees import NodeRecord, TreeRecord
 
 ENV = ArithEnvironment()
 TASK = Task("t1", "3+9*3", 30)
@@ -31,26 +32,24 @@ S2, S2_ALT = "Step 2: 3+27=30", "Step 2: 27+3=30"
 PREFIX3 = ROOT + S1 + "\n" + S2 + "\n"  # the prompt at node 3
 
 
-def tree(*spec: tuple, task: Task = TASK, mode: str = "data") -> SearchResult:
+def tree(*spec: tuple, task: Task = TASK, mode: str = "data") -> TreeRecord:
     """Nodes 1.. from ``(parent, action, visits, value[, score])``; a score marks a terminal
     node. Node 0 is the root."""
-    nodes: list[dict[str, Any]] = [_node(None, "", 0, 1, 0.5, None, False)]
+    nodes: list[NodeRecord] = [node(critic=0.5)]
     for parent, action, visits, value, *score in spec:
-        terminal = bool(score)
-        nodes.append(_node(parent, action, nodes[parent]["depth"] + 1, visits, value,
-                           score[0] if score else None, terminal))
-    return SearchResult(task, mode, nodes, None, None)
+        nodes.append(_step(parent, action, nodes[parent].depth + 1, visits, value, *score))
+    return TreeRecord(task, mode, tuple(nodes), None, None)  # type: ignore[arg-type]
 
 
-def _node(parent, action, depth, visits, value, score, terminal) -> dict[str, Any]:
-    answer = action.removeprefix("Answer: ") if terminal and score else None
-    return {"parent": parent, "action": action, "depth": depth, "visits": visits,
-            "value": value, "prior": 0.5, "logprob": -1.0, "tokens": 5, "reward": 0.0,
-            "terminal": terminal, "critic": value, "feedback": None, "answer": answer,
-            "score": score}
+def _step(parent: int, action: str, depth: int, visits: int, value: float,
+          score: float | None = None) -> NodeRecord:
+    """A step; with a score, a finished one (arith answers only a correct final line)."""
+    answer = action.removeprefix("Answer: ") if score else None
+    return node(parent, action, depth, visits=visits, value=value, critic=value,
+                terminal=score is not None, answer=answer, score=score)
 
 
-def example() -> SearchResult:
+def example() -> TreeRecord:
     """Root: a confident pair (1 > 2); under 1: a big margin on 2 visits each (3 > 4, not
     confident); under 3: verified answers (5 right, 7 wrong: exact)."""
     return tree(
@@ -127,7 +126,7 @@ def test_edit_distance_gate():
     assert counts["edit_distance"] == 1
 
 
-def fan() -> SearchResult:
+def fan() -> TreeRecord:
     """Four confident root steps: 6 pairs at depth 1."""
     return tree(*((0, f"Step 1: {a}*3={3 * a}", 50, v)
                   for a, v in ((9, 0.9), (8, 0.6), (7, 0.3), (6, 0.0))))
@@ -159,15 +158,12 @@ def test_identical_texts_and_repeated_pairs():
 # ----------------------------------------------------------------------------- other rules
 
 
-def branched() -> SearchResult:
+def branched() -> TreeRecord:
     """The example plus a confident pair under node 2, off the most visited path."""
     base = example()
     extra = tree((0, "", 1, 0.0), (1, "Step 2: 12*3=36", 10, 0.3),
                  (1, "Step 2: 12*3=35", 1, 0.0, 0.0)).nodes[2:]
-    for node in extra:  # re-parent onto node 2
-        node["parent"] = 2
-    base.nodes += extra
-    return base
+    return replace(base, nodes=base.nodes + tuple(replace(n, parent=2) for n in extra))
 
 
 def test_path_strategy_follows_the_most_visited_path():

@@ -8,6 +8,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import yaml
+from records import with_node
 from states import critic_input
 from typer.testing import CliRunner
 
@@ -37,7 +39,7 @@ class Constant:
 
     def evaluate(self, nodes):
         self.calls += 1
-        return [Assessment(self.value, self.feedback, {"tokens": 3}) for _ in nodes]
+        return [Assessment(self.value, self.feedback, tokens=3) for _ in nodes]
 
 
 # ----------------------------------------------------------------------------- hybrid
@@ -67,11 +69,11 @@ def test_hybrid_combines_batched_critics_and_measures_disagreement(policy):
     for a in out:
         parts = a.details["components"]
         assert a.value == pytest.approx((parts["rollout"] + 0.9) / 2)
-        assert a.details["disagreement"] == pytest.approx(abs(parts["rollout"] - 0.9))
+        assert a.disagreement == pytest.approx(abs(parts["rollout"] - 0.9))
         assert a.feedback == "looks fine"
-        assert a.details["tokens"] > 3  # rollout tokens + the judge's
+        assert a.tokens > 3  # rollout tokens + the judge's
     # the rollouts' finished texts are passed on, so the driver can graft them
-    assert any(a.details["completions"] for a in out)
+    assert any(a.completions for a in out)
 
     fitted = HybridWeights(["rollout", "judge"], [1.0, 0.0], bias=0.0)
     again = HybridCritic({"rollout": rollout, "judge": judge}, fitted).evaluate(nodes)
@@ -230,7 +232,7 @@ def test_expansions_of_a_judged_node_carry_its_childrens_feedback(policy):
     assert noted, "no expansion saw its siblings' feedback"
     assert all(p.startswith(config.feedback_header) for p in noted)
     assert all(p.count("\n- ") <= 2 for p in noted)  # at most sibling_feedback notes
-    assert any(n["feedback"] == "the product comes first" for n in result.nodes[1:])
+    assert any(n.feedback == "the product comes first" for n in result.nodes[1:])
     # without the option prompts are the environment's own
     plain = Recording(policy)
     TreeSearch(ENV, plain, critic, config.model_copy(update={"sibling_feedback": 0})).run(
@@ -242,8 +244,7 @@ def test_expansions_of_a_judged_node_carry_its_childrens_feedback(policy):
 
 
 def test_pairs_on_disputed_values_can_be_dropped():
-    result = tree((0, S1, 30, 0.9), (0, S1_BAD, 30, 0.1))
-    result.nodes[1]["disagreement"] = 0.8
+    result = with_node(tree((0, S1, 30, 0.9), (0, S1_BAD, 30, 0.1)), 1, disagreement=0.8)
     kept, _ = mine_pairs([result], ENV, PairConfig())
     assert len(kept) == 1
     dropped, counts = mine_pairs([result], ENV, PairConfig(max_disagreement=0.5))
@@ -263,8 +264,9 @@ def test_stepwise_labels_train_a_reward_model_that_the_search_uses(inference_run
         "search", "--tasks", "2", "--simulations", "2", "--mode", "inference", "--critic",
         f"reward-model={tmp_path / 'rm'}", "--no-baselines", "--out", str(tmp_path / "run")])
     assert searched.exit_code == 0, searched.output
-    [config] = [line for line in (tmp_path / "run" / "config.yaml").read_text().splitlines()
-                if line.startswith("critic:")]
-    assert config == "critic: verifier"  # the reference-free verifier in front of the model
+    record = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["critic"]
+    # the reference-free verifier in front of the model, and the spec that built the model
+    assert record["name"] == "verifier" and record["settings"]["reference"] is False
+    assert record["settings"]["fallback"]["spec"] == f"reward-model={tmp_path / 'rm'}"
     missing = runner.invoke(app, ["train-rm", str(tmp_path / "nothing"), "--out", "x"])
     assert missing.exit_code == 2  # a usage error that names the path, not a traceback

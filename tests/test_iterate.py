@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from mcts_agent.cli import app
 from mcts_agent.data import PairConfig, read_rows
+from mcts_agent.errors import RunMismatchError
 from mcts_agent.search import SearchConfig
 from mcts_agent.train import TrainConfig
 from mcts_agent.train.iterate import IterateConfig, iterate
@@ -53,7 +54,7 @@ def test_iterate_runs_rounds_and_resumes_after_any_step(tmp_path):
     # the search is not
     search_file = tmp_path / "round_2" / "search" / "trees.jsonl"
     searched = search_file.stat().st_mtime_ns
-    (tmp_path / "round_2" / "eval.json").unlink()
+    (tmp_path / "round_2" / "eval.json").write_text("")  # garbage: redone, not fatal
     (tmp_path / "round_2" / "model" / "training.json").unlink()
     lines.clear()
     again = iterate(small(), tmp_path, report=lines.append)
@@ -67,7 +68,7 @@ def test_iterate_runs_rounds_and_resumes_after_any_step(tmp_path):
     assert len(iterate(small(rounds=3), tmp_path, report=lines.append)) == 4
     faster = TrainConfig(epochs=1, batch_size=4, learning_rate=1e-4, threads=2)
     assert len(iterate(small(rounds=3, train=faster), tmp_path)) == 4  # threads: speed only
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(RunMismatchError, match="other settings"):
         iterate(small(eval_tasks=5), tmp_path)
 
 
@@ -147,3 +148,4 @@ def test_iterate_trains_an_agent_on_splices(tmp_path):
         assert (tmp_path / "run" / "round_1" / "model" / "training.json").exists()
         assert rows[1]["model"].endswith("model")
     assert 0.0 <= rows[1]["greedy_acc"] <= 1.0
+

@@ -225,7 +225,7 @@ def test_self_consistency_retries_and_value_arithmetic(env):
     assert first.details["scores"] == [8, 2, 5] and first.details["spread"] == 6
     assert first.value == pytest.approx(0.5) and first.feedback == "checked"  # nearest the mean
     assert second.details["scores"] == [6, 4] and second.details["unparsed"] == 3
-    assert len(second.details["raw"]) == 5 and second.details["tokens"] == 25
+    assert len(second.details["raw"]) == 5 and second.tokens == 25
     assert (critic.judged, critic.unknown, critic.calls) == (2, 0, 2)
 
 
@@ -263,7 +263,7 @@ def test_tiny_reasoner_as_judge_never_crashes_the_search(policy, env):
     assert len({r.seed for call in proxy.calls for r in call}) == 9
     for a in out:
         assert 0.0 <= a.value <= 1.0
-        assert len(a.details["raw"]) == 3 and a.details["tokens"] > 0
+        assert len(a.details["raw"]) == 3 and a.tokens > 0
         assert a.details["unknown"] == (not a.details["scores"])
     assert critic.unknown == sum(a.details["unknown"] for a in out) and critic.judged == 3
 
@@ -296,7 +296,7 @@ def test_smollm2_judges_arith_states(smol_judged):
     assert len(proxy.calls[0]) == len(nodes)  # every state in one propose
     retried = [a for a in out if a.details["retries"]]
     assert len(proxy.calls) == 1 + bool(retried)
-    assert all(0.0 <= a.value <= 1.0 and a.details["tokens"] > 0 for a in out)
+    assert all(0.0 <= a.value <= 1.0 and a.tokens > 0 for a in out)
     for a in out:
         if a.details["unknown"]:
             assert a.value == 0.5
@@ -313,7 +313,7 @@ def test_smollm2_judgments_are_cached(smol_judged, env):
     again = critic.evaluate(nodes + nodes[:1])
     assert len(proxy.calls) == calls  # no model call at all
     assert [a.value for a in again] == [a.value for a in out] + [out[0].value]
-    assert all(a.details["cached"] and a.details["tokens"] == 0 for a in again)
+    assert all(a.details["cached"] and a.tokens == 0 for a in again)
 
 
 def test_smollm2_self_consistency(smol, env):

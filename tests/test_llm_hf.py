@@ -376,4 +376,4 @@ def test_generation_stops_at_the_model_context(policy: HFPolicy) -> None:
     assert near.num_tokens <= context - used
     assert near.finish_reason in ("length", "eos")
     [[full]] = policy.propose([greedy("ab" * context, max_tokens=5)])
-    assert full == Candidate("", 0.0, 0, "length", None, ())
+    assert full == Candidate("", 0.0, 0, "prompt_too_long", None, ())

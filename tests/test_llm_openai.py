@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import asdict
 
 import pytest
 
@@ -20,7 +21,7 @@ pytest.importorskip("vllm")
 
 from servers import FAULTS, FaultyProxy, free_port, start_vllm
 
-from mcts_agent.llm.base import FINISH_REASONS, Candidate, GenerationRequest
+from mcts_agent.llm.base import FINISH_REASONS, Candidate, GenerationRequest, prompt_too_long
 from mcts_agent.llm.openai_api import (
     AuthenticationError,
     ModelNotFoundError,
@@ -153,13 +154,24 @@ def test_token_id_prompts_and_the_chat_api_agree(server, direct):
             GenerationRequest(long_prompt, n=2, max_tokens=20, seed=1),
             GenerationRequest(long_prompt * 2, n=2, max_tokens=20, seed=1)])
         assert all(c.num_tokens <= 4 for c in short)
-        assert full == [Candidate("", 0.0, 0, "length")] * 2
+        assert full == prompt_too_long(2)  # known here: not sent
     with OpenAIPolicy(server.url, MODEL, api="chat", api_key=KEY) as chat_policy:
         assert_same(chat_policy.propose(chat_requests), local)
         text = GenerationRequest("Q: 3+4=?", n=2, max_tokens=12, stop=("\n",), seed=5)
         assert_same(chat_policy.propose([text]), local[:1])  # text → one user message
     with pytest.raises(ValueError, match=r"api='chat'.*tokenizer"):
         direct.propose(chat_requests)
+
+
+def test_a_prompt_the_server_refuses_as_too_long_is_prompt_too_long(direct):
+    """Without a tokenizer the length is only known to the server: its 400 ("maximum context
+    length") ends that request, not the call."""
+    requests = requests_like_a_search(3, n=2)
+    alone = direct.propose(requests)
+    huge = GenerationRequest(PROBLEMS[0] + "Step 1: 1+1=2\n" * 30, n=3, max_tokens=8, seed=1)
+    mixed = direct.propose([requests[0], huge, *requests[1:]])
+    assert mixed[1] == prompt_too_long(3)
+    assert_same([mixed[0], *mixed[2:]], alone)
 
 
 # ---------------------------------------------------------------------- clear errors
@@ -279,7 +291,8 @@ def test_a_search_through_the_faulty_proxy_builds_the_same_trees(server, direct)
     def search(policy):
         critic = default_critic(policy, config, rollouts=2)  # rollouts: the policy again
         results = list(TreeSearch(env, policy, critic, config).run(tasks))
-        return {r.task.id: r.nodes for r in sorted(results, key=lambda r: r.task.id)}
+        return {r.task.id: [asdict(node) for node in r.nodes]  # NodeRecords, compared as dicts
+                for r in sorted(results, key=lambda r: r.task.id)}
 
     want = search(direct)
     with FaultyProxy(server.url, interleaved(gap=2), slow_seconds=3.5) as proxy, \

@@ -18,7 +18,7 @@ pytest.importorskip("vllm")
 
 from critics.rollout import RolloutCritic
 from mcts_agent.llm import BackendConfig, GenerationRequest, Policy
-from mcts_agent.llm.base import prefix_order
+from mcts_agent.llm.base import prefix_order, prompt_too_long
 from mcts_agent.llm.hf import HFPolicy
 from mcts_agent.llm.vllm_engine import VLLMPolicy
 from mcts_agent.models.tiny import TINY_ARITH_DIR
@@ -89,7 +89,15 @@ def test_length_and_full_context(engine: VLLMPolicy) -> None:
     assert short.finish_reason == "length" and short.num_tokens == 3
     too_long = "Q: " + "1+" * engine.max_model_len + "1=?\n"
     [full] = engine.propose([GenerationRequest(too_long, n=2, max_tokens=8, seed=1)])
-    assert [(c.text, c.finish_reason, c.num_tokens) for c in full] == [("", "length", 0)] * 2
+    assert full == prompt_too_long(2)
+    near = "Q: " + "1+" * ((engine.max_model_len - 8) // 2)  # a few tokens of room left
+    room = engine.max_model_len - len(engine.encode_prompt(near))
+    alone = engine.propose(steps(n=2, seed=5))
+    mixed = engine.propose([GenerationRequest(near, n=2, max_tokens=24, seed=5),
+                            *steps(n=2, seed=5),
+                            GenerationRequest(too_long, n=2, max_tokens=24, seed=5)])
+    assert mixed[1:-1] == alone and mixed[-1] == prompt_too_long(2)  # nobody else cut short
+    assert all(0 < c.num_tokens <= room for c in mixed[0])
 
 
 def test_chat_prompts_render_as_the_hf_backend_renders_them(engine: VLLMPolicy,
@@ -159,9 +167,28 @@ def test_iterate_keeps_one_engine_and_reloads_it(engine: VLLMPolicy, tmp_path: P
     engine.reload(TINY_ARITH_DIR)
 
 
+def test_a_script_that_imports_numba_starts_the_engine(tmp_path: Path) -> None:
+    """On a CPU vLLM spawns its workers, which re-import the script that started them (numba
+    with it, as in any script importing mcts_agent.engine or .search, and in the mcts-agent
+    console script); the llvmlite fix VLLMPolicy sends them in its hf_overrides lets them
+    start. (``python -m`` is not re-imported by spawn, so it cannot show this.)"""
+    script = tmp_path / "grow.py"
+    script.write_text(
+        "import mcts_agent.engine  # numba, imported again by every spawned worker\n"
+        "from mcts_agent.llm import GenerationRequest, VLLMPolicy\n\n"
+        "if __name__ == '__main__':\n"
+        f"    with VLLMPolicy({str(TINY_ARITH_DIR)!r}, kv_cache_gb=0.25) as policy:\n"
+        "        [[step]] = policy.propose([GenerationRequest('Q: 3+9*3=?\\n', max_tokens=24,\n"
+        "                                                     stop=('\\n',), temperature=0)])\n"
+        "    print(step.text)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "Step 1: 9*3=27"
+
+
 def test_cli_search_on_vllm_in_a_fresh_process(tmp_path: Path) -> None:
-    """The console entry point imports numba before vLLM spawns its workers (the llvmlite
-    shim in mcts_agent/engine/__init__.py is what lets them start)."""
+    """The CLI drives the engine from a fresh process and closes it at the end."""
     out = tmp_path / "run"
     done = subprocess.run(
         [sys.executable, "-m", "mcts_agent", "search", "--backend", "vllm", "--backend-arg",

@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from mcts_agent.contracts import Assessment, Environment, Step, Task
+from mcts_agent.errors import ConfigError, PluginError
 from mcts_agent.registry import Registry
 
 
@@ -37,7 +38,7 @@ def test_register_and_create():
 def test_unknown_name_suggests_the_closest():
     registry = Registry("environment", "mcts_agent.test_envs")
     registry.register("arith")(EchoEnvironment)
-    with pytest.raises(KeyError, match="Did you mean 'arith'"):
+    with pytest.raises(ConfigError, match="Did you mean 'arith'"):
         registry.create("arit")
 
 
@@ -74,7 +75,7 @@ def test_broken_entry_point_names_the_plugin(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = Registry("environment", "mcts_agent.test_broken")
     assert registry.names() == ["bad"]  # listed without importing it
-    with pytest.raises(ImportError, match="'bad'"):
+    with pytest.raises(PluginError, match=r"'bad'.*failed to load"):
         registry.create("bad")
 
 

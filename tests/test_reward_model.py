@@ -136,7 +136,7 @@ def test_the_critic_caches_states_and_batches_the_rest(trained, held_out):
     distinct = len({(n.task.id, repr(n.state)) for n in nodes})
     first = critic.evaluate(nodes + nodes[:3])  # repeats inside a call cost nothing either
     assert len(calls) == -(-distinct // 8)
-    assert all(a.details["tokens"] == 0 for a in first)
+    assert all(a.tokens == 0 and "tokens" not in a.details for a in first)
     again = critic.evaluate(nodes)
     assert len(calls) == -(-distinct // 8)
     assert [a.value for a in again] == [a.value for a in first[:len(nodes)]]

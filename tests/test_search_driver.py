@@ -17,7 +17,7 @@ from environments.math.arith import solve
 from environments.math.arith_env import ArithEnvironment
 from mcts_agent.contracts import Assessment
 from mcts_agent.llm.base import Candidate, GenerationRequest
-from mcts_agent.search import ResultFile, SearchConfig, SearchResult, TreeSearch
+from mcts_agent.search import ResultFile, SearchConfig, TreeRecord, TreeSearch
 
 
 class ScriptedPolicy:
@@ -74,14 +74,15 @@ def test_data_mode_finds_and_verifies_the_solution(env):
     assert sorted(r.task.id for r in results) == sorted(t.id for t in tasks)
     for result in results:
         assert result.solved and result.answer == str(result.task.reference)
-        verified = [i for i, n in enumerate(result.nodes) if n["score"] == 1.0]
+        verified = [i for i, n in enumerate(result.nodes) if n.score == 1.0]
         text = result.solution_text(verified[0])
         assert text.endswith(f"Answer: {result.task.reference}\n")
-        assert result.stats["duplicate_steps"] > 0 and result.stats["empty_steps"] > 0
-        assert result.stats["tokens"] > 0 and result.stats["nodes"] == len(result.nodes)
+        counts = result.stats.counts
+        assert counts.get("duplicate_steps", 0) > 0 and counts.get("empty_steps", 0) > 0
+        assert result.stats.tokens > 0 and result.stats.nodes == len(result.nodes)
         # sibling actions are distinct
         for i in range(len(result.nodes)):
-            kids = [n["action"] for n in result.nodes if n["parent"] == i]
+            kids = [n.action for n in result.nodes if n.parent == i]
             assert len(kids) == len(set(kids))
 
 
@@ -90,7 +91,7 @@ def test_one_policy_call_per_wave_covers_every_tree(env):
                   env.tasks(6), leaves_per_tree=2, stop_when_solved=False)
     assert policy.calls[0] == 6  # the six roots in one call
     assert max(policy.calls) > 6  # later waves: several leaves of every tree in one call
-    assert len(policy.calls) == max(r.stats["waves"] for r in results)
+    assert len(policy.calls) == max(r.stats.waves for r in results)
 
 
 class Flat:
@@ -111,7 +112,7 @@ def test_stop_when_solved_saves_budget(env):
 
     early, full = search(True), search(False)
     assert all(r.solved for r in early + full)  # data mode verifies, whatever the critic
-    assert sum(r.stats["expansions"] for r in early) < sum(r.stats["expansions"] for r in full)
+    assert sum(r.stats.expansions for r in early) < sum(r.stats.expansions for r in full)
 
 
 def test_wrong_answers_are_not_solved(env):
@@ -124,7 +125,7 @@ def test_inference_mode_picks_an_answer_without_the_reference(env):
     results = list(TreeSearch(env, ScriptedPolicy(), Flat(), config).run(env.tasks(3)))
     for result in results:
         assert result.answer is not None
-        assert all(n["score"] is None for n in result.nodes)  # the verifier was never asked
+        assert all(n.score is None for n in result.nodes)  # the verifier was never asked
         assert result.solved == (result.answer == str(result.task.reference))
 
 
@@ -132,13 +133,13 @@ def test_environment_crashes_cost_a_branch_not_the_run():
     env = CrashingArith(max_operand=9)
     results = run(env, ScriptedPolicy(), env.tasks(3))
     assert all(r.solved for r in results)
-    assert sum(r.stats.get("environment_errors", 0) for r in results) > 0
+    assert sum(r.stats.counts.get("environment_errors", 0) for r in results) > 0
 
 
 def test_a_policy_that_returns_nothing_usable_ends_in_dead_ends(env):
     results = run(env, ScriptedPolicy(empty_only=True), env.tasks(2), simulations=5)
     assert all(not r.solved and r.answer is None for r in results)
-    assert all(r.nodes[0]["terminal"] for r in results)
+    assert all(r.nodes[0].terminal for r in results)
 
 
 def test_results_are_written_as_trees_finish_and_runs_resume(env, tmp_path):
@@ -164,9 +165,9 @@ def test_results_are_written_as_trees_finish_and_runs_resume(env, tmp_path):
 
 def test_search_result_round_trip_and_graph(env):
     result = run(env, ScriptedPolicy(), env.tasks(1))[0]
-    again = SearchResult.from_dict(json.loads(json.dumps(result.to_dict())))
-    assert again.to_dict() == result.to_dict()
+    again = TreeRecord.from_json(json.loads(json.dumps(result.to_json())))
+    assert again == result
     graph = result.to_networkx()
     assert graph.number_of_nodes() == len(result.nodes)
     assert graph.number_of_edges() == len(result.nodes) - 1
-    assert graph.nodes[0]["visits"] == result.nodes[0]["visits"]
+    assert graph.nodes[0]["visits"] == result.nodes[0].visits

@@ -27,14 +27,14 @@ def test_run_search_writes_trees_config_and_summary(policy, tmp_path, mode):
                                                    "responses.sqlite"}
     assert json.loads((tmp_path / "summary.json").read_text())["mcts_solved"] == summary.mcts_solved
     for result in results:
-        assert result.nodes[0]["parent"] is None and result.nodes[0]["visits"] >= 1
+        assert result.nodes[0].parent is None and result.nodes[0].visits >= 1
         for i, node in enumerate(result.nodes[1:], 1):
-            assert node["parent"] < i and node["action"]  # parents first, no empty steps
+            assert node.parent < i and node.action  # parents first, no empty steps
         if mode == "data" and result.solved:
-            verified = next(i for i, n in enumerate(result.nodes) if n["score"] == 1.0)
+            verified = next(i for i, n in enumerate(result.nodes) if n.score == 1.0)
             assert result.solution_text(verified).endswith(f"Answer: {result.task.reference}\n")
         if mode == "inference":
-            assert all(n["score"] is None for n in result.nodes)
+            assert all(n.score is None for n in result.nodes)
 
 
 def test_cli_search_resumes_and_show_prints_a_tree(tmp_path):

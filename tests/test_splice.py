@@ -12,7 +12,7 @@ pytest.importorskip("textworld")
 
 from states import ValidActionPolicy
 
-from environments.agent import AgentEnvironment, parse_action
+from environments.agent import AgentEnvironment
 from environments.agent.textworld_game import TextWorldGame
 from mcts_agent.data import PairConfig, mine_pairs
 from mcts_agent.data.splice import (
@@ -20,6 +20,7 @@ from mcts_agent.data.splice import (
     splice_rows,
     splice_trees,
 )
+from mcts_agent.react import parse_action
 from mcts_agent.search import SearchConfig
 from mcts_agent.search.run import run_search
 

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("textworld")
 
-from environments.agent import AgentEnvironment, render_turn, transitions_match
+from environments.agent import AgentEnvironment, transitions_match
 from environments.agent.base import require
 from environments.agent.textworld_game import (
     TextWorldGame,
@@ -16,6 +16,7 @@ from environments.agent.textworld_game import (
     clean_observation,
     default_cache_dir,
 )
+from mcts_agent.react import render_turn
 
 
 @pytest.fixture(scope="module")

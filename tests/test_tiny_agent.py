@@ -9,17 +9,17 @@ pytest.importorskip("transformers")
 
 import torch
 
-from environments.agent import parse_action
+from environments.agent.tiny_textworld import ENVIRONMENT_SETTINGS, GAME_SETTINGS
 from mcts_agent.llm.base import GenerationRequest
 from mcts_agent.llm.hf import HFPolicy, render_prompt
 from mcts_agent.models.tiny_agent import (
-    ENVIRONMENT_SETTINGS,
-    GAME_SETTINGS,
     TINY_AGENT_DIR,
     evaluate,
     tiny_agent_environment,
     train,
 )
+from mcts_agent.react import parse_action
+from mcts_agent.registry import environments
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -60,6 +60,8 @@ def test_environment_is_the_trained_configuration(env, cache):
     assert env.game.folder.parent == cache
     other = tiny_agent_environment(cache_dir=cache, quest_length=4, pool_size=8)
     assert other.game.quest_length == 4 and other.pool_size == 8
+    registered = environments.create("textworld-tiny", cache_dir=cache)  # the entry point
+    assert type(registered) is type(env) and registered.max_history == env.max_history
 
 
 def test_checkpoint_is_small_and_documented():
@@ -138,6 +140,7 @@ def test_training_runs_and_saves_a_loadable_agent(tmp_path, cache):
     assert report["data"]["examples"] >= 3 and report["steps"] == 2
     saved = json.loads((out / "training.json").read_text())
     assert saved["eval"]["games"] == 1 and "success@1_t1" in saved["eval"]
+    assert saved["game"] == GAME_SETTINGS and saved["environment"] == ENVIRONMENT_SETTINGS
     loaded = HFPolicy.from_pretrained(out, device="cpu")
     assert loaded.tokenizer.decode(loaded.tokenizer("a\nb", add_special_tokens=False)
                                    ["input_ids"]) == "a\nb"

@@ -21,10 +21,12 @@ from environments.math.arith import (
     render_prompt,
     render_solution,
 )
+from environments.math.arith_env import ArithEnvironment
 from mcts_agent.models.tiny import (
     EVAL_SEED,
     TINY_ARITH_DIR,
     _batch,
+    arith_environment,
     build_tokenizer,
     evaluate_model,
     load_tiny_reasoner,
@@ -43,7 +45,7 @@ def shipped():
 
 @pytest.fixture(scope="module")
 def held_out():
-    return generate(ArithConfig(), 16, seed=EVAL_SEED, split="test")
+    return ArithEnvironment().tasks(16, split="test", seed=EVAL_SEED)
 
 
 def test_shipped_checkpoint_loads_offline_with_auto_classes():
@@ -97,8 +99,10 @@ def test_tokenizer_round_trips_one_token_per_character(shipped):
 
 def test_loss_is_on_the_completion_only():
     tok = build_tokenizer()
-    problems = generate(ArithConfig(num_operands=(2, 4)), 4, seed=0)
-    batch = _batch(tok, problems)
+    config = ArithConfig(num_operands=(2, 4))
+    problems = generate(config, 4, seed=0)
+    batch = _batch(tok, arith_environment(config), arith_environment(config).tasks(
+        4, split="train", seed=0))
     for row, p in enumerate(problems):
         labels = batch["labels"][row]
         kept = labels[labels != -100].tolist()
@@ -136,3 +140,28 @@ def test_short_training_run_end_to_end(tmp_path):
     wb = load_tiny_reasoner(tmp_path / "b")[0].state_dict()
     wc = load_tiny_reasoner(tmp_path / "c")[0].state_dict()
     assert all(torch.equal(wb[name], wc[name]) for name in wb)
+
+
+def test_training_data_comes_from_the_environment_as_the_generator_renders_it():
+    """The trainer reaches the generator only through the registry's ``arith`` environment;
+    prompts and solutions must be the generator's own text, or the shipped checkpoint's
+    training would not reproduce."""
+    from itertools import islice
+
+    from environments.math.arith import iter_problems
+
+    config = ArithConfig(num_operands=(2, 5), paren_prob=0.3)
+    env = arith_environment(config)
+    assert arith_environment({"num_operands": (2, 5), "paren_prob": 0.3}).settings == \
+        env.settings == config.model_dump(mode="json")
+    streamed = list(islice(env.task_stream("train", seed=3), 20))
+    expected = list(islice(iter_problems(config, seed=3, split="train"), 20))
+    assert [t.problem for t in streamed] == [p.question for p in expected]
+    for task, problem in zip(streamed, expected, strict=True):
+        assert env.prompt(env.reset(task)) == render_prompt(problem)
+        assert env.solution(task) == render_solution(problem)
+        assert env.is_correct(task, render_solution(problem))
+        assert not env.is_correct(task, f"Answer: {problem.answer + 1}\n")
+    held = env.tasks(5, split="test", seed=EVAL_SEED)
+    assert [t.problem for t in held] == [
+        p.question for p in generate(config, 5, seed=EVAL_SEED, split="test")]

@@ -1,6 +1,6 @@
-"""Interactive text environments for agents: the contract (:mod:`.base`), ReAct turns
-(:mod:`.react`) and the games that run offline (TextWorld, ScienceWorld, textarena, BabyAI) plus
-an adapter for any gymnasium text environment."""
+"""Interactive text environments for agents: the contract (:mod:`.base`) and the games that
+run offline (TextWorld, ScienceWorld, textarena, BabyAI) plus an adapter for any gymnasium text
+environment. Replies are read in the ReAct format of :mod:`mcts_agent.react`."""
 
 from .base import (
     AgentEnvironment,
@@ -12,19 +12,14 @@ from .base import (
     Turn,
     transitions_match,
 )
-from .react import DEFAULT_INSTRUCTIONS, ParsedAction, parse_action, render_turn
 
 __all__ = [
-    "DEFAULT_INSTRUCTIONS",
     "AgentEnvironment",
     "AgentState",
-    "ParsedAction",
     "Simulator",
     "SimulatorPool",
     "TextGame",
     "Transition",
     "Turn",
-    "parse_action",
-    "render_turn",
     "transitions_match",
 ]

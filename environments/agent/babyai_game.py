@@ -23,7 +23,7 @@ from typing import Any
 
 from mcts_agent.contracts import Task
 
-from .base import AgentEnvironment, Transition, require
+from .base import DEV_ALIASES, SPLITS, AgentEnvironment, Transition, canonical_split, require
 
 ACTIONS = ("turn left", "turn right", "go forward", "pick up", "drop", "toggle", "done")
 """The words for minigrid's actions 0..6 (left, right, forward, pickup, drop, toggle, done)."""
@@ -139,6 +139,7 @@ class BabyAIGame:
 
     name = "babyai"
     can_copy = True
+    splits = (*SPLITS, *DEV_ALIASES)
 
     def __init__(self, levels: Sequence[str] | str = ("BabyAI-GoToRedBall-v0",
                                                       "BabyAI-GoToLocal-v0")) -> None:
@@ -155,9 +156,7 @@ class BabyAIGame:
     def tasks(self, n: int, split: str = "test", seed: int | None = None) -> list[Task]:
         """``n`` tasks cycling through ``levels`` with distinct seeds from a range that belongs
         to ``split``."""
-        split = "dev" if split in ("validation", "valid", "val") else split
-        if split not in _SPLIT_OFFSETS:
-            raise ValueError(f"unknown split {split!r}; use train, dev or test")
+        split = canonical_split(self.name, split)
         seeds = random.Random(f"babyai:{split}:{seed}").sample(range(1_000_000), n)
         return [self.task(self.levels[i % len(self.levels)], _SPLIT_OFFSETS[split] + s, split)
                 for i, s in enumerate(seeds)]

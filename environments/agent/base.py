@@ -29,10 +29,28 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from mcts_agent.contracts import Step, Task
-
-from .react import DEFAULT_INSTRUCTIONS, parse_action
+from mcts_agent.errors import ConfigError
+from mcts_agent.react import DEFAULT_INSTRUCTIONS, parse_action
 
 log = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+"""The splits of the games that draw tasks from seed ranges (BabyAI, textarena, gymnasium)."""
+DEV_ALIASES = ("validation", "valid", "val")
+"""Other names accepted for the held-out development split."""
+
+
+def canonical_split(game: str, split: object, names: Sequence[str] = SPLITS,
+                    aliases: Sequence[str] = DEV_ALIASES) -> str:
+    """``split`` by the name the game uses (an alias becomes ``dev``), or a one-line
+    :class:`ConfigError` naming the game and the splits it has."""
+    if isinstance(split, str) and split in aliases:
+        return "dev"
+    if isinstance(split, str) and split in names:
+        return split
+    also = f" ({'/'.join(aliases)} mean dev)" if aliases else ""
+    raise ConfigError(f"{game} has no split {split!r}; use one of {', '.join(names)}{also} "
+                      "with --split or split=")
 
 
 @dataclass(frozen=True)
@@ -271,10 +289,17 @@ class AgentEnvironment:
         """1 when the game was won, else 0: the game itself is the verifier (no reference)."""
         return 1.0 if state.won else 0.0
 
+    @property
+    def splits(self) -> tuple[str, ...] | None:
+        """The split names the game's :meth:`tasks` accepts (None: it does not say)."""
+        splits = getattr(self.game, "splits", None)
+        return tuple(splits) if splits is not None else None
+
     def tasks(self, n: int, split: str = "test", seed: int | None = None) -> list[Task]:
         tasks = getattr(self.game, "tasks", None)
         if tasks is None:
-            raise ValueError(f"game {self.name!r} does not generate tasks; pass a list of tasks")
+            raise ConfigError(f"game {self.name!r} does not generate tasks; pass a list of "
+                              "Task objects (or a task file) instead")
         return tasks(n, split=split, seed=seed)
 
     # ------------------------------------------------------------------ replay and dialogues

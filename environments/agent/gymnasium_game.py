@@ -31,7 +31,7 @@ from typing import Any
 
 from mcts_agent.contracts import Task
 
-from .base import AgentEnvironment, Transition, require
+from .base import DEV_ALIASES, SPLITS, AgentEnvironment, Transition, canonical_split, require
 
 _SPLIT_OFFSETS = {"train": 1_000_000, "dev": 2_000_000, "test": 0}
 
@@ -104,6 +104,7 @@ class GymnasiumGame:
             self._make = make
         self.name = name
         self.can_copy = copyable
+        self.splits = (*SPLITS, *DEV_ALIASES)
         self.action_names = tuple(action_names) if action_names is not None else None
         self._by_name = {" ".join(a.lower().split()): i
                          for i, a in enumerate(self.action_names or ())}
@@ -125,9 +126,7 @@ class GymnasiumGame:
 
     def tasks(self, n: int, split: str = "test", seed: int | None = None) -> list[Task]:
         """``n`` tasks: distinct reset seeds from a range that belongs to ``split``."""
-        split = "dev" if split in ("validation", "valid", "val") else split
-        if split not in _SPLIT_OFFSETS:
-            raise ValueError(f"unknown split {split!r}; use train, dev or test")
+        split = canonical_split(self.name, split)
         seeds = random.Random(f"{self.name}:{split}:{seed}").sample(range(1_000_000), n)
         return [self.task(_SPLIT_OFFSETS[split] + s, split) for s in seeds]
 

@@ -39,7 +39,7 @@ from typing import Any
 
 from mcts_agent.contracts import Task
 
-from .base import AgentEnvironment, Transition, require
+from .base import DEV_ALIASES, AgentEnvironment, Transition, canonical_split, require
 
 SPLITS = ("train", "dev", "test")
 # Same identity hash for every Java object: hash-set iteration follows insertion order, so a
@@ -56,10 +56,7 @@ def split_variations(n_variations: int, split: str) -> range:
     quarter = n_variations // 4
     bounds = {"train": (0, 2 * quarter), "dev": (2 * quarter, 3 * quarter),
               "test": (3 * quarter, n_variations)}
-    split = "dev" if split in ("validation", "valid", "val") else split
-    if split not in bounds:
-        raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
-    return range(*bounds[split])
+    return range(*bounds[canonical_split("scienceworld", split, SPLITS)])
 
 
 def clean_observation(text: str) -> str:
@@ -184,6 +181,7 @@ class ScienceWorldGame:
 
     name = "scienceworld"
     can_copy = False
+    splits = (*SPLITS, *DEV_ALIASES)
 
     def __init__(self, simplifications: str = "easy", task_names: Sequence[str] | None = None,
                  max_jvms: int = 2, max_steps: int | None = None, max_valid_actions: int = 0,
@@ -218,6 +216,7 @@ class ScienceWorldGame:
     def tasks(self, n: int, split: str = "test", seed: int | None = None) -> list[Task]:
         """``n`` (task, variation) pairs of ``split``, spread over the task names in turn (a
         seeded shuffle of each task's variations); the problem is the task's description."""
+        split = canonical_split(self.name, split, SPLITS)  # before any JVM starts
         rng = random.Random(seed if seed is not None else 0)
         pools = {}
         for name in self.task_names:

@@ -12,7 +12,7 @@ What the wrapper takes care of:
   numpy's global one), swapped in around every reset and step: a copy continues exactly like its
   original, and interleaving branches never disturb each other.
 * **Brackets.** textarena reads moves in square brackets (``[A C]``, ``[3 2]``, ``[hit]``), while
-  the ReAct parser (:func:`~environments.agent.react.normalise`) strips brackets around a command
+  the ReAct parser (:func:`~mcts_agent.react.normalise`) strips brackets around a command
   and lower-cases it. The simulator puts them back: a command not starting with ``[`` gets one,
   one not ending with ``]`` too (``a c`` → ``[a c]``, ``a c] [b c`` → ``[a c] [b c]``). The
   lower-casing cannot be undone; the games listed in :data:`PUZZLES` read their moves regardless
@@ -37,7 +37,7 @@ from typing import Any
 
 from mcts_agent.contracts import Task
 
-from .base import AgentEnvironment, Transition, require
+from .base import DEV_ALIASES, SPLITS, AgentEnvironment, Transition, canonical_split, require
 
 # Single-player ids checked to run offline, reset deterministically from a seed, step and
 # deepcopy (the Wordle/Hangman/WordLadder family needs NLTK downloads; TwentyQuestions an API).
@@ -153,6 +153,7 @@ class TextArenaGame:
 
     name = "textarena"
     can_copy = True
+    splits = (*SPLITS, *DEV_ALIASES)
 
     def __init__(self, env_ids: Sequence[str] | str = ("TowerOfHanoi-v0",)) -> None:
         self.ta = require("textarena", "the textarena game")
@@ -173,9 +174,7 @@ class TextArenaGame:
     def tasks(self, n: int, split: str = "test", seed: int | None = None) -> list[Task]:
         """``n`` tasks cycling through ``env_ids``, with distinct seeds drawn from a range that
         belongs to ``split`` (so train and test never share a board)."""
-        split = "dev" if split in ("validation", "valid", "val") else split
-        if split not in _SPLIT_OFFSETS:
-            raise ValueError(f"unknown split {split!r}; use train, dev or test")
+        split = canonical_split(self.name, split)
         rng = random.Random(f"textarena:{split}:{seed}")
         seeds = rng.sample(range(1_000_000), n)
         return [self.task(self.env_ids[i % len(self.env_ids)], _SPLIT_OFFSETS[split] + s, split)

@@ -34,11 +34,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from mcts_agent.contracts import Task
 
-from .base import Transition, require
+from .base import Transition, canonical_split, require
 
 __all__ = ["SPLITS", "TextWorldGame", "TextWorldSimulator", "clean_objective",
            "clean_observation", "default_cache_dir", "demonstration_choice"]
@@ -219,6 +219,7 @@ class TextWorldGame:
     cache_dir: str | Path | None = None
     name: str = field(default="textworld", init=False)
     can_copy: bool = field(default=True, init=False)
+    splits: ClassVar[tuple[str, ...]] = SPLITS
 
     def __post_init__(self) -> None:
         if self.world_size < 1 or self.nb_objects < 0 or self.quest_length < 1:
@@ -243,8 +244,7 @@ class TextWorldGame:
     def tasks(self, n: int, split: str = "test", seed: int | None = None) -> list[Task]:
         """The first ``n`` games of ``split`` for ``seed`` (default: the game's), generated on
         first use (about a second each) and loaded from the cache afterwards."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        split = canonical_split(self.name, split, SPLITS, aliases=())
         seed = self.seed if seed is None else seed
         return [self.task(split, index, seed) for index in range(n)]
 
@@ -420,6 +420,13 @@ class TextWorldGame:
         finally:
             sim.close()
         return pairs
+
+    @staticmethod
+    def demonstration_step(sim: TextWorldSimulator, current: Transition, noise: float,
+                           rng: random.Random) -> tuple[str, str] | None:
+        """:func:`demonstration_choice`, for callers that hold only the game (model training
+        scripts, which never import ``environments``)."""
+        return demonstration_choice(sim, current, noise, rng)
 
     def demonstration_limit(self, task: Task) -> int:
         """Most commands of a demonstration: 3 x the walkthrough + 6."""

@@ -27,13 +27,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from mcts_agent.errors import ConfigError
+from mcts_agent.settings import Settings
 
 __all__ = [
+    "SPLITS",
     "STEP_DELIMITER",
     "ArithConfig",
     "ArithProblem",
     "Split",
+    "check_split",
     "check_step",
     "generate",
     "is_correct",
@@ -49,7 +54,12 @@ STEP_DELIMITER = "\n"
 """Each reasoning step (and the final answer) is one line."""
 
 Split = Literal["train", "test"]
+SPLITS: tuple[Split, ...] = ("train", "test")
 Token = int | str
+
+MAX_REJECTED_DRAWS = 20_000
+"""Draws in a row that may miss the asked split (or the sign rule) before the generator gives
+up (about a second): with 0.1 % held out, a streak this long has probability e**-20."""
 
 _OPS = "+-*"
 _QUESTION_TOKEN = re.compile(r"\d+|[-+*()]")
@@ -59,7 +69,7 @@ _ANSWER_LINE = re.compile(r"^\s*Answer:\s*(-?\d+)\s*$")
 _STEP_RESULT = re.compile(r"^Step\s+\d+:.*=\s*(-?\d+)\s*$")
 
 
-class ArithConfig(BaseModel):
+class ArithConfig(Settings):
     """Difficulty knobs of the generator. Immutable; unknown fields are rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -211,22 +221,66 @@ def _sample_tokens(config: ArithConfig, rng: np.random.Generator) -> list[Token]
     return tokens
 
 
+def check_split(split: object) -> Split | None:
+    """``split`` if it is one of :data:`SPLITS` or None (both), else a one-line
+    :class:`~mcts_agent.errors.ConfigError`: an unknown split would match no problem, and the
+    generator would draw forever."""
+    if split is None or split in SPLITS:
+        return split  # type: ignore[return-value]
+    raise ConfigError(f"arith has no split {split!r}; use one of {', '.join(SPLITS)} "
+                      "(--split on the command line, split= in Python)")
+
+
 def iter_problems(
     config: ArithConfig, seed: int | None = None, split: Split | None = "train"
 ) -> Iterator[ArithProblem]:
-    """An endless, seeded stream of problems from one split (``None``: both); may repeat."""
-    rng = np.random.default_rng(config.seed if seed is None else seed)
+    """An endless, seeded stream of problems from one split (``None``: both); may repeat.
+
+    Raises :class:`~mcts_agent.errors.ConfigError` at once for an unknown split, and while
+    drawing when :data:`MAX_REJECTED_DRAWS` draws in a row miss the split or the sign rule (the
+    knobs leave that split empty, e.g. ``held_out_fraction=0`` and ``split="test"``)."""
+    check_split(split)  # here, not in the generator: a bad split fails before the first draw
+    if split == "test" and config.held_out_fraction == 0:
+        raise _empty_split(config, split)
+    return _stream(config, np.random.default_rng(config.seed if seed is None else seed), split)
+
+
+def _stream(config: ArithConfig, rng: np.random.Generator,
+            split: Split | None) -> Iterator[ArithProblem]:
+    misses = 0
     while True:
-        tokens = _sample_tokens(config, rng)
-        question = "".join(str(t) for t in tokens)
-        part = split_of(question, config.held_out_fraction)
-        if split is not None and part != split:
+        problem = _draw(config, rng, split)
+        if problem is not None:
+            misses = 0
+            yield problem
             continue
-        ops, answer = _reduce(tokens)
-        if not config.allow_negative and any(c < 0 for *_, c in ops):
-            continue
-        steps = tuple(_fmt_step(*op) for op in ops)
-        yield ArithProblem(_problem_id(question), question, answer, steps, part)
+        misses += 1
+        if misses >= MAX_REJECTED_DRAWS:
+            raise _empty_split(config, split)
+
+
+def _draw(config: ArithConfig, rng: np.random.Generator,
+          split: Split | None) -> ArithProblem | None:
+    """One random problem, or None when it misses ``split`` or the sign rule."""
+    tokens = _sample_tokens(config, rng)
+    question = "".join(str(t) for t in tokens)
+    part = split_of(question, config.held_out_fraction)
+    if split is not None and part != split:
+        return None
+    ops, answer = _reduce(tokens)
+    if not config.allow_negative and any(c < 0 for *_, c in ops):
+        return None
+    steps = tuple(_fmt_step(*op) for op in ops)
+    return ArithProblem(_problem_id(question), question, answer, steps, part)
+
+
+def _empty_split(config: ArithConfig, split: Split | None) -> ConfigError:
+    part = f"split {split!r}" if split else "either split"
+    return ConfigError(
+        f"arith: no problem of {part} could be drawn with held_out_fraction="
+        f"{config.held_out_fraction}, allow_negative={config.allow_negative}, operators="
+        f"{config.operators!r}, num_operands={config.num_operands}; widen these knobs (e.g. "
+        "held_out_fraction > 0 for the test split)")
 
 
 def generate(
@@ -239,10 +293,11 @@ def generate(
     """Draw ``n`` problems; the same config, seed and split always give the same list.
 
     ``seed`` defaults to ``config.seed``. With ``unique`` (the default) no question repeats; a
-    ``ValueError`` says so when the configured problem space is too small for ``n``.
+    :class:`~mcts_agent.errors.ConfigError` (a ``ValueError``) says so when the configured
+    problem space is too small for ``n``, or the split is unknown or empty.
     """
     if n < 0:
-        raise ValueError("n must be non-negative")
+        raise ConfigError(f"arith: the number of problems must be >= 0, got {n}")
     out: list[ArithProblem] = []
     seen: set[str] = set()
     misses = 0
@@ -253,7 +308,8 @@ def generate(
             misses += 1
             # Many duplicates in a row: the space is (almost) exhausted.
             if misses > 1000 + 20 * n:
-                raise ValueError(f"found only {len(out)} distinct problems, {n} requested")
+                raise ConfigError(f"arith: found only {len(out)} distinct problems, {n} "
+                                  "requested; widen the knobs (max_operand, num_operands)")
             continue
         misses = 0
         seen.add(problem.question)

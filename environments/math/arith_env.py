@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from environments.math.arith import ArithConfig, Split, check_step, generate
+from collections.abc import Iterator
+from typing import Any
+
+from environments.math.arith import (
+    SPLITS,
+    ArithConfig,
+    ArithProblem,
+    Split,
+    check_split,
+    check_step,
+    generate,
+    iter_problems,
+    parse_answer,
+    render_solution,
+    solve,
+)
 from environments.math.stepwise import MathState, StepwiseMath
 from mcts_agent.contracts import Step, Task
 
@@ -21,9 +36,14 @@ class ArithEnvironment(StepwiseMath):
     model: a line whose arithmetic is false (or an answer that is not the last step's result)
     ends the episode as a failure, with no answer. This needs no reference answer, so it holds
     in inference mode too.
+
+    Besides the search contract it serves whole-completion training and evaluation (the tiny
+    reasoner's): :meth:`task_stream`, :meth:`solution`, :meth:`is_correct` and
+    :attr:`settings`.
     """
 
     name = "arith"
+    splits = SPLITS
 
     def __init__(
         self, config: ArithConfig | None = None, check_steps: bool = True, **knobs: object
@@ -46,6 +66,41 @@ class ArithEnvironment(StepwiseMath):
         return super().answer(state)
 
     def tasks(self, n: int, split: Split = "test", seed: int | None = None) -> list[Task]:
-        """``n`` distinct problems of one split as tasks (held out: ``split="test"``)."""
-        return [Task(p.id, p.question, p.answer, {"steps": list(p.steps), "split": p.split})
-                for p in generate(self.config, n, seed=seed, split=split)]
+        """``n`` distinct problems of one split as tasks (held out: ``split="test"``); an
+        unknown split is a :class:`~mcts_agent.errors.ConfigError`."""
+        return [_task(p) for p in generate(self.config, n, seed=seed, split=check_split(split))]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The generator's knobs as JSON data (what a training report records)."""
+        return self.config.model_dump(mode="json")
+
+    def task_stream(self, split: Split | None = "train", seed: int | None = None
+                    ) -> Iterator[Task]:
+        """An endless, seeded stream of tasks of ``split`` (they may repeat): training data."""
+        return map(_task, iter_problems(self.config, seed=seed, split=split))
+
+    def solution(self, task: Task) -> str:
+        """The reference completion after the prompt: ``Step i: a op b=c`` lines, then
+        ``Answer: N``, each ending in a newline."""
+        return render_solution(_problem(task))
+
+    def is_correct(self, task: Task, completion: str) -> bool:
+        """Whether the first ``Answer:`` line of a whole completion equals the reference."""
+        return parse_answer(completion) == _problem(task).answer
+
+
+def _task(problem: ArithProblem) -> Task:
+    return Task(problem.id, problem.question, problem.answer,
+                {"steps": list(problem.steps), "split": problem.split})
+
+
+def _problem(task: Task) -> ArithProblem:
+    """The problem behind a task; one made elsewhere (no steps) is solved here."""
+    steps = task.metadata.get("steps")
+    if steps is None:
+        steps, answer = solve(task.problem)
+    else:
+        answer = int(task.reference)
+    return ArithProblem(task.id, task.problem, answer, tuple(steps),
+                        task.metadata.get("split", "train"))

@@ -4,9 +4,10 @@ Sources, all local (nothing is fetched from the hub):
 
 * ``.jsonl`` / ``.ndjson``: one JSON object per line; ``.json``: a list of objects (or an object
   holding one such list, e.g. ``{"data": [...]}``), else read as JSON lines; ``.csv`` with a
-  header row. These are parsed with the standard library, so a malformed line is skipped, with a
-  warning naming ``file:line``, instead of failing the whole file as ``datasets``' JSON loader
-  does.
+  header row. These are parsed with the standard library, so a malformed line (not JSON, not
+  UTF-8) is skipped, with a warning naming ``file:line``, instead of failing the whole file as
+  ``datasets``' JSON loader does. A ``.json`` or ``.csv`` file is decoded whole: one that is not
+  UTF-8 is refused with the byte where decoding failed. A UTF-8 byte-order mark is ignored.
 * ``.parquet`` and folders written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``:
   read with Hugging Face ``datasets`` (imported only then).
 
@@ -20,7 +21,9 @@ does not call math-verify at all and compares plain numbers and text instead.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import logging
 import re
@@ -32,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from environments.math.stepwise import MathState, StepwiseMath
-from mcts_agent.contracts import Task
+from mcts_agent.contracts import Task, content_hash
+from mcts_agent.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,7 @@ WARN_LINES = 10  # malformed lines warned about one by one; the rest are summed 
 _GSM8K_FINAL = re.compile(r"####\s*(.*?)\s*$", re.S)
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d+)?$")
 _DELIMITED = ("$", "\\boxed", "\\[", "\\(")
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that are not UTF-8 (surrogateescape)
 _warned_thread = False
 
 Record = tuple[str, Any]
@@ -150,28 +155,50 @@ def read_records(path: Path) -> dict[str | None, list[Record]]:
                ".parquet": _parquet}
     reader = readers.get(path.suffix.lower())
     if reader is None:
-        raise ValueError(f"{path}: unknown format {path.suffix!r}; use .jsonl, .json, .csv, "
-                         ".parquet or a folder saved with datasets' save_to_disk")
+        raise ConfigError(f"{path}: unknown format {path.suffix!r}; use .jsonl, .json, .csv, "
+                          ".parquet or a folder saved with datasets' save_to_disk")
     return {None: list(reader(path))}
 
 
 def _jsonl(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8") as f:
+    # surrogateescape: a line that is not UTF-8 is one malformed row, not a failed file
+    with path.open(encoding="utf-8-sig", errors="surrogateescape") as f:
         for number, line in enumerate(f, 1):
             if line.strip():
                 yield f"{path}:{number}", _loads(line)
 
 
 def _loads(text: str) -> Any:
-    """A JSON value, or the parse error as a :class:`ValueError` to report for that row."""
+    """A JSON value, or why not as a :class:`ValueError` to report for that row."""
+    bad = _UNDECODABLE.search(text)
+    if bad:
+        byte = ord(bad.group()) - 0xDC00
+        return ValueError(f"not UTF-8 (byte 0x{byte:02x} at column {bad.start() + 1}); "
+                          "re-encode the file as UTF-8")
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
         return ValueError(f"not JSON ({err.msg} at column {err.colno})")
 
 
+def _read_text(path: Path) -> str:
+    """The whole file as UTF-8 text (a byte-order mark dropped), or a one-line
+    :class:`ConfigError` naming the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[skip:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        at = skip + err.start
+        line = data.count(b"\n", 0, at) + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{data[at]:02x} at byte offset {at}, line {line}); "
+            f"re-encode it as UTF-8, e.g. iconv -f cp1252 -t utf-8 {path.name} > "
+            f"{path.stem}-utf8{path.suffix}") from None
+
+
 def _json(path: Path) -> Iterator[Record]:
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError:  # JSON lines under a .json name
@@ -187,10 +214,9 @@ def _json(path: Path) -> Iterator[Record]:
 
 
 def _csv(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        for row in reader:
-            yield f"{path}:{reader.line_num}", row
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    for row in reader:
+        yield f"{path}:{reader.line_num}", row
 
 
 def _datasets() -> Any:
@@ -212,8 +238,8 @@ def _saved_dataset(path: Path) -> dict[str | None, list[Record]]:
     try:
         loaded = _datasets().load_from_disk(str(path))
     except FileNotFoundError as err:
-        raise ValueError(f"{path} is a folder but not one written by datasets' save_to_disk; "
-                         "give a .jsonl, .json, .csv or .parquet file or such a folder") from err
+        raise ConfigError(f"{path} is a folder but not one written by datasets' save_to_disk; "
+                          "give a .jsonl, .json, .csv or .parquet file or such a folder") from err
     splits = loaded if hasattr(loaded, "keys") else {None: loaded}
     return {name: [(f"{path}[{name}]:row {i}" if name else f"{path}:row {i}", row)
                    for i, row in enumerate(rows, 1)]
@@ -235,7 +261,10 @@ class JsonlMathEnvironment(StepwiseMath):
             ``datasets``' ``save_to_disk`` (see the module docstring).
         question_field / answer_field: the columns of the problem and its reference; the
             reference may be a full solution ending in GSM8K's ``#### 42``.
-        id_field: a column of unique task ids; default ``<file stem>-<line>``.
+        id_field: a column of unique task ids, required in every row. Default: the row's own
+            ``id`` when it has one, else a hash of its question and answer, so ids follow the
+            content: inserting or deleting a row leaves every other task's id (and saved
+            tree) unchanged.
         prompt_template: renders ``{problem}`` (literal braces are written ``{{ }}``).
         few_shot: worked examples in the same line-per-step format, put before every problem.
         system_prompt: instructions put first.
@@ -245,7 +274,7 @@ class JsonlMathEnvironment(StepwiseMath):
     either prefix that lacks one). Rows without a non-empty string question or a non-empty
     answer, rows that are not objects, and repeated ids are skipped and counted in ``skipped``
     (``skipped_rows`` says where and why), each with a warning naming the ``file:line``; a
-    source without one usable row raises :class:`ValueError`.
+    source without one usable row raises :class:`~mcts_agent.errors.ConfigError`.
     """
 
     name = "jsonl"
@@ -264,8 +293,8 @@ class JsonlMathEnvironment(StepwiseMath):
         super().__init__(prompt_template, checker=partial(math_equal, timeout_s=timeout_s))
         self.path = Path(path)
         if not self.path.exists():
-            raise FileNotFoundError(f"no dataset at {self.path}; give a .jsonl, .json, .csv or "
-                                    ".parquet file or a folder saved with save_to_disk")
+            raise ConfigError(f"no dataset at {self.path}; give a .jsonl, .json, .csv or "
+                              ".parquet file or a folder saved with save_to_disk (path=)")
         _check_template(prompt_template)
         self.name = f"jsonl:{self.path.name}"
         self.fields = question_field, answer_field, id_field
@@ -282,7 +311,8 @@ class JsonlMathEnvironment(StepwiseMath):
 
     @property
     def splits(self) -> list[str | None]:
-        """The source's splits (``[None]`` for a single file)."""
+        """The source's splits (``[None]`` for a single file, which has none and takes any
+        split name)."""
         return list(self._splits)
 
     def reset(self, task: Task) -> MathState:
@@ -304,20 +334,21 @@ class JsonlMathEnvironment(StepwiseMath):
             return self._splits[split]
         if split is None and len(self._splits) == 1:
             return next(iter(self._splits.values()))
-        raise ValueError(f"{self.path} has splits {sorted(map(str, self._splits))}, not "
-                         f"{split!r}; pass one of them as split (--split on the command line)")
+        raise ConfigError(f"{self.path} has splits {sorted(map(str, self._splits))}, not "
+                          f"{split!r}; pass one of them as split (--split on the command line)")
 
     def _tasks(self, rows: list[Record]) -> list[Task]:
         tasks: list[Task] = []
-        ids: set[str] = set()
+        first_seen: dict[str, str] = {}  # task id -> where it first appeared
         for location, row in rows:
             task = self._task(location, row)
             if isinstance(task, str):
                 self.skipped_rows.append(f"{location}: {task}")
-            elif task.id in ids:
-                self.skipped_rows.append(f"{location}: repeats id {task.id!r}")
+            elif task.id in first_seen:
+                self.skipped_rows.append(
+                    f"{location}: repeats id {task.id!r} of {first_seen[task.id]}")
             else:
-                ids.add(task.id)
+                first_seen[task.id] = location
                 tasks.append(task)
         return tasks
 
@@ -336,15 +367,14 @@ class JsonlMathEnvironment(StepwiseMath):
             return f"needs a non-empty {answer_field!r}"
         if id_field and row.get(id_field) in (None, ""):
             return f"needs an id in {id_field!r}"
-        task_id = str(row[id_field]) if id_field else self._default_id(location)
+        question = question.strip()
+        # ids follow the content, never the row's position (see id_field)
+        task_id = str(row[id_field]) if id_field else _own_id(row)
+        task_id = task_id or content_hash(question, answer)
         details = {"source": location}
         if str(raw_answer).strip() != answer:
             details["solution"] = str(raw_answer)
-        return Task(task_id, question.strip(), answer, details)
-
-    def _default_id(self, location: str) -> str:
-        where = location[len(str(self.path)):].lstrip(":")
-        return f"{self.path.stem}-{re.sub(r'[^A-Za-z0-9]+', '-', where).strip('-')}"
+        return Task(task_id, question, answer, details)
 
     def _report_skipped(self) -> None:
         for message in self.skipped_rows[:WARN_LINES]:
@@ -354,15 +384,23 @@ class JsonlMathEnvironment(StepwiseMath):
                         self.path)
         if not any(self._splits.values()):
             question, answer, _ = self.fields
-            raise ValueError(
+            raise ConfigError(
                 f"{self.path}: no usable row ({self.skipped} skipped); each needs a non-empty "
                 f"string {question!r} and a non-empty {answer!r} (set question_field= / "
                 "answer_field= if your columns are named otherwise)")
+
+
+def _own_id(row: Mapping[str, Any]) -> str | None:
+    """The row's ``id`` when it is a non-empty string or an integer."""
+    value = row.get("id")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    return str(value).strip() or None
 
 
 def _check_template(template: str) -> None:
     try:
         template.format(problem="")
     except (KeyError, IndexError, ValueError) as err:
-        raise ValueError(f"prompt_template {template!r} may only use {{problem}}; write literal "
+        raise ConfigError(f"prompt_template {template!r} may only use {{problem}}; write literal "
                          f"braces as {{{{ }}}} ({err!r})") from err

@@ -20,6 +20,7 @@ from typing import Any
 
 from environments.math.stepwise import MathState, StepwiseMath
 from mcts_agent.contracts import Task
+from mcts_agent.errors import ConfigError
 
 SPLITS = ("train", "test")
 
@@ -48,13 +49,13 @@ def _create(name: str, **kwargs: Any) -> Any:
     if name not in DATASETS:
         close = difflib.get_close_matches(name, DATASETS, n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"unknown reasoning-gym dataset {name!r}.{hint} "
+        raise ConfigError(f"unknown reasoning-gym dataset {name!r}.{hint} "
                          f"{len(DATASETS)} exist: see reasoning_gym.factory.DATASETS")
     try:
         return reasoning_gym.create_dataset(name, **kwargs)
     except Exception as err:  # config dataclasses raise TypeError / AssertionError / ValueError
         settings = {k: v for k, v in kwargs.items() if k != "seed"}
-        raise ValueError(f"reasoning-gym could not build {name!r} with {settings}: {err}; "
+        raise ConfigError(f"reasoning-gym could not build {name!r} with {settings}: {err}; "
                          "check the dataset's config class for valid settings") from err
 
 
@@ -78,6 +79,7 @@ class ReasoningGymEnvironment(StepwiseMath):
     """
 
     name = "gym"
+    splits = SPLITS
 
     def __init__(
         self,
@@ -90,7 +92,7 @@ class ReasoningGymEnvironment(StepwiseMath):
     ) -> None:
         super().__init__(prompt_template)
         if size < 1:
-            raise ValueError(f"size must be at least 1, got {size}")
+            raise ConfigError(f"gym: size must be at least 1, got {size}")
         self.name = f"gym:{dataset}"
         self.dataset, self.size, self.seed = dataset, size, seed
         self.partial_credit = partial_credit
@@ -109,12 +111,13 @@ class ReasoningGymEnvironment(StepwiseMath):
         """The first ``n`` distinct questions of ``split`` in the stream of ``seed`` (default
         the environment's seed): the same tasks for the same arguments, and never a question
         of the other split."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if split not in SPLITS:  # a question belongs to train or test by its hash, no other
+            raise ConfigError(f"{self.name} has no split {split!r}; use 'train' or 'test' "
+                              "(--split on the command line, split= in Python)")
         seed = self.seed if seed is None else seed
         picked = list(self._scan(n, split, seed))
         if len(picked) < n:
-            raise ValueError(
+            raise ConfigError(
                 f"only {len(picked)} distinct {split} questions of {self.dataset!r} in the first "
                 f"{self.size} items of seed {seed}, {n} asked: raise size= or widen the "
                 "generator's settings")

@@ -68,4 +68,5 @@ class StepwiseMath:
         if task.reference is None:
             return None
         answer = self.answer(state)
-        return float(answer is not None and self.checker(answer, task.reference))
+        # bool(): a checker may return any truthy value, the score stays 0.0 or 1.0
+        return float(answer is not None and bool(self.checker(answer, task.reference)))

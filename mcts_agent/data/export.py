@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from ..search.results import jsonable
+from ..files import write_atomic
+from ..trees import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def write_rows(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"jsonl": out / f"{name}.jsonl"}
-    _write_text(paths["jsonl"], "".join(
+    write_atomic(paths["jsonl"], "".join(
         json.dumps(row, ensure_ascii=False, default=jsonable) + "\n" for row in rows))
     parquet = out / f"{name}.parquet"
     if rows:
@@ -48,7 +49,7 @@ def write_rows(
     if description:
         record["description"] = description
     paths["stats"] = out / f"{name}{_STATS}"
-    _write_text(paths["stats"], json.dumps(record, indent=2, default=jsonable) + "\n")
+    write_atomic(paths["stats"], json.dumps(record, indent=2, default=jsonable) + "\n")
     paths["card"] = write_card(out)
     return paths
 
@@ -90,7 +91,7 @@ def write_card(out_dir: str | Path) -> Path:
     for name in names:
         lines += _section(out, name)
     card = out / "README.md"
-    _write_text(card, "\n".join(lines).rstrip() + "\n")
+    write_atomic(card, "\n".join(lines).rstrip() + "\n")
     return card
 
 
@@ -210,10 +211,4 @@ def _write_parquet(rows: list[dict[str, Any]], path: Path, name: str) -> None:
             enable_progress_bars()
     tmp.replace(path)
 
-
-def _write_text(path: Path, text: str) -> None:
-    """Write whole or not at all: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 

@@ -14,10 +14,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..contracts import CriticInput, Environment
-from ..episodes import final_answer
-from ..search.results import SearchResult
-from .pairs import ReplayedTree, ReplayError, replay_trees
+from ..contracts import CriticInput, Environment, checked_score, final_answer
+from ..trees import ReplayedTree, ReplayError, TreeRecord, replay_failed, replay_trees
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,7 @@ class LabelledNode:
 
 
 def labelled_nodes(
-    results: Iterable[SearchResult],
+    results: Iterable[TreeRecord],
     env: Environment,
     *,
     max_per_tree: int | None = None,
@@ -55,14 +53,14 @@ def labelled_nodes(
     rng = random.Random(seed)
     out: list[LabelledNode] = []
     for tree in replay_trees(results, env, counts):
-        task = tree.result.task
+        task = tree.record.task
         if task.reference is None:
             counts["no_reference"] += 1
             continue
         try:
             correct = _verified_below(tree, env)
-        except ReplayError:  # a step that replayed once but not twice: skip the tree
-            counts["replay_error"] += 1
+        except ReplayError as err:  # a step that replayed once but not twice: skip the tree
+            replay_failed(task.id, err, counts)
             continue
         ids = [i for i in range(1, len(tree.nodes)) if correct[i] is not None]
         counts["unlabelled"] += len(tree.nodes) - 1 - len(ids)
@@ -71,9 +69,8 @@ def labelled_nodes(
         for i in ids:
             node = tree.nodes[i]
             out.append(LabelledNode(
-                CriticInput(task, env, tree.state(i), bool(node["terminal"])), bool(correct[i]),
-                task.id, i, int(node["depth"]), bool(node["terminal"]), node.get("value"),
-                node.get("critic")))
+                CriticInput(task, env, tree.state(i), node.terminal), bool(correct[i]),
+                task.id, i, node.depth, node.terminal, node.value, node.critic))
         counts["nodes"] += len(ids)
     return out
 
@@ -84,9 +81,10 @@ def _verified_below(tree: ReplayedTree, env: Environment) -> list[bool | None]:
     nodes = tree.nodes
     label: list[bool | None] = [None] * len(nodes)
     for i in range(len(nodes) - 1, 0, -1):  # parents come before children
-        if nodes[i]["terminal"]:
-            label[i] = env.score(tree.state(i), tree.result.task) == 1.0 or bool(label[i])
-        parent = nodes[i]["parent"]
+        if nodes[i].terminal:
+            score = checked_score(env, tree.state(i), tree.record.task)
+            label[i] = score == 1.0 or bool(label[i])
+        parent = nodes[i].parent
         if label[i] is not None and parent is not None:
             label[parent] = bool(label[parent]) or label[i]
     return label

@@ -10,27 +10,24 @@ terminal node with a verifier score (data mode) is exact: its score is the truth
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from ..contracts import Environment, Prompt
-from ..episodes import is_interactive
-from ..search.results import SearchResult
-
-log = logging.getLogger(__name__)
+from ..contracts import Environment, Prompt, is_interactive
+from ..settings import Settings
+from ..trees import NodeRecord, ReplayedTree, ReplayError, TreeRecord, replay_failed, replay_trees
 
 Row = dict[str, Any]
 _EPS = 1e-9  # margins are float differences: 0.8 - 0.6 must pass a 0.2 gate
 
 
-class PairConfig(BaseModel):
+class PairConfig(Settings):
     """Which preference pairs are mined from a tree. Immutable; unknown fields are rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -60,10 +57,6 @@ class PairConfig(BaseModel):
     conversational: bool = Field(False, description="Chat-message rows: the root prompt as "
                                  "the user turn, prefix steps + side as the assistant turn.")
     seed: int = Field(0, description="Breaks exact ties when caps drop pairs (reproducibly).")
-
-
-class ReplayError(RuntimeError):
-    """The environment failed to replay a tree's actions."""
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -107,11 +100,9 @@ class _Rate:
     exact: bool  # a verified terminal: the score is the truth, not an estimate
 
 
-def _rate(node: dict[str, Any]) -> _Rate:
-    if node["terminal"] and node.get("score") is not None:
-        return _Rate(float(node["score"]), int(node["visits"]), True)
-    value = node.get("value")
-    return _Rate(None if value is None else float(value), int(node["visits"]), False)
+def _rate(node: NodeRecord) -> _Rate:
+    exact = node.terminal and node.score is not None
+    return _Rate(node.rate, node.visits, exact)
 
 
 def _interval(rate: _Rate, z: float) -> tuple[float, float]:
@@ -137,76 +128,6 @@ def _confidence(chosen: _Rate, rejected: _Rate) -> float:
     return 0.5 * (1 + math.erf((pc - pr) / math.sqrt(2 * (vc + vr))))
 
 
-# ----------------------------------------------------------------------------- replay
-
-
-class ReplayedTree:
-    """One finished tree with its states replayed on demand (each node once)."""
-
-    def __init__(self, result: SearchResult, env: Environment) -> None:
-        self.result, self.env, self.nodes = result, env, result.nodes
-        self.task_id = result.task.id
-        self.delimiter = env.step_delimiter
-        self.children: list[list[int]] = [[] for _ in self.nodes]
-        for i, node in enumerate(self.nodes):
-            if node["parent"] is not None:
-                self.children[node["parent"]].append(i)
-        self._states: dict[int, Any] = {0: self._call(env.reset, result.task)}
-        self.root_prompt: Prompt = self.prompt(0)
-
-    def _call(self, fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except Exception as err:  # a plug-in may raise anything; the tree is skipped, not the run
-            raise ReplayError(f"{type(err).__name__}: {err}") from err
-
-    def state(self, i: int) -> Any:
-        missing = []
-        while i not in self._states:
-            missing.append(i)
-            i = self.nodes[i]["parent"]
-        for j in reversed(missing):
-            parent = self._states[self.nodes[j]["parent"]]
-            self._states[j] = self._call(self.env.step, parent, self.nodes[j]["action"]).state
-        return self._states[missing[0] if missing else i]
-
-    def prompt(self, i: int) -> Prompt:
-        return self._call(self.env.prompt, self.state(i))
-
-    def action(self, i: int) -> str:
-        """The step without its delimiter."""
-        return self.nodes[i]["action"].removesuffix(self.delimiter)
-
-    def step_text(self, i: int) -> str:
-        """The step as the policy generated it, delimiter included."""
-        return self.action(i) + self.delimiter
-
-    def path(self, i: int) -> list[int]:
-        """Node ids from the first step to ``i`` (the root excluded)."""
-        return self.result.path_to(i)[1:]
-
-    def text(self, ids: Iterable[int]) -> str:
-        return "".join(self.step_text(i) for i in ids)
-
-    def best_child(self, i: int) -> int | None:
-        """Most visited child, ties to the higher value, then the older node."""
-        def key(j: int) -> tuple[int, float, int]:
-            value = self.nodes[j]["value"]
-            return self.nodes[j]["visits"], -1.0 if value is None else value, -j
-
-        return max(self.children[i], key=key, default=None)
-
-    def continuation(self, i: int) -> list[int]:
-        """``i`` and the best line under it, down to a terminal node or a leaf."""
-        line = [i]
-        while not self.nodes[line[-1]]["terminal"]:
-            child = self.best_child(line[-1])
-            if child is None:
-                break
-            line.append(child)
-        return line
-
-
 # ----------------------------------------------------------------------------- pairs
 
 
@@ -229,12 +150,12 @@ class _Pair:
 
 
 def mine_pairs(
-    results: Iterable[SearchResult], env: Environment, config: PairConfig | None = None
+    results: Iterable[TreeRecord], env: Environment, config: PairConfig | None = None
 ) -> tuple[list[Row], Counter]:
     """Preference pairs from finished trees, and a Counter of what happened (``trees``,
     ``pairs`` and skip reasons: ``low_visits``, ``same_text``, ``small_margin``,
     ``not_confident``, ``edit_distance``, ``duplicate``, ``cap_depth``, ``cap_tree``,
-    ``no_correct``, ``no_wrong``, ``replay_error``, ``empty_tree``).
+    ``no_correct``, ``no_wrong``, ``replay_error``).
 
     Columns: ``prompt``, ``chosen``, ``rejected``, ``chosen_terminal``, ``rejected_terminal``,
     ``task_id``, ``parent_node``, ``chosen_node``, ``rejected_node``, ``depth`` (of the two
@@ -257,13 +178,13 @@ def mine_pairs(
             found = _STRATEGIES[config.strategy](tree, config, counts)
             rows.extend(_select(tree, found, config, counts))
         except ReplayError as err:
-            _replay_failed(tree.task_id, err, counts)
+            replay_failed(tree.task_id, err, counts)
     counts["pairs"] = len(rows)
     return rows, counts
 
 
 def mine_rows(
-    kind: Literal["pairs", "sft", "stepwise"], results: Iterable[SearchResult],
+    kind: Literal["pairs", "sft", "stepwise"], results: Iterable[TreeRecord],
     env: Environment, config: PairConfig | None = None, *, per_tree: int = 1,
 ) -> tuple[list[Row], Counter]:
     """One kind of training rows from finished trees, and a Counter of what happened:
@@ -294,7 +215,7 @@ def _gate(tree: ReplayedTree, a: int, b: int, config: PairConfig, counts: Counte
     assert ra.value is not None and rb.value is not None
     if rb.value > ra.value:
         a, b, ra, rb = b, a, rb, ra
-    pair = _Pair(tree.nodes[a]["parent"], a, b, ra, rb)
+    pair = _Pair(tree.nodes[a].parent, a, b, ra, rb)  # type: ignore[arg-type]
     step_a, step_b = tree.action(a).strip(), tree.action(b).strip()
     if step_a == step_b:
         counts["same_text"] += 1
@@ -316,8 +237,7 @@ def _disputed(tree: ReplayedTree, pair: _Pair, config: PairConfig) -> bool:
     """Whether the critics disagreed too much on a side whose value is an estimate."""
     if config.max_disagreement is None:
         return False
-    return any(not rate.exact and (tree.nodes[i].get("disagreement") or 0.0)
-               > config.max_disagreement
+    return any(not rate.exact and (tree.nodes[i].disagreement or 0.0) > config.max_disagreement
                for i, rate in ((pair.chosen, pair.chosen_rate),
                                (pair.rejected, pair.rejected_rate)))
 
@@ -348,7 +268,7 @@ def _path(tree: ReplayedTree, config: PairConfig, counts: Counter) -> list[_Pair
             counts["low_visits"] += 1
         elif len(ok) > 1:
             def key(k: int) -> tuple[float, int, int]:
-                return _rate(tree.nodes[k]).value or 0.0, tree.nodes[k]["visits"], -k
+                return _rate(tree.nodes[k]).value or 0.0, tree.nodes[k].visits, -k
 
             best, worst = max(ok, key=key), min(ok, key=key)
             if pair := _gate(tree, best, worst, config, counts, wilson=False):
@@ -364,8 +284,8 @@ def _outcome(tree: ReplayedTree, config: PairConfig, counts: Counter) -> list[_P
     correct = _verified(tree)
     wrong = _distinct(tree, sorted(
         (i for i, n in enumerate(nodes)
-         if n["terminal"] and (n.get("score") == 0 or n.get("answer") is None)),
-        key=lambda i: (nodes[i]["value"] or 0.0, nodes[i]["depth"], i)))
+         if n.terminal and (n.score == 0 or n.answer is None)),
+        key=lambda i: (nodes[i].value or 0.0, nodes[i].depth, i)))
     if not correct:
         counts["no_correct"] += 1
     if not wrong:
@@ -380,8 +300,8 @@ def _outcome(tree: ReplayedTree, config: PairConfig, counts: Counter) -> list[_P
                 config.min_edit_distance) < config.min_edit_distance:
             counts["edit_distance"] += 1
             continue
-        pairs.append(_Pair(0, c, w, _Rate(1.0, nodes[c]["visits"], True),
-                           _Rate(0.0, nodes[w]["visits"], True)))
+        pairs.append(_Pair(0, c, w, _Rate(1.0, nodes[c].visits, True),
+                           _Rate(0.0, nodes[w].visits, True)))
     return pairs
 
 
@@ -390,8 +310,8 @@ def _verified(tree: ReplayedTree) -> list[int]:
     shortest, first."""
     nodes = tree.nodes
     return _distinct(tree, sorted(
-        (i for i, n in enumerate(nodes) if n["terminal"] and n.get("score") == 1),
-        key=lambda i: (-(nodes[i]["value"] or 0.0), nodes[i]["depth"], i)))
+        (i for i, n in enumerate(nodes) if n.terminal and n.score == 1),
+        key=lambda i: (-(nodes[i].value or 0.0), nodes[i].depth, i)))
 
 
 def _distinct(tree: ReplayedTree, ids: Iterable[int]) -> list[int]:
@@ -446,11 +366,11 @@ def _side(tree: ReplayedTree, pair: _Pair, node: int, config: PairConfig) -> tup
     return tree.text(ids), ends_text(tree.nodes[ids[-1]])
 
 
-def ends_text(node: Mapping[str, Any]) -> bool:
+def ends_text(node: NodeRecord) -> bool:
     """Whether the model's own text ends at ``node``: a finished episode with an answer. A step
     the environment cut (a false line, the depth limit) is not where the model would stop
     writing, so training must not teach an end-of-sequence there."""
-    return bool(node["terminal"]) and node.get("answer") is not None
+    return node.terminal and node.answer is not None
 
 
 def _pair_row(tree: ReplayedTree, pair: _Pair, config: PairConfig) -> Row:
@@ -473,9 +393,9 @@ def _pair_row(tree: ReplayedTree, pair: _Pair, config: PairConfig) -> Row:
         "prompt": prompt, "chosen": chosen_out, "rejected": rejected_out,
         "chosen_terminal": chosen_end, "rejected_terminal": rejected_end,
         "task_id": tree.task_id, "parent_node": pair.parent, "chosen_node": pair.chosen,
-        "rejected_node": pair.rejected, "depth": int(nodes[pair.parent]["depth"]) + 1,
-        "chosen_visits": int(nodes[pair.chosen]["visits"]),
-        "rejected_visits": int(nodes[pair.rejected]["visits"]),
+        "rejected_node": pair.rejected, "depth": nodes[pair.parent].depth + 1,
+        "chosen_visits": nodes[pair.chosen].visits,
+        "rejected_visits": nodes[pair.rejected].visits,
         "chosen_value": pair.chosen_rate.value, "rejected_value": pair.rejected_rate.value,
         "margin": pair.margin, "confidence": pair.confidence, "strategy": config.strategy,
     }
@@ -493,31 +413,8 @@ def _messages(prompt: Prompt) -> list[dict[str, str]]:
 # ----------------------------------------------------------------------------- SFT, stepwise
 
 
-def replay_trees(results: Iterable[SearchResult], env: Environment,
-           counts: Counter | None = None) -> Iterable[ReplayedTree]:
-    """The replayable trees of ``results``; the others are skipped, logged and counted."""
-    counts = Counter() if counts is None else counts
-    for result in results:
-        counts["trees"] += 1
-        if not result.nodes:
-            counts["empty_tree"] += 1
-            continue
-        try:
-            tree = ReplayedTree(result, env)
-        except ReplayError as err:
-            _replay_failed(result.task.id, err, counts)
-            continue
-        yield tree
-
-
-def _replay_failed(task_id: str, err: ReplayError, counts: Counter) -> None:
-    log.warning("task %s: skipping its tree, the environment failed to replay it (%s)",
-                task_id, err)
-    counts["replay_error"] += 1
-
-
 def sft_rows(
-    results: Iterable[SearchResult], env: Environment, max_per_tree: int = 1,
+    results: Iterable[TreeRecord], env: Environment, max_per_tree: int = 1,
     conversational: bool = False, *, counts: Counter | None = None,
 ) -> list[Row]:
     """Verified solutions for SFT (STaR / ReST): per tree up to ``max_per_tree`` distinct
@@ -535,14 +432,14 @@ def sft_rows(
                 "prompt": _messages(tree.root_prompt) if chat else tree.root_prompt,
                 "completion": [{"role": "assistant", "content": text}] if chat else text,
                 "task_id": tree.task_id, "node": i,
-                "value": float(nodes[i]["value"] if nodes[i]["value"] is not None else 1.0),
-                "depth": int(nodes[i]["depth"]),
+                "value": 1.0 if nodes[i].value is None else nodes[i].value,
+                "depth": nodes[i].depth,
             })
     return rows
 
 
 def stepwise_rows(
-    results: Iterable[SearchResult], env: Environment, threshold: float = 0.5, *,
+    results: Iterable[TreeRecord], env: Environment, threshold: float = 0.5, *,
     counts: Counter | None = None,
 ) -> list[Row]:
     """Per-step labels (Math-Shepherd style) for value / process-reward models: one row per
@@ -556,7 +453,7 @@ def stepwise_rows(
     for tree in replay_trees(results, env, counts):
         seen: set[tuple[str, ...]] = set()
         for i, node in enumerate(tree.nodes):
-            if not node["terminal"] or i == 0:
+            if not node.terminal or i == 0:
                 continue
             path = tree.path(i)
             steps = tuple(tree.action(j) for j in path)
@@ -564,8 +461,8 @@ def stepwise_rows(
             if steps in seen or any(r.value is None for r in rates):
                 continue
             seen.add(steps)
-            values = [float(tree.nodes[j]["value"] if tree.nodes[j]["value"] is not None
-                            else r.value) for j, r in zip(path, rates, strict=True)]
+            values = [r.value if (v := tree.nodes[j].value) is None else v
+                      for j, r in zip(path, rates, strict=True)]
             rows.append({
                 "prompt": tree.root_prompt, "completions": list(steps),
                 "labels": [bool(r.value >= threshold) for r in rates],  # type: ignore[operator]

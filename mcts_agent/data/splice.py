@@ -37,11 +37,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from ..contracts import Critic, CriticInput, Environment
-from ..search.results import SearchResult
-from .pairs import ReplayedTree, replay_trees
+from ..settings import Settings
+from ..trees import ReplayedTree, TreeRecord, replay_trees
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ REVISIONS = (
 )
 
 
-class SpliceConfig(BaseModel):
+class SpliceConfig(Settings):
     """How failure → recovery dialogues are cut from a tree. Immutable; unknown fields are
     rejected."""
 
@@ -103,16 +103,13 @@ def _interactive(env: Environment) -> None:
 
 def trajectory_value(tree: ReplayedTree, i: int) -> float | None:
     """A finished node's verified score when known, else its backed-up mean value."""
-    node = tree.nodes[i]
-    if node["terminal"] and node.get("score") is not None:
-        return float(node["score"])
-    return None if node["value"] is None else float(node["value"])
+    return tree.nodes[i].rate
 
 
 def _ends(tree: ReplayedTree) -> list[int]:
     """Trajectory ends: finished nodes, and leaves that were visited."""
     return [i for i, node in enumerate(tree.nodes)
-            if i and (node["terminal"] or (not tree.children[i] and node["visits"] > 0))]
+            if i and (node.terminal or (not tree.children[i] and node.visits > 0))]
 
 
 def _shared(a: list[int], b: list[int]) -> int:
@@ -165,8 +162,8 @@ def _first_bad(candidates: list[_Candidate], config: SpliceConfig,
             raise ValueError(f"first_bad={config.first_bad!r} needs a critic (e.g. a judge)")
         wanted = [(c, j) for c in candidates for j in range(c.shared, len(c.bad_path))]
         assessments = critic.evaluate([
-            CriticInput(c.tree.result.task, c.tree.env, c.tree.state(c.bad_path[j]),
-                        bool(c.tree.nodes[c.bad_path[j]]["terminal"])) for c, j in wanted])
+            CriticInput(c.tree.record.task, c.tree.env, c.tree.state(c.bad_path[j]),
+                        c.tree.nodes[c.bad_path[j]].terminal) for c, j in wanted])
         judged = {(id(c), j): a.value for (c, j), a in zip(wanted, assessments, strict=True)}
     out = []
     for c in candidates:
@@ -191,7 +188,7 @@ def splice_tree(tree: ReplayedTree, config: SpliceConfig, critic: Critic | None 
     counts = Counter() if counts is None else counts
     env: Any = tree.env
     _interactive(env)
-    task = tree.result.task
+    task = tree.record.task
     rng = random.Random(f"{config.seed}/{task.id}")
     candidates = _candidates(tree, config, counts)
     out: list[Splice] = []
@@ -213,9 +210,9 @@ def splice_tree(tree: ReplayedTree, config: SpliceConfig, critic: Critic | None 
 
 def _splice(env: Any, tree: ReplayedTree, cand: _Candidate, t: int, revision: str,
             config: SpliceConfig, counts: Counter) -> Splice | None:
-    from environments.agent.react import parse_action, render_turn
+    from ..react import parse_action, render_turn
 
-    task = tree.result.task
+    task = tree.record.task
     bad = cand.bad_path[t]
     prefix = [tree.action(i) for i in cand.bad_path[:t + 1]]
     good = cand.good_path[cand.shared:]
@@ -264,7 +261,7 @@ def _undo(env: Any, commands: Sequence[str]) -> list[str] | None:
     return [u for u in undo if u] or None
 
 
-def splice_trees(results: Iterable[SearchResult], env: Environment,
+def splice_trees(results: Iterable[TreeRecord], env: Environment,
                  config: SpliceConfig | None = None, critic: Critic | None = None, *,
                  counts: Counter | None = None) -> list[Splice]:
     """Validated splices of every tree; unreplayable trees are skipped and counted."""
@@ -314,21 +311,21 @@ def splice_turn_rows(env: Any, tasks: dict[str, Any], splices: Iterable[Splice])
         env, tasks[s.task_id], s.replies, s.trained_from, kind="splice", bad_turns=s.trained_from)]
 
 
-def success_turn_rows(results: Iterable[SearchResult], env: Environment,
+def success_turn_rows(results: Iterable[TreeRecord], env: Environment,
                       max_per_tree: int = 1, *, counts: Counter | None = None) -> list[Row]:
     """Per-turn SFT rows of won trajectories (the plain baseline Agent-R compares with): per
     tree up to ``max_per_tree`` distinct wins, shortest first."""
     rows = []
     for tree in replay_trees(results, env, counts):
-        wins = sorted((i for i, n in enumerate(tree.nodes) if n["terminal"] and n.get("score")
-                       == 1.0), key=lambda i: (len(tree.path(i)), i))
+        wins = sorted((i for i, n in enumerate(tree.nodes) if n.terminal and n.score == 1.0),
+                      key=lambda i: (len(tree.path(i)), i))
         for i in wins[:max_per_tree]:
             replies = [tree.action(j) for j in tree.path(i)]
-            rows += turn_rows(env, tree.result.task, replies, kind="success", node=i)
+            rows += turn_rows(env, tree.record.task, replies, kind="success", node=i)
     return rows
 
 
-def splice_rows(results: Iterable[SearchResult], env: Environment,
+def splice_rows(results: Iterable[TreeRecord], env: Environment,
                 config: SpliceConfig | None = None, critic: Critic | None = None,
                 success_per_tree: int = 1) -> tuple[list[Row], list[Row], Counter]:
     """Agent-R's SFT data: (dialogues, per-turn rows, counts). The per-turn rows are the

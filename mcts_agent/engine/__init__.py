@@ -24,17 +24,3 @@ __all__ = [
     "search_fused",
 ]
 
-
-def _let_vllm_scan_llvmlite() -> None:
-    """vLLM's CPU workers rebind kernels by reading ``vars()`` of every object in every loaded
-    module; llvmlite's lazy ``ffi.lib`` (loaded with numba, just imported above) answers that
-    with a wrapped C function and the worker dies at start-up. An empty answer, cached where
-    llvmlite keeps its lookups, makes ``vars(lib)`` a plain dict."""
-    from llvmlite.binding import ffi
-
-    fntab = getattr(getattr(ffi, "lib", None), "_fntab", None)
-    if isinstance(fntab, dict):
-        fntab.setdefault("__dict__", {})
-
-
-_let_vllm_scan_llvmlite()

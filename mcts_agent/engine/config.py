@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from ..settings import Settings
 from .kernels import PUCT, UCT, KernelParams
 
 
-class EngineConfig(BaseModel):
+class EngineConfig(Settings):
     """How trees are searched.
 
     ``puct`` follows AlphaZero / MuZero and DeepMind's mctx (``muzero_action_selection`` with

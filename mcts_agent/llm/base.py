@@ -18,6 +18,12 @@ Accounting of a candidate (the same in every backend):
   completed wins (the earliest in the text, then the shortest, when one token completes several).
   ``stop_reason`` names it. This matches vLLM's defaults (stop string out of the text, its tokens
   in the token ids, raw log-probabilities).
+
+Context: every request gets its own token budget, ``min(max_tokens, context - its prompt's
+length)``, whatever else is in the batch. A prompt with no room left for even one new token is
+not sent to the model: its ``n`` candidates are empty, with finish reason
+``"prompt_too_long"`` (:func:`prompt_too_long`), so the caller can tell "the model said nothing"
+from "the model was never asked".
 """
 
 from __future__ import annotations
@@ -26,16 +32,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-import numpy as np
-
 Message = Mapping[str, str]
 """One chat message: ``{"role": ..., "content": ...}``."""
 
 Prompt = str | Sequence[Message]
 """Plain text (used as is) or a list of chat messages (rendered by the backend's chat template)."""
 
-FinishReason = Literal["stop", "length", "eos"]
-FINISH_REASONS: tuple[str, ...] = ("stop", "length", "eos")
+FinishReason = Literal["stop", "length", "eos", "prompt_too_long"]
+FINISH_REASONS: tuple[str, ...] = ("stop", "length", "eos", "prompt_too_long")
 
 
 def _check_prompt(prompt: object) -> None:
@@ -118,8 +122,9 @@ class Candidate:
         text: generated text, without the stop string and without the EOS token.
         logprob: sum of the model's temperature-1 log-probabilities of ``token_ids``.
         num_tokens: ``len(token_ids)``.
-        finish_reason: ``"stop"`` (a stop string), ``"eos"`` (the EOS token) or ``"length"``
-            (``max_tokens`` reached).
+        finish_reason: ``"stop"`` (a stop string), ``"eos"`` (the EOS token), ``"length"``
+            (``max_tokens`` or the model's context reached) or ``"prompt_too_long"`` (the prompt
+            alone fills the context: nothing was generated, the model was not asked).
         stop_reason: the stop string that ended the text, when ``finish_reason == "stop"``.
         token_ids: the generated tokens counted in ``logprob`` (stop-completing or EOS included).
     """
@@ -130,6 +135,11 @@ class Candidate:
     finish_reason: FinishReason
     stop_reason: str | None = None
     token_ids: tuple[int, ...] = ()
+
+
+def prompt_too_long(n: int) -> list[Candidate]:
+    """The ``n`` empty candidates of a request whose prompt leaves no room in the context."""
+    return [Candidate("", 0.0, 0, "prompt_too_long")] * n
 
 
 @runtime_checkable
@@ -162,6 +172,8 @@ def sample_seed(base: int, sample: int) -> int:
 
     Every backend samples candidate ``j`` of a request from its own seed, so candidate ``j`` is
     the same whatever ``n`` is and whatever else is in the batch."""
+    import numpy as np  # here: the contract itself imports nothing heavy
+
     return int(np.random.SeedSequence((base, sample)).generate_state(1, dtype=np.uint64)[0])
 
 

@@ -9,23 +9,37 @@ requests are random by intent and always go to the model.
 
 The model's identity in the key is the policy's ``name`` (its folder or served model name):
 write retrained weights to a new folder, as ``iterate`` does, or use a new cache file.
+
+The cache is only ever a saving: a file SQLite cannot read (garbage, truncated, damaged) is
+moved aside to ``<name>.corrupt-<timestamp>`` (with its ``-wal``/``-shm``) with a warning, and
+the run continues with an empty cache. A file that cannot be written is a :class:`UserError`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import sqlite3
 import threading
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from ..errors import UserError
 from .base import Candidate, GenerationRequest, Policy, check_requests
 
+log = logging.getLogger(__name__)
+
 _LOOKUP_CHUNK = 500  # SQLite's bound on the number of "?" in one statement is 999 or more
+_CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB (primary codes)
+_UNWRITABLE_CODES = (3, 8, 14)  # SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN
+_SIDE_FILES = ("-wal", "-shm")
+T = TypeVar("T")
 
 
 def request_key(model: str, request: GenerationRequest) -> str:
@@ -49,18 +63,21 @@ class CachedPolicy:
     Attributes the wrapped policy has (``encode_prompt``, ``metrics``, ``reload`` …) are
     reachable through this one; ``stats`` counts hits, misses and uncacheable requests.
     Safe to share between threads (one connection, serialised).
+
+    Raises:
+        UserError: ``path`` or its folder cannot be written.
     """
 
     def __init__(self, policy: Policy, path: str | Path) -> None:
         self.policy = policy
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")  # readers never block the one writer
-        self._db.execute("CREATE TABLE IF NOT EXISTS responses "
-                         "(key TEXT PRIMARY KEY, candidates TEXT NOT NULL)")
         self._lock = threading.Lock()
         self.stats: Counter = Counter()
+        _check_writable(self.path)
+        try:
+            self._db = _connect(self.path)
+        except _Unreadable as err:
+            self._db = self._start_over(err)
 
     @property
     def name(self) -> str:
@@ -92,32 +109,126 @@ class CachedPolicy:
         return [r for r in results if r is not None]
 
     def _lookup(self, keys: list[str]) -> dict[str, list[Candidate]]:
-        found: dict[str, list[Candidate]] = {}
-        with self._lock:
+        def lookup(db: sqlite3.Connection) -> dict[str, list[Candidate]]:
+            found: dict[str, list[Candidate]] = {}
             for start in range(0, len(keys), _LOOKUP_CHUNK):
                 chunk = keys[start:start + _LOOKUP_CHUNK]
-                rows = self._db.execute(
+                rows = db.execute(
                     f"SELECT key, candidates FROM responses WHERE key IN "
                     f"({','.join('?' * len(chunk))})", chunk).fetchall()
                 found.update((key, _decode(text)) for key, text in rows)
-        return found
+            return found
+
+        return self._run(lookup)
 
     def _store(self, entries: list[tuple[str | None, list[Candidate]]]) -> None:
         """Write answers in one transaction, committed before they are used: a crash later
         in the wave keeps them."""
-        with self._lock, self._db:
-            self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?)",
-                                 [(key, _encode(c)) for key, c in entries])
+        rows = [(key, _encode(c)) for key, c in entries]
+
+        def store(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?)", rows)
+
+        self._run(store)
 
     def entries(self) -> int:
         """How many answers the file holds."""
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+        return self._run(
+            lambda db: int(db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]))
 
     def close(self) -> None:
         """Close the file (the wrapped policy stays usable)."""
         with self._lock:
             self._db.close()
+
+    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(connection)`` under the lock; damage found on the way (a file broken while
+        the run was going) sets the file aside and does the work again on a fresh one."""
+        with self._lock:
+            try:
+                return work(self._db)
+            except sqlite3.DatabaseError as err:
+                if not _is_corrupt(err):
+                    raise
+                self._db.close()
+                self._db = self._start_over(_Unreadable(str(err)))
+                return work(self._db)
+
+    def _start_over(self, why: _Unreadable) -> sqlite3.Connection:
+        """Move the unreadable file (and its WAL files) aside and open an empty cache."""
+        moved = _free_name(self.path.with_name(
+            f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"))
+        try:
+            for suffix in ("", *_SIDE_FILES):
+                source = self.path.with_name(self.path.name + suffix)
+                if source.exists():
+                    source.rename(moved.with_name(moved.name + suffix))
+        except OSError as err:
+            raise _unwritable(self.path, err) from err
+        log.warning("response cache %s is unreadable (%s): moved it to %s; the cache starts "
+                    "again empty (--no-cache turns it off)", self.path, why, moved)
+        return _connect(self.path)
+
+
+class _Unreadable(Exception):
+    """The cache file is not a database SQLite can read (garbage, truncated, damaged)."""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open the cache file (created if missing), checked readable; _Unreadable if it is not."""
+    db = sqlite3.connect(path, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")  # readers never block the one writer
+        db.execute("CREATE TABLE IF NOT EXISTS responses "
+                   "(key TEXT PRIMARY KEY, candidates TEXT NOT NULL)")
+        # quick_check reads every page once: a cut file shows here, not mid-run
+        problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+    except sqlite3.DatabaseError as err:
+        db.close()
+        if _is_corrupt(err):
+            raise _Unreadable(str(err)) from err
+        if (getattr(err, "sqlite_errorcode", 0) & 0xFF) in _UNWRITABLE_CODES:
+            raise _unwritable(path, err) from err
+        raise
+    if problems != ["ok"]:
+        db.close()
+        raise _Unreadable(f"quick_check: {problems[0]}")
+    return db
+
+
+def _is_corrupt(err: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file is damaged or not a database at all."""
+    code = getattr(err, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return (code & 0xFF) in _CORRUPT_CODES
+    return "malformed" in str(err) or "not a database" in str(err)
+
+
+def _check_writable(path: Path) -> None:
+    """Raise UserError unless the cache file can be created or written at ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _unwritable(path, err) from err
+    # SQLite also writes path-wal and path-shm beside the file: the folder must be writable
+    if not os.access(path.parent, os.W_OK | os.X_OK) or (
+            path.exists() and not os.access(path, os.W_OK)):
+        raise _unwritable(path, "read-only")
+
+
+def _unwritable(path: Path, why: object) -> UserError:
+    return UserError(f"cannot write the response cache {path} ({why}): make its folder "
+                     "writable, choose another --out, or turn the cache off with --no-cache")
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3`` … whichever does not exist yet."""
+    candidate, count = path, 1
+    while candidate.exists():
+        count += 1
+        candidate = path.with_name(f"{path.name}-{count}")
+    return candidate
 
 
 def _encode(candidates: list[Candidate]) -> str:

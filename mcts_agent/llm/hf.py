@@ -4,8 +4,12 @@ How a :meth:`HFPolicy.propose` call runs:
 
 * Every request becomes ``n`` rows (one row for a greedy request, copied ``n`` times afterwards).
   Rows of *all* requests share ``generate`` calls, whatever their sampling parameters: rows are
-  sorted by ``(max_tokens, prompt length)`` and cut into chunks of ``batch_size``, each chunk
+  sorted by ``(budget, prompt length)`` and cut into chunks of at most ``batch_size``, each chunk
   left-padded with an attention mask and decoded with the KV cache.
+* Every row has its own token budget, ``min(max_tokens, context - its prompt length)``, and a
+  chunk only takes rows whose padded width plus the largest budget fits the model's context
+  (``max_position_embeddings``), so one long prompt never cuts another request's steps short.
+  A prompt with no room for one new token is not run: ``"prompt_too_long"`` candidates.
 * Sampling is ours, not ``generate``'s: ``generate`` runs greedy over scores that our logits
   processor has already reduced to the token it chose. That processor sees the model's raw logits,
   records their log-softmax for the chosen token (the temperature-1 log-probability the priors
@@ -25,12 +29,14 @@ How a :meth:`HFPolicy.propose` call runs:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -42,7 +48,16 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from .base import Candidate, GenerationRequest, Prompt, check_requests, sample_seed
+from ..errors import ConfigError, ModelLoadError
+from .base import (
+    Candidate,
+    GenerationRequest,
+    Prompt,
+    check_requests,
+    prompt_too_long,
+    sample_seed,
+)
+from .model_folder import check_model_folder, looks_local
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -55,6 +70,7 @@ class _Row:
     prompt_ids: tuple[int, ...]
     request: GenerationRequest
     seed: int | None  # None for greedy rows
+    budget: int  # most new tokens: max_tokens, less where the context ends first
 
 
 class _RowSampler(LogitsProcessor):
@@ -117,7 +133,7 @@ class _RowStopper(StoppingCriteria):
         decode: Callable[[Sequence[int]], str],
     ) -> None:
         self.prompt_len = prompt_len
-        self.max_tokens = [r.request.max_tokens for r in rows]
+        self.max_tokens = [r.budget for r in rows]
         self.stops = [r.request.stop for r in rows]
         self.eos_ids = eos_ids
         self.decode = decode
@@ -220,7 +236,7 @@ class HFPolicy:
         if chat_template is True and not has_template:
             raise ValueError("chat_template=True but the tokenizer has no chat_template")
         if device is not None:
-            model = model.to(device)
+            model = model.to(check_device(device))
         if dtype is not None:
             model = model.to(_resolve_dtype(dtype))
         self.model = model.eval()
@@ -252,17 +268,26 @@ class HFPolicy:
                 is slow), ``"float32"``, ``"bfloat16"``, ``"float16"`` or a ``torch.dtype``.
             batch_size, chat_template: as in :class:`HFPolicy`.
             **model_kwargs: passed to ``AutoModelForCausalLM.from_pretrained``.
+
+        Raises:
+            ModelLoadError: the device does not exist here, or ``path`` is not a loadable model
+                (missing, not a model folder, no weights, damaged weights, no tokenizer).
         """
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        resolved = check_device(device)
         if dtype == "auto":
-            dtype = "auto" if torch.device(device).type == "cuda" else torch.float32
+            dtype = "auto" if resolved.type == "cuda" else torch.float32
         else:
             dtype = _resolve_dtype(dtype)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **model_kwargs)
+        if looks_local(path):
+            path = check_model_folder(path)
+        with _load_errors(path, "tokenizer"):
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        with _load_errors(path, "model"):
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **model_kwargs)
         return cls(
-            model, tokenizer, device=device, batch_size=batch_size, chat_template=chat_template
+            model, tokenizer, device=resolved, batch_size=batch_size, chat_template=chat_template
         )
 
     @property
@@ -286,11 +311,16 @@ class HFPolicy:
     @torch.inference_mode()
     def _propose(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
         requests = check_requests(requests)
-        rows = self._expand(requests)
-        rows.sort(key=lambda r: (r.request.max_tokens, len(r.prompt_ids)))
         results: list[list[Candidate]] = [[] for _ in requests]
-        for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start : start + self.batch_size]
+        rows: list[_Row] = []
+        for index, request in enumerate(requests):
+            prompt_ids = tuple(self.encode_prompt(request.prompt))
+            budget = self._budget(request, len(prompt_ids))
+            if budget < 1:  # nothing can follow: the model is not asked
+                results[index] = prompt_too_long(1 if request.greedy else request.n)
+                continue
+            rows.extend(self._rows(index, prompt_ids, request, budget))
+        for chunk in self._chunks(rows):
             for row, candidate in zip(chunk, self._generate(chunk), strict=True):
                 results[row.request_index].append(candidate)
         # A stable sort keeps each request's samples in order; a greedy request ran once.
@@ -299,32 +329,53 @@ class HFPolicy:
             for candidates, request in zip(results, requests, strict=True)
         ]
 
-    def _expand(self, requests: Sequence[GenerationRequest]) -> list[_Row]:
+    @property
+    def context(self) -> int | None:
+        """The model's context in tokens (prompt + generation), where its config says."""
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    def _budget(self, request: GenerationRequest, prompt_len: int) -> int:
+        """New tokens this request may have: past the trained context a model emits garbage."""
+        if self.context is None:
+            return request.max_tokens
+        return min(request.max_tokens, self.context - prompt_len)
+
+    def _rows(self, index: int, prompt_ids: tuple[int, ...], request: GenerationRequest,
+              budget: int) -> list[_Row]:
         """One row per sample (one per greedy request), each with its own sampling seed."""
-        rows: list[_Row] = []
-        for index, request in enumerate(requests):
-            prompt_ids = tuple(self.encode_prompt(request.prompt))
-            if request.greedy:
-                rows.append(_Row(index, prompt_ids, request, None))
-                continue
-            base = request.seed
-            if base is None:  # from torch's global RNG, so torch.manual_seed still governs it
-                base = int(torch.randint(0, 2**62, ()).item())
-            rows.extend(
-                _Row(index, prompt_ids, request, sample_seed(base, j)) for j in range(request.n)
-            )
-        return rows
+        if request.greedy:
+            return [_Row(index, prompt_ids, request, None, budget)]
+        base = request.seed
+        if base is None:  # from torch's global RNG, so torch.manual_seed still governs it
+            base = int(torch.randint(0, 2**62, ()).item())
+        return [_Row(index, prompt_ids, request, sample_seed(base, j), budget)
+                for j in range(request.n)]
+
+    def _chunks(self, rows: Sequence[_Row]) -> list[list[_Row]]:
+        """Rows cut into ``generate`` calls; rows of one budget and similar lengths together."""
+        chunks: list[list[_Row]] = []
+        for row in sorted(rows, key=lambda r: (r.budget, len(r.prompt_ids))):
+            if not chunks or not self._fits(chunks[-1], row):
+                chunks.append([])
+            chunks[-1].append(row)
+        return chunks
+
+    def _fits(self, chunk: list[_Row], row: _Row) -> bool:
+        """Whether ``row`` can join ``chunk``: at most ``batch_size`` rows, and the padded width
+        plus the largest budget within the context, so no prompt cuts another row's budget."""
+        if len(chunk) == self.batch_size:
+            return False
+        if self.context is None:
+            return True
+        joined = (*chunk, row)
+        return max(len(r.prompt_ids) for r in joined) + max(r.budget for r in joined) <= (
+            self.context)
 
     def _generate(self, rows: Sequence[_Row]) -> list[Candidate]:
         """Run one left-padded ``generate`` call for ``rows`` and rebuild their candidates."""
         input_ids, attention_mask = self._left_pad([r.prompt_ids for r in rows])
         prompt_len = input_ids.shape[1]
-        new_tokens = max(r.request.max_tokens for r in rows)
-        context = getattr(self.model.config, "max_position_embeddings", None)
-        if context is not None:  # past the trained context a model emits garbage: end at "length"
-            new_tokens = min(new_tokens, context - prompt_len)
-            if new_tokens < 1:  # the prompt fills the context: nothing can follow
-                return [Candidate("", 0.0, 0, "length", None, ()) for _ in rows]
+        new_tokens = max(r.budget for r in rows)
         sampler = _RowSampler(rows, self.device)
         stopper = _RowStopper(rows, prompt_len, self.eos_ids, self._decode)
         sequences = self.model.generate(
@@ -382,7 +433,7 @@ class HFPolicy:
     def _candidate(self, row: _Row, generated: list[int], logprobs: torch.Tensor) -> Candidate:
         """Rebuild a candidate from a row's generated ids: first stop, else EOS, else length."""
         request = row.request
-        span = generated[: request.max_tokens]
+        span = generated[: row.budget]
         eos_at = next((i for i, t in enumerate(span) if t in self.eos_ids), None)
         body = span if eos_at is None else span[:eos_at]
         text = self._decode(body)
@@ -420,8 +471,44 @@ def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)} or a torch.dtype, got {dtype!r}")
+        raise ConfigError(f"dtype must be one of {sorted(_DTYPES)} or a torch.dtype, got "
+                          f"{dtype!r}")
     return _DTYPES[dtype]
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, checked to exist on this machine before anything is
+    loaded onto it; ModelLoadError (one line, what to use instead) otherwise."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ModelLoadError(f"device {device!r} is not a device torch knows: use cpu, cuda, "
+                             "cuda:N or auto (--device)") from err
+    if resolved.type in ("cpu", "meta"):
+        return resolved
+    backend = getattr(torch, resolved.type, None)  # torch.cuda, torch.mps, torch.xpu …
+    available = getattr(backend, "is_available", None)
+    if callable(available) and not available():
+        raise ModelLoadError(f"device {device!r} is not available here (torch "
+                             f"{torch.__version__} finds no {resolved.type} device): use "
+                             "--device cpu, or run where one is")
+    count = getattr(backend, "device_count", None)
+    if resolved.index is not None and callable(count) and resolved.index >= count():
+        raise ModelLoadError(f"device {device!r} does not exist: this machine has {count()} "
+                             f"{resolved.type} device(s), numbered from 0")
+    return resolved
+
+
+@contextmanager
+def _load_errors(path: str | Path, part: str) -> Iterator[None]:
+    """Turn a failed load of ``path``'s ``part`` (a file problem, whatever library reports it)
+    into one ModelLoadError line."""
+    try:
+        yield
+    except (OSError, ValueError, SafetensorError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"cannot load the {part} of {path} ({first[:200]}): pass a folder "
+                             "saved with save_pretrained (model and tokenizer)") from err
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: Any) -> frozenset[int]:

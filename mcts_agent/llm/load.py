@@ -6,14 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from ..errors import ConfigError, ModelLoadError
+from ..settings import Settings
 from .base import Policy
+from .model_folder import check_model_folder
 
 BACKENDS = ("hf", "vllm", "openai")
 
 
-class BackendConfig(BaseModel):
+class BackendConfig(Settings):
     """Which engine serves the policy, and how. Fields apply to the backends named in their
     descriptions; the others ignore them."""
 
@@ -60,6 +63,9 @@ def load_policy(model: str | Path | None = None, *, backend: BackendConfig | str
     ``cache``, reproducible answers are kept in that SQLite file
     (:class:`~mcts_agent.llm.cache.CachedPolicy`).
     """
+    if isinstance(backend, str) and backend not in BACKENDS:
+        raise ConfigError(f"backend name {backend!r} is not one of {', '.join(BACKENDS)}: "
+                          "pick one with --backend")
     config = backend if isinstance(backend, BackendConfig) else BackendConfig(
         name=backend or "hf")
     overrides = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
@@ -90,14 +96,15 @@ def _build(config: BackendConfig, model: str | Path | None) -> Policy:
 
 
 def _model_folder(model: str | Path | None) -> Path:
+    """The local model folder to load, checked (no hub downloads here)."""
     from ..models.tiny import TINY_ARITH_DIR
 
-    path = Path(model) if model is not None else TINY_ARITH_DIR
+    path = Path(model).expanduser() if model is not None else TINY_ARITH_DIR
     if not path.exists():
-        raise FileNotFoundError(f"model folder {path} does not exist; give a folder saved with "
-                                "save_pretrained (no hub downloads here), or omit --model to "
-                                "use the shipped tiny reasoner")
-    return path
+        raise ModelLoadError(f"model folder {path} does not exist: pass a folder saved with "
+                             "save_pretrained (no hub downloads here), or omit --model to use "
+                             "the shipped tiny reasoner")
+    return check_model_folder(path)
 
 
 def _openai(config: BackendConfig, model: str | Path | None) -> Policy:
@@ -106,11 +113,11 @@ def _openai(config: BackendConfig, model: str | Path | None) -> Policy:
     from .openai_api import OpenAIPolicy
 
     if config.base_url is None:
-        raise ValueError("the openai backend needs the server's address: --backend-arg "
-                         "base_url=http://HOST:PORT/v1")
+        raise ConfigError("the openai backend needs the server's address: --backend-arg "
+                          "base_url=http://HOST:PORT/v1")
     if model is None:
-        raise ValueError("the openai backend needs --model: the model name the server serves "
-                         "(GET /v1/models lists them)")
+        raise ConfigError("the openai backend needs --model: the model name the server serves "
+                          "(GET /v1/models lists them)")
     return OpenAIPolicy(config.base_url, str(model), api=config.api,
                         api_key=os.environ.get(config.api_key_env),
                         max_concurrency=config.max_concurrency, timeout=config.timeout,

@@ -9,8 +9,12 @@ How a :meth:`OpenAIPolicy.propose` call runs:
   asyncio, so it works the same in scripts and inside Jupyter's running event loop.
 * Prompts. Completions API: text is sent as is; with a ``tokenizer``, chat messages are rendered
   locally (:func:`mcts_agent.llm.hf.encode_prompt`) and *every* prompt is sent as token ids, which
-  keeps the server's prefix cache exact and lets over-long prompts end at ``"length"`` as in the
-  HF backend. Chat API: messages as given, a text prompt becoming one user message.
+  keeps the server's prefix cache exact and bounds each request's tokens by the served context as
+  in the HF backend. Chat API: messages as given, a text prompt becoming one user message.
+* Over-long prompts. A prompt that leaves no room for one new token (known here with a
+  tokenizer and the served context; else from the server's 400 reply, whose message names the
+  "maximum context length" (vLLM, OpenAI) or the "maximum model length" (vLLM's engine)) gets
+  ``n`` empty ``"prompt_too_long"`` candidates; the call's other requests are unaffected.
 * Accounting (see :mod:`mcts_agent.llm.base`). Candidates ask for the sampled token's
   log-probability (completions ``logprobs: 0``; chat ``logprobs: true, top_logprobs: 0``) and
   ``logprob`` is their sum. vLLM serves *raw* log-probabilities by default (``--logprobs-mode
@@ -65,7 +69,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .base import Candidate, FinishReason, GenerationRequest, _check_int, check_requests
+from .base import (
+    Candidate,
+    FinishReason,
+    GenerationRequest,
+    _check_int,
+    check_requests,
+    prompt_too_long,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +139,14 @@ class _Unsupported(Exception):
     def __init__(self, parameter: str, message: str) -> None:
         super().__init__(message)
         self.parameter = parameter
+
+
+class _PromptTooLong(Exception):
+    """The server refused the prompt: longer than its context."""
+
+
+_CONTEXT_REFUSAL = re.compile(r"maximum context length|longer than the maximum model length",
+                              re.IGNORECASE)
 
 
 class _Cancelled(Exception):
@@ -408,9 +427,16 @@ class OpenAIPolicy:
 
     def _run_job(self, job: _Job, cancel: threading.Event) -> list[Candidate]:
         """All ``n`` candidates of one request."""
-        request = job.request
         if job.max_tokens == 0:  # the prompt fills the context: nothing can follow
-            return [Candidate("", 0.0, 0, "length") for _ in range(request.n)]
+            return prompt_too_long(job.request.n)
+        try:
+            return self._candidates(job, cancel)
+        except _PromptTooLong:
+            return prompt_too_long(job.request.n)
+
+    def _candidates(self, job: _Job, cancel: threading.Event) -> list[Candidate]:
+        """All ``n`` candidates of one request the server is asked for."""
+        request = job.request
         if request.greedy:  # one decode; every candidate is the same
             return self._ask(job, 1, request.seed, cancel) * request.n
         if self._split_n and request.n > 1:
@@ -474,7 +500,10 @@ class OpenAIPolicy:
             raise _Retry(f"status_{status}", _error_message(response), _retry_after(response))
         if status != 200:
             if status in (400, 422):
-                self._check_unsupported(body, _error_message(response))
+                message = _error_message(response)
+                if _CONTEXT_REFUSAL.search(message):
+                    raise _PromptTooLong(message)
+                self._check_unsupported(body, message)
             self._raise_for_status(response)
         try:
             reply = response.json()

@@ -39,8 +39,17 @@ from typing import Any
 
 import torch
 
-from .base import Candidate, GenerationRequest, Prompt, check_requests, prefix_order, sample_seed
+from .base import (
+    Candidate,
+    GenerationRequest,
+    Prompt,
+    check_requests,
+    prefix_order,
+    prompt_too_long,
+    sample_seed,
+)
 from .hf import encode_prompt
+from .model_folder import check_model_folder, looks_local
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +85,10 @@ class VLLMPolicy:
 
     Args:
         model: a ``save_pretrained`` folder (or a hub id where a hub is reachable).
-        max_model_len: longest prompt + generation; None = the model's own limit. A prompt
-            that leaves no room gets empty ``"length"`` candidates, as in the HF backend.
+        max_model_len: longest prompt + generation; None = the model's own limit. Each request
+            gets ``min(max_tokens, max_model_len - its prompt length)`` new tokens; a prompt
+            that leaves no room is not sent: ``"prompt_too_long"`` candidates, as in the HF
+            backend.
         dtype: ``"auto"`` = float32 on a CPU (vLLM would downcast to bfloat16, which changes
             the samples and is slow without AMX), the checkpoint's dtype on a GPU; or any dtype
             vLLM takes (``"bfloat16"``, ``"float16"``, ``"float32"``).
@@ -91,7 +102,13 @@ class VLLMPolicy:
         chat_template: as in :class:`~mcts_agent.llm.hf.HFPolicy`.
         tensor_parallel_size: GPUs per model.
         **engine_kwargs: passed to ``vllm.LLM`` (``enforce_eager``, ``max_num_seqs``,
-            ``block_size`` (default ``CPU_BLOCK_SIZE`` on a CPU) …).
+            ``block_size`` (default ``CPU_BLOCK_SIZE`` on a CPU) …). ``hf_overrides`` is taken
+            by default (:class:`_LlvmliteCourier`); one of your own replaces it, and then a
+            CPU engine started beside numba may not start.
+
+    Raises:
+        ModelLoadError: ``model`` is a local path that is not a loadable model folder (checked
+            before the engine starts).
     """
 
     def __init__(
@@ -108,6 +125,8 @@ class VLLMPolicy:
         tensor_parallel_size: int = 1,
         **engine_kwargs: Any,
     ) -> None:
+        if looks_local(model):
+            model = check_model_folder(model)
         vllm = _import_vllm()
         from vllm.platforms import current_platform
 
@@ -125,6 +144,8 @@ class VLLMPolicy:
             memory["kv_cache_memory_bytes"] = int(kv_cache_gb * 2**30)
         if gpu_memory_utilization is not None:
             memory["gpu_memory_utilization"] = gpu_memory_utilization
+        _let_vllm_scan_llvmlite()  # this process; the courier carries it to vLLM's workers
+        engine_kwargs.setdefault("hf_overrides", _LlvmliteCourier())
         started = time.perf_counter()
         self.llm = vllm.LLM(
             model=str(model), max_model_len=max_model_len, dtype=dtype, seed=seed,
@@ -166,8 +187,7 @@ class VLLMPolicy:
             prompt_ids = self.encode_prompt(request.prompt)
             room = self.max_model_len - len(prompt_ids)
             if room < 1:  # the prompt fills the context: nothing can follow
-                results[index] = [Candidate("", 0.0, 0, "length")] * (
-                    1 if request.greedy else request.n)
+                results[index] = prompt_too_long(1 if request.greedy else request.n)
                 continue
             rows.extend((index, prompt_ids, params)
                         for params in self._params(request, min(request.max_tokens, room)))
@@ -286,6 +306,44 @@ def _candidate(output: Any) -> Candidate:
         finish = "eos"
     return Candidate(text=output.text, logprob=float(logprob), num_tokens=len(token_ids),
                      finish_reason=finish, stop_reason=stop_reason, token_ids=token_ids)
+
+
+def _let_vllm_scan_llvmlite() -> None:
+    """vLLM's CPU workers rebind kernels by reading ``vars()`` of every object in every loaded
+    module; llvmlite's lazy ``ffi.lib`` (loaded with numba) answers that with a wrapped C
+    function and the worker dies at start-up. An empty answer, cached where llvmlite keeps its
+    lookups, makes ``vars(lib)`` a plain dict. Importing llvmlite here (it is cheap: the
+    library itself loads lazily) makes the fix hold whether numba is imported before or after.
+    """
+    from llvmlite.binding import ffi
+
+    fntab = getattr(getattr(ffi, "lib", None), "_fntab", None)
+    if isinstance(fntab, dict):
+        fntab.setdefault("__dict__", {})
+
+
+class _LlvmliteCourier:
+    """An identity ``hf_overrides`` that carries :func:`_let_vllm_scan_llvmlite` into vLLM's
+    worker processes.
+
+    On a CPU vLLM starts its engine with spawn: the worker re-imports the script's main module
+    (numba with it, in ``python -m mcts_agent``) and then unpickles the engine config, before it
+    scans the modules. Unpickling this object runs the fix there, at the one moment in between.
+    """
+
+    def __call__(self, config: Any) -> Any:
+        return config
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return _courier_arrived, ()
+
+    def __repr__(self) -> str:
+        return "mcts_agent:llvmlite-fix"
+
+
+def _courier_arrived() -> _LlvmliteCourier:
+    _let_vllm_scan_llvmlite()
+    return _LlvmliteCourier()
 
 
 def _read_config(folder: Path) -> dict[str, Any]:

@@ -11,8 +11,9 @@ Reproduce the shipped checkpoint with (see :data:`DEFAULT_STEPS`)::
 
 Training is step-count based, so the same seed gives the same data and the same updates; the
 floating-point results can still differ slightly across CPUs and thread counts. Training and
-evaluation draw problems from ``environments.math.arith`` (run from the repository root);
-loading a checkpoint needs only torch and transformers.
+evaluation draw problems from the ``arith`` environment, built through the registry (this
+package never imports ``environments``; see :class:`CompletionTasks`); loading a checkpoint
+needs only torch and transformers.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -43,14 +44,15 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from ..contracts import Task
 from ..metrics import pass_at_k
-
-if TYPE_CHECKING:
-    from environments.math.arith import ArithConfig, ArithProblem
+from ..registry import environments as environment_registry
 
 __all__ = [
     "DEFAULT_STEPS",
     "TINY_ARITH_DIR",
+    "CompletionTasks",
+    "arith_environment",
     "build_model",
     "build_tokenizer",
     "evaluate",
@@ -80,6 +82,44 @@ SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 # letters of "Q", "Step" and "Answer".
 CHARS = tuple("0123456789+-*()=?: \nQStepAnswr")
 MAX_POSITIONS = 128
+
+
+# ---------------------------------------------------------------------------- environment
+
+
+class CompletionTasks(Protocol):
+    """What training and evaluation need from the environment (``arith`` provides it): tasks,
+    the prompt of a task (``prompt(reset(task))``), its reference completion, and a check of a
+    whole completion; ``settings`` are the generator's knobs, recorded in ``training.json``."""
+
+    @property
+    def settings(self) -> dict[str, Any]: ...
+
+    def reset(self, task: Task) -> Any: ...
+
+    def prompt(self, state: Any) -> Any: ...
+
+    def tasks(self, n: int, split: str = "test", seed: int | None = None) -> list[Task]: ...
+
+    def task_stream(self, split: str = "train", seed: int | None = None) -> Iterator[Task]: ...
+
+    def solution(self, task: Task) -> str: ...
+
+    def is_correct(self, task: Task, completion: str) -> bool: ...
+
+
+def arith_environment(data: Any = None) -> CompletionTasks:
+    """The ``arith`` environment from the registry with the generator settings ``data``: an
+    ``ArithConfig``, a mapping of its knobs, or None for the defaults."""
+    if data is None:
+        return environment_registry.create("arith")
+    if isinstance(data, Mapping):
+        return environment_registry.create("arith", **data)
+    return environment_registry.create("arith", config=data)
+
+
+def _prompt(env: CompletionTasks, task: Task) -> str:
+    return env.prompt(env.reset(task))
 
 
 # ---------------------------------------------------------------------------- model and tokenizer
@@ -174,14 +214,12 @@ def _seed_everything(seed: int) -> None:
 
 
 def _batch(
-    tokenizer: PreTrainedTokenizerBase, problems: Sequence[ArithProblem]
+    tokenizer: PreTrainedTokenizerBase, env: CompletionTasks, tasks: Sequence[Task]
 ) -> dict[str, torch.Tensor]:
     """Right-padded ``<bos> prompt solution <eos>`` rows; labels only on ``solution <eos>``."""
-    from environments.math.arith import render_prompt, render_solution
-
-    prompts = tokenizer([render_prompt(p) for p in problems])["input_ids"]
+    prompts = tokenizer([_prompt(env, t) for t in tasks])["input_ids"]
     solutions = tokenizer(
-        [render_solution(p) for p in problems], add_special_tokens=False
+        [env.solution(t) for t in tasks], add_special_tokens=False
     )["input_ids"]
     rows = [(p, [*s, tokenizer.eos_token_id]) for p, s in zip(prompts, solutions, strict=True)]
     width = max(len(p) + len(s) for p, s in rows)
@@ -200,7 +238,7 @@ def train(
     out_dir: str | Path,
     steps: int = DEFAULT_STEPS,
     seed: int = 0,
-    data: ArithConfig | None = None,
+    data: Any = None,
     batch_size: int = 128,
     lr: float = 3e-3,
     warmup_steps: int = 20,
@@ -214,13 +252,12 @@ def train(
 
     Writes the model and tokenizer (``save_pretrained``, safetensors, float32) and
     ``training.json`` (settings, final loss, held-out greedy accuracy, pass@k, wall seconds) to
-    ``out_dir``, and returns the ``training.json`` content. With ``eval_every`` > 0 the held-out
-    greedy accuracy is also measured every that many steps (``history``); greedy decoding draws
-    no random numbers, so this does not change the trained weights.
+    ``out_dir``, and returns the ``training.json`` content. ``data`` holds the generator's
+    settings (see :func:`arith_environment`). With ``eval_every`` > 0 the held-out greedy
+    accuracy is also measured every that many steps (``history``); greedy decoding draws no
+    random numbers, so this does not change the trained weights.
     """
-    from environments.math.arith import ArithConfig, generate, iter_problems
-
-    data = data if data is not None else ArithConfig()
+    env = arith_environment(data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with torch_threads(threads):
@@ -235,15 +272,15 @@ def train(
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps))
         )
-        stream = iter_problems(data, seed=seed, split="train")
-        held_out = generate(data, eval_problems, seed=EVAL_SEED, split="test")
+        stream = env.task_stream("train", seed=seed)
+        held_out = env.tasks(eval_problems, split="test", seed=EVAL_SEED)
         history: list[dict[str, float]] = []
 
         losses: list[float] = []
         tokens = 0
         start = time.perf_counter()
         for step in range(1, steps + 1):
-            batch = _batch(tokenizer, list(islice(stream, batch_size)))
+            batch = _batch(tokenizer, env, list(islice(stream, batch_size)))
             loss = model(**batch).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -257,7 +294,8 @@ def train(
                 log.info("step %d/%d loss %.4f (%.0f s, %.0f tok/s)", step, steps,
                          np.mean(losses[-log_every:]), elapsed, tokens / elapsed)
             if eval_every and step % eval_every == 0:
-                acc = evaluate_model(model, tokenizer, held_out, k=0)["greedy_accuracy"]
+                acc = evaluate_model(model, tokenizer, held_out, k=0,
+                                     env=env)["greedy_accuracy"]
                 history.append({"step": step, "loss": float(np.mean(losses[-eval_every:])),
                                 "greedy_accuracy": acc})
                 log.info("step %d held-out greedy accuracy %.3f", step, acc)
@@ -265,7 +303,8 @@ def train(
 
         model.eval()
         eval_start = time.perf_counter()
-        metrics = evaluate_model(model, tokenizer, held_out, k=eval_k, temperature=1.0, seed=seed)
+        metrics = evaluate_model(model, tokenizer, held_out, k=eval_k, temperature=1.0,
+                                 seed=seed, env=env)
         eval_seconds = time.perf_counter() - eval_start
 
         model.save_pretrained(out, safe_serialization=True)
@@ -279,7 +318,7 @@ def train(
             "warmup_steps": warmup_steps,
             "threads": threads,
             "parameters": n_params,
-            "data": data.model_dump(mode="json"),
+            "data": env.settings,
             "final_loss": float(np.mean(tail)) if tail else None,
             "train_tokens": tokens,
             "eval": {
@@ -333,22 +372,23 @@ def _complete(
 def evaluate_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    problems: Sequence[ArithProblem],
+    problems: Sequence[Task],
     k: int = 8,
     temperature: float = 1.0,
     n_samples: int | None = None,
     batch_size: int = 256,
     max_new_tokens: int | None = None,
     seed: int = 0,
+    env: CompletionTasks | None = None,
 ) -> dict[str, Any]:
-    """Greedy accuracy and pass@k (``n_samples`` >= k samples per problem at ``temperature``).
+    """Greedy accuracy and pass@k (``n_samples`` >= k samples per problem at ``temperature``)
+    on ``problems``, tasks of ``env`` (default: ``arith`` with the default settings).
 
     Returns ``greedy_accuracy``, ``pass_at_k``, ``pass_at_1`` (mean sampled accuracy),
     ``greedy_completions`` and ``correct_samples`` (per problem). ``k=0`` skips sampling (the
     sampled metrics are then ``None``).
     """
-    from environments.math.arith import is_correct, render_prompt, render_solution
-
+    env = env if env is not None else arith_environment()
     if not problems:
         raise ValueError("no problems to evaluate")
     n = n_samples if n_samples is not None else k
@@ -356,8 +396,8 @@ def evaluate_model(
         raise ValueError("need 0 <= k <= n_samples")
     if max_new_tokens is None:
         # Room for the reference solution plus slack for a wrong but longer attempt.
-        max_new_tokens = max(len(render_solution(p)) for p in problems) + 16
-    prompts = [render_prompt(p) for p in problems]
+        max_new_tokens = max(len(env.solution(p)) for p in problems) + 16
+    prompts = [_prompt(env, p) for p in problems]
     ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
            "bos_token_id": tokenizer.bos_token_id}
     was_training = model.training
@@ -373,8 +413,8 @@ def evaluate_model(
                 top_p=1.0, num_return_sequences=n, **ids), batch_size)
     finally:
         model.train(was_training)
-    greedy_ok = [is_correct(p, t) for p, t in zip(problems, greedy, strict=True)]
-    correct = [sum(is_correct(p, t) for t in sampled[i * n : (i + 1) * n])
+    greedy_ok = [env.is_correct(p, t) for p, t in zip(problems, greedy, strict=True)]
+    correct = [sum(env.is_correct(p, t) for t in sampled[i * n : (i + 1) * n])
                for i, p in enumerate(problems)]
     return {
         "problems": len(problems),
@@ -391,12 +431,13 @@ def evaluate_model(
 
 def evaluate(
     model_dir: str | Path | None,
-    problems: Sequence[ArithProblem],
+    problems: Sequence[Task],
     k: int = 8,
     temperature: float = 1.0,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """:func:`evaluate_model` on the checkpoint in ``model_dir`` (``None``: the shipped one)."""
+    """:func:`evaluate_model` on the checkpoint in ``model_dir`` (``None``: the shipped one);
+    ``kwargs`` as there (``env=`` …)."""
     model, tokenizer = load_tiny_reasoner(model_dir)
     return evaluate_model(model, tokenizer, problems, k=k, temperature=temperature, **kwargs)
 

@@ -7,12 +7,13 @@ wins only part of the held-out games, while sampling several episodes wins more 
 leaves room for tree search and for learning from recoveries.
 
 It imitates noisy demonstrations: on training games, walkthroughs with random detours are
-played through :class:`~environments.agent.base.AgentEnvironment` (configured by
-:func:`tiny_agent_environment`, exactly as the search will be), and at every state the model
-learns the game's own next command from *that* state, so it also learns to recover. Prompts are
-rendered exactly as :class:`~mcts_agent.llm.hf.HFPolicy` renders them (no chat template:
-``role: content`` lines ending in ``assistant: ``); the target is ``Action: <command>\\n`` and
-the loss covers the target only. The tokenizer is a byte-level BPE trained on the same text, so
+played through the ``textworld-tiny`` environment (:func:`tiny_agent_environment`, built
+through the registry exactly as the search builds it; this package never imports
+``environments``), and at every state the model learns the game's own next command from
+*that* state, so it also learns to recover. Prompts are rendered exactly as
+:class:`~mcts_agent.llm.hf.HFPolicy` renders them (no chat template: ``role: content`` lines
+ending in ``assistant: ``); the target is ``Action: <command>\\n`` and the loss covers the
+target only. The tokenizer is a byte-level BPE trained on the same text, so
 object names of unseen games still encode.
 
 Reproduce the shipped checkpoint with (see :data:`DEFAULT_STEPS`)::
@@ -35,7 +36,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,18 +49,18 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from ..contracts import Task
 from ..llm.hf import HFPolicy, render_prompt
+from ..react import render_turn
+from ..registry import environments as environment_registry
 from .tiny import torch_threads
 
-if TYPE_CHECKING:
-    from environments.agent.base import AgentEnvironment
-    from environments.agent.textworld_game import TextWorldGame
-    from mcts_agent.contracts import Task
+AgentEnvironment = Any
+"""The ``textworld-tiny`` environment: an ``environments.agent`` AgentEnvironment over a
+TextWorld game (typed loosely: models never import ``environments``)."""
 
 __all__ = [
     "DEFAULT_STEPS",
-    "ENVIRONMENT_SETTINGS",
-    "GAME_SETTINGS",
     "TINY_AGENT_DIR",
     "build_examples",
     "build_model",
@@ -67,6 +68,7 @@ __all__ = [
     "cached_examples",
     "evaluate",
     "load_tiny_agent",
+    "prompt_settings",
     "tiny_agent_environment",
     "train",
 ]
@@ -75,15 +77,6 @@ log = logging.getLogger(__name__)
 
 TINY_AGENT_DIR = Path(__file__).resolve().parent / "tiny-agent"
 """Where the shipped checkpoint lives."""
-
-GAME_SETTINGS: dict[str, Any] = {"world_size": 3, "nb_objects": 4, "quest_length": 3,
-                                 "theme": "house"}
-"""The TextWorld games the agent was trained on (:class:`TextWorldGame` arguments)."""
-
-ENVIRONMENT_SETTINGS: dict[str, Any] = {"instructions": None, "max_history": 2,
-                                        "show_valid_actions": True}
-"""How the agent was prompted (:class:`AgentEnvironment` arguments): no system message, the
-last two turns, the valid actions listed."""
 
 DEFAULT_STEPS = 1000
 """Optimizer steps of the shipped checkpoint (chosen so greedy success lands in 25-60 %).
@@ -104,22 +97,17 @@ DEFAULT_MAX_TURNS = 10
 
 
 def tiny_agent_environment(**overrides: Any) -> AgentEnvironment:
-    """The environment the tiny agent was trained in: TextWorld games with
-    :data:`GAME_SETTINGS`, prompted with :data:`ENVIRONMENT_SETTINGS`.
+    """The environment the tiny agent was trained in: the registry's ``textworld-tiny``
+    (``environments/agent/tiny_textworld.py`` holds its settings). ``overrides`` replace game
+    settings (``cache_dir``, ``seed`` …) or prompt settings (``pool_size`` …); changing a
+    trained setting puts the agent off its training distribution."""
+    return environment_registry.create("textworld-tiny", **overrides)
 
-    ``overrides`` replace either: :class:`TextWorldGame` arguments (``cache_dir``, ``seed``,
-    ``quest_length`` …) go to the game, the rest (``pool_size``, ``max_history`` …) to
-    :class:`AgentEnvironment`. Changing a trained setting puts the agent off its training
-    distribution.
-    """
-    from environments.agent.base import AgentEnvironment
-    from environments.agent.textworld_game import TextWorldGame
 
-    game_fields = {f.name for f in dataclasses.fields(TextWorldGame) if f.init}
-    game_args = {**GAME_SETTINGS, **{k: v for k, v in overrides.items() if k in game_fields}}
-    env_args = {**ENVIRONMENT_SETTINGS,
-                **{k: v for k, v in overrides.items() if k not in game_fields}}
-    return AgentEnvironment(TextWorldGame(**game_args), **env_args)
+def prompt_settings(env: AgentEnvironment) -> dict[str, Any]:
+    """How ``env`` prompts the agent, as ``training.json`` records it."""
+    return {"instructions": env.instructions, "max_history": env.max_history,
+            "show_valid_actions": env.show_valid_actions}
 
 
 # ---------------------------------------------------------------------------- model and tokenizer
@@ -199,7 +187,7 @@ class _Linear:
 
     can_copy = False
 
-    def __init__(self, game: TextWorldGame) -> None:
+    def __init__(self, game: Any) -> None:
         self.game, self.name, self.sim = game, game.name, None
 
     def start(self, task: Task) -> Any:
@@ -216,14 +204,10 @@ def _noise(demo: int) -> float:
 def build_examples(env: AgentEnvironment, tasks: Sequence[Task], demos: int = 4,
                    seed: int = 0) -> list[tuple[Sequence[dict[str, str]], str, str]]:
     """``(prompt messages, target reply, task id)`` for every state of ``demos`` noisy
-    demonstrations per task (:func:`~environments.agent.textworld_game.demonstration_choice`
-    with the noise of :func:`_noise`): the prompt is ``env.prompt(state)``, the target
+    demonstrations per task (the game's ``demonstration_step`` with the noise of
+    :func:`_noise`): the prompt is ``env.prompt(state)``, the target
     ``render_turn(expert command) + step delimiter``, whatever command the demonstration then
     sent."""
-    from environments.agent.base import AgentEnvironment
-    from environments.agent.react import render_turn
-    from environments.agent.textworld_game import demonstration_choice
-
     game = env.game
     out: list[tuple[Sequence[dict[str, str]], str, str]] = []
     for task in tasks:
@@ -231,16 +215,12 @@ def build_examples(env: AgentEnvironment, tasks: Sequence[Task], demos: int = 4,
         for demo in range(demos):
             rng = random.Random(f"{seed}/{task.id}/{demo}")
             linear = _Linear(game)
-            # A fresh environment per demonstration: no cached outcome can skip a step of
-            # the live simulator.
-            player = AgentEnvironment(linear, instructions=env.instructions,
-                                      max_history=env.max_history,
-                                      show_valid_actions=env.show_valid_actions,
-                                      strict_actions=env.strict_actions, pool_size=2,
-                                      step_delimiter=env.step_delimiter)
+            # A fresh environment per demonstration, prompting as ``env`` does: no cached
+            # outcome can skip a step of the live simulator.
+            player = dataclasses.replace(env, game=linear, pool_size=2)
             state = player.reset(task)
             while len(state.commands) < limit:
-                choice = demonstration_choice(linear.sim, state.current, _noise(demo), rng)
+                choice = game.demonstration_step(linear.sim, state.current, _noise(demo), rng)
                 if choice is None:
                     break
                 command, expert = choice
@@ -483,7 +463,7 @@ def train(
             "warmup_steps": warmup_steps, "threads": threads, "parameters": n_params,
             "model": {"hidden_size": hidden_size, "layers": layers, "vocab_size": len(tokenizer),
                       "max_positions": MAX_POSITIONS},
-            "game": GAME_SETTINGS, "environment": ENVIRONMENT_SETTINGS,
+            "game": env.game.settings, "environment": prompt_settings(env),
             "data": {"train_games": len(tasks), "split": "train", "demos_per_game": demos,
                      "noise": [_noise(d) for d in range(demos)], "examples": len(rows),
                      "longest_tokens": longest,

@@ -10,8 +10,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..contracts import Environment, Task
-from ..episodes import final_answer, is_interactive, play_episodes, play_text
+from ..contracts import Environment, Task, checked_score, final_answer, is_interactive
+from ..episodes import play_episodes, play_text
 from ..llm.base import GenerationRequest, Policy
 
 
@@ -71,7 +71,7 @@ def sample_solutions(
         for candidate in candidates:
             state, done = play_text(env, env.reset(task), candidate.text)
             answers.append(final_answer(env, state) if done else None)
-            scores.append((env.score(state, task) or 0.0) if done else 0.0)
+            scores.append((checked_score(env, state, task) or 0.0) if done else 0.0)
         attempts.append(Attempt(task, [c.text for c in candidates], answers, scores,
                                 sum(c.num_tokens for c in candidates)))
     return attempts
@@ -83,6 +83,6 @@ def _play(env: Environment, policy: Policy, tasks: Sequence[Task], counts: list[
                            max_turns=max_turns, max_step_tokens=max_step_tokens,
                            temperature=temperature, seed=seed)
     return [Attempt(task, [e.text for e in group], [final_answer(env, e.state) for e in group],
-                    [(env.score(e.state, task) or 0.0) for e in group],
+                    [(checked_score(env, e.state, task) or 0.0) for e in group],
                     sum(e.tokens for e in group))
             for task, group in zip(tasks, groups, strict=True)]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from ..engine import EngineConfig
+from ..settings import Settings
 
 
-class SearchConfig(BaseModel):
+class SearchConfig(Settings):
     """How each task's tree is grown.
 
     One *simulation* is one leaf expansion: ``expand_n`` candidate steps sampled in one request,

@@ -14,20 +14,32 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..contracts import Critic, CriticInput, Environment, Prompt, Task
+from ..contracts import (
+    Assessment,
+    Critic,
+    CriticInput,
+    Environment,
+    Prompt,
+    Task,
+    checked_assessments,
+    checked_score,
+    final_answer,
+    has_answers,
+    is_interactive,
+)
 from ..engine import Forest
-from ..episodes import final_answer, has_answers, is_interactive
+from ..errors import RunMismatchError
 from ..llm.base import Candidate, GenerationRequest, Policy
+from ..trees import NodeRecord, ResultFile, Status, TreeRecord, TreeStats
 from .config import SearchConfig
 from .discriminator import Discriminator, FinishedTrajectory, ValueDiscriminator
 from .diversity import sibling_novelty
-from .results import ResultFile, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +78,7 @@ class Tree:
     idle_waves: int = 0  # consecutive waves whose descents all ended on finished states
     counts: Counter = field(default_factory=Counter)
     size: int = 1  # nodes so far, the root included
+    first_error: str | None = None  # the first exception the environment raised on a step
 
     def adopt(self, node: Node) -> Node:
         """Number ``node`` as this tree's next one."""
@@ -96,15 +109,15 @@ class TreeSearch:
         self,
         tasks: Iterable[Task],
         results: ResultFile | None = None,
-        on_result: Callable[[SearchResult], Any] | None = None,
-    ) -> Iterator[SearchResult]:
-        """Yield one :class:`SearchResult` per task as its tree finishes.
+        on_result: Callable[[TreeRecord], Any] | None = None,
+    ) -> Iterator[TreeRecord]:
+        """Yield one :class:`TreeRecord` per task as its tree finishes.
 
         With ``results``, tasks already in that file are skipped (resume) and each finished
         tree is appended before it is yielded.
         """
-        done_ids = results.done_ids() if results is not None else set()
-        pending = (task for task in tasks if task.id not in done_ids)
+        done = results.done() if results is not None else {}
+        pending = (task for task in tasks if not _already_done(task, done))
         cohorts = self.config.cohorts
         finished = (self._grow(pending, self.config.max_trees_in_flight) if cohorts == 1
                     else self._grow_cohorts(pending, cohorts))
@@ -116,7 +129,7 @@ class TreeSearch:
             yield result
 
     def _grow(self, pending: Iterator[Task], capacity: int,
-              stop: threading.Event | None = None) -> Iterator[SearchResult]:
+              stop: threading.Event | None = None) -> Iterator[TreeRecord]:
         """Search up to ``capacity`` trees at once in one forest, refilled from ``pending``;
         yield each tree as it finishes."""
         forest = Forest(self.config.engine)
@@ -131,7 +144,7 @@ class TreeSearch:
                 self._forget(forest, slot)
                 yield result
 
-    def _grow_cohorts(self, pending: Iterator[Task], cohorts: int) -> Iterator[SearchResult]:
+    def _grow_cohorts(self, pending: Iterator[Task], cohorts: int) -> Iterator[TreeRecord]:
         """Overlap: ``cohorts`` forests grown by as many threads, sharing the task queue and the
         policy. While one cohort steps its environment, backs up or waits for its critic, the
         others' model calls keep the engine busy; a backend that batches across callers (vLLM,
@@ -200,14 +213,13 @@ class TreeSearch:
             kids = self._children(forest, leaf, tree, candidates)
             counts.append(len(kids))
             children.extend((leaf, tree, kid) for kid in kids)
-        assessments = self.critic.evaluate([
-            CriticInput(tree.task, self.env, kid.state, kid.done) for _, tree, kid in children])
+        assessments = self._assess([(tree, kid.state, kid.done) for _, tree, kid in children])
         for (_, tree, kid), assessment in zip(children, assessments, strict=True):
             kid.critic, kid.feedback = assessment.value, assessment.feedback
-            kid.disagreement = assessment.details.get("disagreement")
-            tree.tokens += int(assessment.details.get("tokens", 0))
+            kid.disagreement = assessment.disagreement
+            tree.tokens += assessment.tokens
             if kid.done and self.config.mode == "data":
-                kid.score = self.env.score(kid.state, tree.task)
+                kid.score = checked_score(self.env, kid.state, tree.task)
                 tree.solved |= kid.score == 1.0
         ids = forest.expand(
             leaves, counts, [self._log_prior(kid) for _, _, kid in children], logits=True,
@@ -219,7 +231,7 @@ class TreeSearch:
             self._novelty(forest, {leaf for leaf, _, _ in children})
         forest.backup(ids, [kid.critic for _, _, kid in children])
         self._graft_rollouts(forest, [
-            (node_id, tree, assessment.details.get("completions", ()))
+            (node_id, tree, assessment.completions)
             for node_id, (_, tree, _), assessment in zip(ids.tolist(), children, assessments,
                                                          strict=True)])
         barren = [leaf for leaf, n in zip(leaves, counts, strict=True) if n == 0]
@@ -232,6 +244,11 @@ class TreeSearch:
         forest.close([leaf for leaf in barren if leaf not in dead_ends])
         for tree in {id(t): t for t in owners}.values():
             tree.waves += 1
+
+    def _assess(self, nodes: list[tuple[Tree, Any, bool]]) -> list[Assessment]:
+        """The critic's assessments of (tree, state, done) triples, in ONE call, checked."""
+        return checked_assessments(self.critic, [
+            CriticInput(tree.task, self.env, state, done) for tree, state, done in nodes])
 
     def _novelty(self, forest: Forest, parents: Iterable[int]) -> None:
         """How unlike its siblings each child of ``parents`` is (SWE-Search's diversity)."""
@@ -274,6 +291,9 @@ class TreeSearch:
         seen = {forest.payload[c].action for c in forest.children(leaf).tolist()}
         depth = int(forest.nodes.depth[leaf]) + 1
         kids = []
+        if candidates and all(c.finish_reason == "prompt_too_long" for c in candidates):
+            tree.counts["context_overflow"] += 1  # this leaf's prompt leaves no room to write
+            return kids
         for cand in candidates:
             action = cand.text.strip()
             if not action:
@@ -287,7 +307,9 @@ class TreeSearch:
                 step = self.env.step(parent.state, action)
             except Exception as err:  # a crashing environment costs one branch, not the run
                 tree.counts["environment_errors"] += 1
-                log.warning("%s: step failed on task %s: %s", self.env.name, tree.task.id, err)
+                tree.first_error = tree.first_error or f"{type(err).__name__}: {err}"
+                log.info("%s: step failed on task %s", self.env.name, tree.task.id,
+                         exc_info=True)
                 continue
             if step.info.get("invalid_action"):  # an agent's reply the game would not take
                 tree.counts["invalid_actions"] += 1
@@ -310,14 +332,13 @@ class TreeSearch:
                     ends.append((end, tree))
         if not ends:
             return
-        assessments = self.critic.evaluate([CriticInput(tree.task, self.env,
-                                                        forest.payload[end].state, True)
-                                            for end, tree in ends])
+        assessments = self._assess([(tree, forest.payload[end].state, True)
+                                    for end, tree in ends])
         for (end, tree), assessment in zip(ends, assessments, strict=True):
             kid: Node = forest.payload[end]
             kid.critic = assessment.value
             if self.config.mode == "data":
-                kid.score = self.env.score(kid.state, tree.task)
+                kid.score = checked_score(self.env, kid.state, tree.task)
                 tree.solved |= kid.score == 1.0
         forest.backup([end for end, _ in ends], [a.value for a in assessments])
 
@@ -371,9 +392,9 @@ class TreeSearch:
         for slot, root, task in zip(slots.tolist(), roots.tolist(), new, strict=True):
             forest.payload[root] = Node(self.env.reset(task))
             trees[slot] = Tree(task, slot)
-        assessments = self.critic.evaluate([
-            CriticInput(task, self.env, forest.payload[root].state, False)
-            for root, task in zip(roots.tolist(), new, strict=True)])
+        assessments = self._assess([(trees[slot], forest.payload[root].state, False)
+                                    for slot, root in zip(slots.tolist(), roots.tolist(),
+                                                          strict=True)])
         for root, assessment in zip(roots.tolist(), assessments, strict=True):
             forest.payload[root].critic = assessment.value
         forest.backup(roots, [a.value for a in assessments])
@@ -394,7 +415,7 @@ class TreeSearch:
 
     # ------------------------------------------------------------------ the record
 
-    def _result(self, forest: Forest, tree: Tree) -> SearchResult:
+    def _result(self, forest: Forest, tree: Tree) -> TreeRecord:
         ids = forest.tree_nodes(tree.slot).tolist()
         local = {node: i for i, node in enumerate(ids)}
         a = forest.nodes
@@ -402,35 +423,35 @@ class TreeSearch:
         nodes = []
         for node, value in zip(ids, values.tolist(), strict=True):
             p: Node = forest.payload[node]
-            parent = int(a.parent[node])
-            nodes.append({
-                "parent": local.get(parent), "action": p.action, "depth": int(a.depth[node]),
-                "visits": int(a.visits[node]), "value": None if np.isnan(value) else value,
-                "prior": float(a.prior[node]), "logprob": p.logprob, "tokens": p.tokens,
-                "reward": p.reward, "terminal": bool(forest.is_terminal(node)),
-                "critic": p.critic, "feedback": p.feedback, "disagreement": p.disagreement,
-                "answer": p.answer, "score": p.score,
-            })
+            nodes.append(NodeRecord(
+                parent=local.get(int(a.parent[node])), action=p.action, depth=int(a.depth[node]),
+                visits=int(a.visits[node]), value=None if np.isnan(value) else value,
+                prior=float(a.prior[node]), logprob=p.logprob, tokens=p.tokens,
+                reward=p.reward, terminal=bool(forest.is_terminal(node)), critic=p.critic,
+                feedback=p.feedback, disagreement=p.disagreement, answer=p.answer,
+                score=p.score))
         answer = choose_answer(nodes, self.config.mode)
         chosen = self._discriminate(forest, tree, ids, nodes)
         if chosen is not None:
-            answer = nodes[chosen]["answer"]
+            answer = nodes[chosen].answer
         if self.config.mode == "data":
             solved = tree.solved
         else:  # judged after the search, only for reporting
             finals = [chosen] if chosen is not None else [
-                i for i, n in enumerate(nodes) if n["answer"] == answer and n["terminal"]]
+                i for i, n in enumerate(nodes) if n.answer == answer and n.terminal]
             unjudgeable = (not finals or (has_answers(self.env) and (
                 answer is None or tree.task.reference is None)))
-            solved = None if unjudgeable else bool(
-                self.env.score(forest.payload[ids[finals[0]]].state, tree.task) == 1.0)
-        stats = {"nodes": len(nodes), "expansions": tree.expansions, "tokens": tree.tokens,
-                 "waves": tree.waves, "seconds": time.perf_counter() - tree.started,
-                 **({"chosen_node": chosen} if chosen is not None else {}), **tree.counts}
-        return SearchResult(tree.task, self.config.mode, nodes, answer, solved, stats)
+            solved = None if unjudgeable else checked_score(
+                self.env, forest.payload[ids[finals[0]]].state, tree.task) == 1.0
+        stats = TreeStats(nodes=len(nodes), expansions=tree.expansions, tokens=tree.tokens,
+                          waves=tree.waves, seconds=time.perf_counter() - tree.started,
+                          chosen_node=chosen, counts=dict(tree.counts),
+                          first_error=tree.first_error)
+        return TreeRecord(tree.task, self.config.mode, tuple(nodes), answer, solved, stats,
+                          _status(tree))
 
     def _discriminate(self, forest: Forest, tree: Tree, ids: list[int],
-                      nodes: list[dict[str, Any]]) -> int | None:
+                      nodes: list[NodeRecord]) -> int | None:
         """Inference mode: the finished trajectory the discriminator picks (local id), when the
         environment has no answers to vote on or a discriminator other than the tree's own
         statistics is asked for; None otherwise."""
@@ -441,8 +462,8 @@ class TreeSearch:
         if not finished:
             return None
         candidates = [FinishedTrajectory(tree.task, self.env, forest.payload[ids[i]].state, i,
-                                         nodes[i]["value"], nodes[i]["visits"],
-                                         nodes[i]["critic"]) for i in finished]
+                                         nodes[i].value, nodes[i].visits, nodes[i].critic)
+                      for i in finished]
         return finished[self.discriminator.choose(candidates)]
 
 
@@ -477,19 +498,43 @@ def with_feedback(prompt: Prompt, feedback: str | None) -> Prompt:
     return messages
 
 
-def choose_answer(nodes: list[dict[str, Any]], mode: str) -> str | None:
+def choose_answer(nodes: Sequence[NodeRecord], mode: str) -> str | None:
     """The tree's answer: in data mode the first verified one; otherwise (and as a fallback)
     the answer whose terminal nodes gathered the most visits, ties to the higher mean value."""
     if mode == "data":
         for node in nodes:
-            if node["score"] == 1.0:
-                return node["answer"]
+            if node.score == 1.0:
+                return node.answer
     votes: dict[str, list[float]] = {}
     for node in nodes:
-        if node["terminal"] and node["answer"] is not None:
-            tally = votes.setdefault(node["answer"], [0.0, 0.0])
-            tally[0] += node["visits"]
-            tally[1] = max(tally[1], node["value"] or 0.0)
+        if node.terminal and node.answer is not None:
+            tally = votes.setdefault(node.answer, [0.0, 0.0])
+            tally[0] += node.visits
+            tally[1] = max(tally[1], node.value or 0.0)
     if not votes:
         return None
     return max(votes, key=lambda answer: tuple(votes[answer]))
+
+
+def _status(tree: Tree) -> Status:
+    """How a tree's search ended: a root that could never be expanded, because its prompt
+    leaves no room in the model's context or because every step raised, is not "finished"."""
+    if tree.size > 1:
+        return "finished"
+    if tree.counts["context_overflow"]:
+        return "context_overflow"
+    if tree.counts["environment_errors"]:
+        return "environment_error"
+    return "finished"
+
+
+def _already_done(task: Task, done: dict[str, str]) -> bool:
+    """Whether ``task``'s tree is in the run file; refused if that tree was grown for a task
+    with the same id but other content (the dataset changed under the run)."""
+    if task.id not in done:
+        return False
+    if done[task.id] != task.fingerprint:
+        raise RunMismatchError(
+            f"the run file holds a tree for task {task.id!r} whose problem or reference differs "
+            "from this task's (the task source changed); search into a new --out folder")
+    return True

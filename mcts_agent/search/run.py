@@ -9,33 +9,42 @@ import json
 import logging
 import platform
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .. import __version__
-from ..contracts import Critic, Environment, Task
-from ..episodes import has_answers
+from ..contracts import Critic, Environment, Task, check_score, has_answers, load_tasks
+from ..errors import PluginError, RunMismatchError, UserError
+from ..files import write_atomic
 from ..llm.base import Policy
 from ..llm.cache import CachedPolicy
 from ..llm.load import load_policy
-from ..registry import environments
+from ..registry import PluginSpec, environments
+from ..trees import ResultFile, TreeRecord
 from .baselines import sample_solutions
 from .config import SearchConfig
-from .critic_specs import build_critic
+from .critic_specs import build_critic, describe_critic
 from .discriminator import build_discriminator
 from .driver import TreeSearch
-from .results import ResultFile, SearchResult
 
 log = logging.getLogger(__name__)
+
+SPEED_ONLY = frozenset({"max_trees_in_flight", "cohorts"})
+"""Search settings that change how fast trees grow, never which trees: a run may resume
+with other values."""
 
 
 @dataclass
 class RunSummary:
-    """Solved counts of the tree and of its baselines on the same tasks, and what it cost."""
+    """Solved counts of the trees and of their baselines on the same tasks, what it cost, and
+    how the trees ended. ``tokens``/``nodes`` cover every tree of the run; ``searched`` trees
+    (``searched_tokens``) were grown by this call in ``seconds`` (a resumed run's earlier
+    trees cost nothing now)."""
 
     mode: str
     tasks: int
@@ -46,10 +55,14 @@ class RunSummary:
     baseline_tokens: int | None
     nodes: int
     seconds: float
+    searched: int = 0
+    searched_tokens: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    environment_errors: int = 0
+    first_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
 
 def default_critic(policy: Policy, config: SearchConfig, rollouts: int) -> Critic:
     """Data mode: the verifier at finished states, Monte Carlo rollouts elsewhere. Inference
@@ -62,6 +75,7 @@ def run_search(
     *,
     tasks: list[Task] | int = 20,
     split: str = "test",
+    env_args: Mapping[str, Any] | None = None,
     policy: Policy | None = None,
     model: str | Path | None = None,
     config: SearchConfig | None = None,
@@ -69,25 +83,33 @@ def run_search(
     rollouts: int = 4,
     out_dir: str | Path | None = None,
     baselines: bool = True,
-    on_result: Callable[[SearchResult], Any] | None = None,
+    on_result: Callable[[TreeRecord], Any] | None = None,
     cache: bool = True,
-) -> tuple[RunSummary, list[SearchResult]]:
+    allow_changed: bool = False,
+) -> tuple[RunSummary, list[TreeRecord]]:
     """Search ``tasks`` (a list, or that many of the environment's own ``split``).
 
-    With ``out_dir``, trees go to ``out_dir/trees.jsonl`` as they finish (the same call resumes
-    an interrupted run), beside ``config.yaml`` and ``summary.json``; with ``cache`` too, the
-    model's answers are kept in ``out_dir/responses.sqlite``, so the trees that were in flight
-    when a run stopped are re-grown without paying for the same generations again (a critic
-    passed in keeps the policy it was built with: build it on a
+    ``env`` is a registered environment's name (built with ``env_args``) or an environment
+    object (``env_args`` then says how it was built, for the record). With ``out_dir``, trees
+    go to ``out_dir/trees.jsonl`` as they finish, beside ``config.yaml`` (the resolved
+    environment, critic, policy and search settings) and ``summary.json``. The same call
+    resumes an interrupted run; a run folder made with other settings is refused
+    (:class:`~mcts_agent.errors.RunMismatchError`) unless ``allow_changed`` (``config.yaml``
+    then keeps the earlier settings under ``history``). With ``cache`` too, the model's
+    answers are kept in ``out_dir/responses.sqlite``, so the trees that were in flight when a
+    run stopped are re-grown without paying for the same generations again (a critic passed
+    in keeps the policy it was built with: build it on a
     :class:`~mcts_agent.llm.cache.CachedPolicy` to cache its generations too).
     """
     config = config or SearchConfig()
-    environment = environments.create(env) if isinstance(env, str) else env
+    if isinstance(env, str):
+        spec = PluginSpec(env, dict(env_args or {}))
+        environment = environments.create(env, **spec.args)
+    else:
+        environment = env
+        spec = PluginSpec(env.name, dict(env_args) if env_args is not None else None)
     if isinstance(tasks, int):
-        if not hasattr(environment, "tasks"):
-            raise ValueError(f"environment {environment.name!r} does not generate tasks; "
-                             "pass a list of tasks (e.g. from a JSONL file)")
-        tasks = environment.tasks(tasks, split=split)
+        tasks = load_tasks(environment, tasks, split=split)
     if policy is None:
         policy = load_policy(model)
     owned_cache = None
@@ -96,10 +118,12 @@ def run_search(
         out.mkdir(parents=True, exist_ok=True)
         if cache and not isinstance(policy, CachedPolicy):
             policy = owned_cache = CachedPolicy(policy, out / "responses.sqlite")
+    critic = critic or default_critic(policy, config, rollouts)
     try:
-        return _run(environment, tasks, policy, config,
-                    critic or default_critic(policy, config, rollouts), out_dir, baselines,
-                    on_result)
+        if out_dir is not None:
+            settings = run_settings(spec, policy, critic, config, split)
+            claim_run_folder(Path(out_dir), settings, len(tasks), allow_changed)
+        return _run(environment, tasks, policy, config, critic, out_dir, baselines, on_result)
     finally:
         if owned_cache is not None:
             owned_cache.close()
@@ -107,29 +131,26 @@ def run_search(
 
 def _run(environment: Environment, tasks: list[Task], policy: Policy, config: SearchConfig,
          critic: Critic, out_dir: str | Path | None, baselines: bool,
-         on_result: Callable[[SearchResult], Any] | None,
-         ) -> tuple[RunSummary, list[SearchResult]]:
-    results_file = None
-    if out_dir is not None:
-        out = Path(out_dir)
-        _write_config(out, environment, policy, critic, config, len(tasks))
-        results_file = ResultFile(out / "trees.jsonl")
+         on_result: Callable[[TreeRecord], Any] | None,
+         ) -> tuple[RunSummary, list[TreeRecord]]:
+    results_file = ResultFile(Path(out_dir) / "trees.jsonl") if out_dir is not None else None
     started = time.perf_counter()
     discriminator = build_discriminator(config.discriminator, policy, seed=config.seed)
     search = TreeSearch(environment, policy, critic, config, discriminator)
     fresh = list(search.run(tasks, results_file, on_result=on_result))
+    seconds = time.perf_counter() - started
     by_id = {r.task.id: r for r in (results_file if results_file is not None else fresh)}
     results = [by_id[t.id] for t in tasks if t.id in by_id]  # a resumed run's earlier trees too
-    summary = _summarise(environment, policy, config, tasks, results, baselines,
-                         time.perf_counter() - started)
+    summary = _summarise(environment, policy, config, tasks, results, fresh, baselines, seconds)
     if out_dir is not None:
-        (Path(out_dir) / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
+        write_atomic(Path(out_dir) / "summary.json", json.dumps(summary.to_dict(), indent=2))
     return summary, results
 
 
 def _summarise(env: Environment, policy: Policy, config: SearchConfig, tasks: list[Task],
-               results: list[SearchResult], baselines: bool, seconds: float) -> RunSummary:
-    tokens = [r.stats.get("tokens", 0) for r in results]
+               results: list[TreeRecord], fresh: list[TreeRecord], baselines: bool,
+               seconds: float) -> RunSummary:
+    tokens = {r.task.id: r.stats.tokens for r in results}
     greedy = best = baseline_tokens = None
     if baselines and tasks:
         max_tokens = config.max_step_tokens * config.max_depth
@@ -137,8 +158,8 @@ def _summarise(env: Environment, policy: Policy, config: SearchConfig, tasks: li
         greedy_runs = sample_solutions(env, policy, tasks, 1, temperature=0.0,
                                        max_tokens=max_tokens, seed=config.seed, **turns)
         # best-of-N gets the tokens the tree spent on the same task
-        n = [max(1, round(t / max(g.tokens, 1))) for t, g in zip(tokens, greedy_runs,
-                                                                  strict=True)]
+        n = [max(1, round(tokens.get(t.id, 0) / max(g.tokens, 1)))
+             for t, g in zip(tasks, greedy_runs, strict=True)]
         sampled = sample_solutions(env, policy, tasks, n, temperature=config.temperature,
                                    max_tokens=max_tokens, seed=config.seed + 1, **turns)
         # without answers to vote on, the game's own verdict (seen while playing) picks
@@ -147,24 +168,143 @@ def _summarise(env: Environment, policy: Policy, config: SearchConfig, tasks: li
         greedy = sum(g.any_correct for g in greedy_runs)
         best = sum(judge(a) for a in sampled)
         baseline_tokens = sum(a.tokens for a in sampled)
-    return RunSummary(config.mode, len(results), sum(bool(r.solved) for r in results), greedy,
-                      best, sum(tokens), baseline_tokens, sum(len(r.nodes) for r in results),
-                      seconds)
+    errors = [r for r in results if r.stats.counts.get("environment_errors")]
+    return RunSummary(
+        config.mode, len(results), sum(bool(r.solved) for r in results), greedy, best,
+        sum(tokens.values()), baseline_tokens, sum(len(r.nodes) for r in results), seconds,
+        searched=len(fresh), searched_tokens=sum(r.stats.tokens for r in fresh),
+        statuses=dict(Counter(r.status for r in results)),
+        environment_errors=sum(r.stats.counts["environment_errors"] for r in errors),
+        first_error=next((r.stats.first_error for r in errors if r.stats.first_error), None))
 
 
-def _write_config(out: Path, env: Environment, policy: Policy, critic: Critic,
-                  config: SearchConfig, tasks: int) -> None:
-    """The resolved settings and versions, so a run can be understood and repeated."""
-    import numba
-    import numpy
-    import torch
-    import transformers
+# --------------------------------------------------------------------------- the run folder
 
-    record = {
-        "environment": env.name, "policy": policy.name, "critic": critic.name, "tasks": tasks,
-        "search": config.model_dump(mode="json"),
-        "versions": {"mcts_agent": __version__, "python": platform.python_version(),
-                     "numpy": numpy.__version__, "numba": numba.__version__,
-                     "torch": str(torch.__version__), "transformers": transformers.__version__},
-    }
-    (out / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+
+def run_settings(env: PluginSpec, policy: Policy, critic: Critic, config: SearchConfig,
+                 split: str) -> dict[str, Any]:
+    """What makes a run's trees what they are: the environment (name and arguments), the
+    policy, every critic component, the split and the search settings."""
+    return {"environment": env.to_json(), "policy": policy.name,
+            "critic": describe_critic(critic), "split": split,
+            "search": config.model_dump(mode="json")}
+
+
+def claim_run_folder(out: Path, settings: dict[str, Any], tasks: int,
+                     allow_changed: bool = False) -> None:
+    """Write ``out/config.yaml`` after :func:`check_run_folder`."""
+    history = check_run_folder(out, settings, allow_changed)
+    record = {**settings, "tasks": tasks, "versions": _versions(),
+              **({"history": history} if history else {})}
+    record_file = out / "config.yaml"
+    try:
+        write_atomic(record_file, yaml.safe_dump(record, sort_keys=False, allow_unicode=True))
+    except OSError as err:
+        raise UserError(f"cannot write {record_file}: {err.strerror or err}; choose a writable "
+                        "--out folder") from err
+
+
+def check_run_folder(out: Path, settings: Mapping[str, Any],
+                     allow_changed: bool = False) -> list[dict[str, Any]]:
+    """If ``out`` already holds trees, check that they were grown with ``settings`` (those
+    given; speed-only ones aside): a mismatch is refused unless ``allow_changed``. Returns
+    the settings history to keep (the earlier settings, when they changed)."""
+    record_file = out / "config.yaml"
+    if not record_file.exists() or not any(True for _ in ResultFile(out / "trees.jsonl")):
+        return []
+    before = _read_yaml(record_file)
+    changed = settings_changes(before, settings)
+    if changed and not allow_changed:
+        raise RunMismatchError(
+            f"{out} holds trees searched with other settings ({'; '.join(changed)}): search "
+            "into a new --out folder to start a new run, or pass --allow-changed to add trees "
+            "with these settings to this one deliberately")
+    history = list(before.get("history", []))
+    if changed:
+        history.append({k: v for k, v in before.items() if k not in ("history", "versions")})
+    return history
+
+
+def settings_changes(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """Readable differences between two runs' settings ("search.seed 0 → 1",
+    "critic.settings.k 4 → 8"); keys the earlier record does not have (older versions wrote
+    fewer) are not compared, nor speed-only search settings."""
+    changes: list[str] = []
+    for key, value in now.items():
+        if key in before:
+            _diff(key, before[key], value, changes)
+    return changes
+
+
+def _diff(where: str, old: Any, new: Any, changes: list[str]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            path = f"{where}.{key}"
+            if (where == "search" and key in SPEED_ONLY) or (where == "search" and key not in old):
+                continue
+            _diff(path, old.get(key), new.get(key), changes)
+    elif old != new:
+        changes.append(f"{where} {_short(old)} → {_short(new)}")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def run_environment_spec(folder: Path) -> PluginSpec | None:
+    """The environment a run folder's trees were grown in (None if it does not say)."""
+    record_file = folder / "config.yaml"
+    if not record_file.exists():
+        return None
+    env = _read_yaml(record_file).get("environment")
+    if isinstance(env, dict):
+        return PluginSpec.from_json(env, where=str(record_file))
+    if isinstance(env, str):  # an older run folder: the name only
+        return PluginSpec(env, None)
+    return None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise UserError(f"cannot read {path}: {err}; delete it or pass the settings "
+                        "explicitly") from err
+    if not isinstance(data, dict):
+        raise UserError(f"{path} does not hold a mapping of run settings; delete it or pass "
+                        "the settings explicitly")
+    return data
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"mcts_agent": __version__, "python": platform.python_version()}
+    for package in ("numpy", "numba", "torch", "transformers", "vllm"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def check_environment_runs(env: Environment, task: Task) -> None:
+    """Reset ``task`` and render its prompt before any model loads: a plug-in that breaks
+    there is named at once, not after minutes of model loading."""
+    try:
+        prompt = env.prompt(env.reset(task))
+    except Exception as err:
+        raise PluginError(f"environment {env.name!r}: reset/prompt failed on task {task.id!r}: "
+                          f"{type(err).__name__}: {err}") from err
+    if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not all(
+            isinstance(m, dict) and {"role", "content"} <= set(m) for m in prompt)):
+        raise PluginError(f"environment {env.name!r}: prompt() returned "
+                          f"{type(prompt).__name__}; return a string or a list of "
+                          "{'role': ..., 'content': ...} messages")
+    try:  # a score outside [0, 1] would otherwise surface only at the first finished state
+        root_score = env.score(env.reset(task), task)
+    except Exception:  # scoring an unfinished state may legitimately fail
+        return
+    if root_score is not None:
+        check_score(env, root_score, task)

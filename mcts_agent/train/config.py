@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from ..settings import Settings
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Settings):
     """How the policy is trained on mined data.
 
     ``dpo`` trains on preference pairs with TRL's DPOTrainer (step boundaries handled: no EOS is

@@ -15,24 +15,28 @@ Every step writes its output last, so an interrupted run redoes at most the step
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from ..contracts import load_tasks
 from ..data import PairConfig, mine_rows, read_rows, write_rows
 from ..data.splice import SpliceConfig, splice_rows
+from ..errors import RunMismatchError
+from ..files import read_marker, write_json
 from ..llm.base import Policy
 from ..llm.load import BackendConfig, load_policy
 from ..metrics import PolicyMetrics, evaluate_policy
 from ..models.tiny import TINY_ARITH_DIR
 from ..registry import environments
-from ..search import ResultFile, SearchConfig, SearchResult
+from ..search import SearchConfig
 from ..search.run import run_search
+from ..settings import Settings
+from ..trees import ResultFile, TreeRecord
 from .config import TrainConfig
 from .trainers import train_policy
 
@@ -41,7 +45,7 @@ log = logging.getLogger(__name__)
 Report = Callable[[str], Any]
 
 
-class IterateConfig(BaseModel):
+class IterateConfig(Settings):
     """Settings of a self-improvement run.
 
     What is trained follows from ``pairs`` and ``train``: ``train.method="dpo"`` trains on
@@ -92,14 +96,14 @@ class IterateConfig(BaseModel):
 
 
 def iterate(config: IterateConfig, out_dir: str | Path, report: Report = log.info,
-            on_tree: Callable[[SearchResult], Any] | None = None) -> list[dict[str, Any]]:
+            on_tree: Callable[[TreeRecord], Any] | None = None) -> list[dict[str, Any]]:
     """Run (or resume) ``config.rounds`` rounds in ``out_dir``; returns one row per round
     (round 0 = the starting policy). ``report`` gets a line per step, ``on_tree`` each tree
     as its search finishes (for progress bars)."""
     out = Path(out_dir)
     _claim(out, config)
     env = environments.create(config.env, **config.env_args)
-    held_out = env.tasks(config.eval_tasks, split="test")
+    held_out = load_tasks(env, config.eval_tasks, split="test")
     start = model = config.model or str(TINY_ARITH_DIR)
     policies = _PolicyCache(config.device, config.backend)
     rows = [_evaluate(out / "round_0", env, policies, model, held_out, config, report, 0)]
@@ -149,16 +153,17 @@ class _PolicyCache:
 
 
 def _search(folder: Path, env: Any, policies: _PolicyCache, model: str, config: IterateConfig,
-            r: int, report: Report, on_tree: Callable[[SearchResult], Any] | None
+            r: int, report: Report, on_tree: Callable[[TreeRecord], Any] | None
             ) -> dict[str, Any]:
     summary_file = folder / "summary.json"
-    if summary_file.exists():
+    if (summary := read_marker(summary_file)) is not None:
         report(f"round {r}: search done before")
-        return json.loads(summary_file.read_text())
+        return summary
     seed = config.seed * 1000 + r  # fresh problems and samples every round
-    tasks = env.tasks(config.tasks_per_round, split="train", seed=seed)
+    tasks = load_tasks(env, config.tasks_per_round, split="train", seed=seed)
     report(f"round {r}: searching {len(tasks)} training tasks")
-    summary, _ = run_search(env, tasks=tasks, policy=policies.get(model),
+    summary, _ = run_search(env, tasks=tasks, split="train", env_args=config.env_args,
+                            policy=policies.get(model),
                             config=config.search.model_copy(update={"seed": seed}),
                             rollouts=config.rollouts, out_dir=folder, baselines=False,
                             on_result=on_tree)
@@ -170,8 +175,8 @@ def _mine(folder: Path, env: Any, search: dict[str, Any], config: IterateConfig,
     name = "pairs" if config.train.method == "dpo" else (
         "splice" if config.sft_data == "splice" else "sft")
     stats_file = folder / f"{name}.stats.json"
-    if stats_file.exists():
-        return folder / f"{name}.jsonl", json.loads(stats_file.read_text())
+    if (stats := read_marker(stats_file)) is not None:
+        return folder / f"{name}.jsonl", stats
     results = list(ResultFile(folder.parent / "search" / "trees.jsonl"))
     if name == "splice":
         _, rows, stats = splice_rows(results, env, config.splice,
@@ -188,8 +193,8 @@ def _mine(folder: Path, env: Any, search: dict[str, Any], config: IterateConfig,
 def _train(folder: Path, policies: _PolicyCache, model: str, start: str, data: Path,
            config: IterateConfig, r: int, report: Report) -> dict[str, Any] | None:
     done = folder / "training.json"
-    if done.exists():
-        return json.loads(done.read_text())["report"]
+    if (marker := read_marker(done)) is not None and isinstance(marker.get("report"), dict):
+        return marker["report"]
     rows = read_rows(data)
     if not rows:
         report(f"round {r}: nothing to train on; the policy stays as it was")
@@ -204,15 +209,15 @@ def _train(folder: Path, policies: _PolicyCache, model: str, start: str, data: P
 def _evaluate(folder: Path, env: Any, policies: _PolicyCache, model: str, tasks: list,
               config: IterateConfig, report: Report, r: int) -> dict[str, Any]:
     done = folder / "eval.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    if (row := read_marker(done)) is not None:
+        return row
     metrics: PolicyMetrics = evaluate_policy(
         env, policies.get(model), tasks, k=config.eval_k, temperature=config.search.temperature,
         max_tokens=config.search.max_step_tokens * config.search.max_depth, seed=config.seed,
         max_turns=config.search.max_depth, max_step_tokens=config.search.max_step_tokens)
     row = {"round": r, "model": model, **metrics.to_dict()}
     folder.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps(row, indent=2))
+    write_json(done, row)
     report(f"round {r}: held-out greedy {metrics.greedy_acc:.1%}, pass@{config.eval_k} "
            f"{metrics.pass_at_k:.1%}")
     return row
@@ -231,8 +236,8 @@ def _claim(out: Path, config: IterateConfig) -> None:
         changed = sorted(k for k in wanted if k != "rounds"
                          and _comparable(before.get(k)) != _comparable(wanted[k]))
         if changed:
-            raise ValueError(f"{out} holds a run with other settings ({', '.join(changed)}); "
-                             "resume with the same settings or choose a new output folder")
+            raise RunMismatchError(f"{out} holds a run with other settings ({', '.join(changed)});"
+                                   " resume with the same settings or choose a new --out folder")
     settings.write_text(yaml.safe_dump(wanted, sort_keys=False))
 
 
@@ -256,7 +261,7 @@ def _flatten(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_table(out: Path, rows: list[dict[str, Any]]) -> None:
-    (out / "rounds.json").write_text(json.dumps(rows, indent=2))
+    write_json(out / "rounds.json", rows)
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cell(row.get(c)) for c in COLUMNS) + " |" for row in rows]
     (out / "rounds.md").write_text("\n".join(lines) + "\n")

@@ -41,11 +41,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
-from critics.reward_model import (
+from ..metrics import auroc, brier
+from ..models.tiny import TINY_ARITH_DIR, torch_threads
+from ..reward_encoding import (
     FORMAT,
     META_FILE,
     encode_path,
@@ -53,14 +55,12 @@ from critics.reward_model import (
     pad_right,
     score_positions,
 )
-
-from ..metrics import auroc, brier
-from ..models.tiny import TINY_ARITH_DIR, torch_threads
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class RewardModelConfig(BaseModel):
+class RewardModelConfig(Settings):
     """How a reward model is trained on stepwise rows."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -15,10 +15,9 @@ Two things TRL does not do for step-level data, done here by a small DPOTrainer 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
+from ..files import write_json
 from ..models.tiny import torch_threads
 from .config import TrainConfig
 
@@ -123,8 +123,11 @@ def train_policy(
     model (in an iteration loop: the previous round's policy).
     """
     config = config or TrainConfig()
-    dataset = rows if isinstance(rows, Dataset) else Dataset.from_list(list(rows))
     needed = PAIR_COLUMNS if config.method == "dpo" else SFT_COLUMNS
+    if not isinstance(rows, Dataset):
+        rows = list(rows)
+        check_rows(rows, needed, config.method)
+    dataset = rows if isinstance(rows, Dataset) else Dataset.from_list(rows)
     missing = [c for c in needed if c not in dataset.column_names]
     if len(dataset) == 0:
         raise ValueError(f"no {config.method} rows to train on; mine more trees or loosen the "
@@ -164,9 +167,35 @@ def train_policy(
         round(time.perf_counter() - started, 2), result.training_loss, str(out),
         {k: float(v) for k, v in (logs[-1] if logs else {}).items()
          if isinstance(v, int | float)})
-    (out / "training.json").write_text(json.dumps(
-        {"report": report.to_dict(), "config": config.model_dump(mode="json")}, indent=2))
+    write_json(out / "training.json",  # written last: it marks a finished training
+               {"report": report.to_dict(), "config": config.model_dump(mode="json")})
     return report
+
+
+def check_rows(rows: Sequence[Any], columns: Sequence[str], method: str) -> None:
+    """Refuse rows TRL would fail on deep inside its trainer: each row is a mapping whose
+    ``columns`` are all text, or all chat messages (``[{"role": ..., "content": ...}]``)."""
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise ValueError(f"{method} row {i} is a {type(row).__name__}, not a mapping of "
+                             f"columns {list(columns)}")
+        kinds = {c: _text_kind(row.get(c)) for c in columns if c in row}
+        if bad := [c for c, kind in kinds.items() if kind is None]:
+            raise ValueError(f"{method} row {i}: {bad[0]!r} must be text or a list of chat "
+                             f"messages, got {type(row[bad[0]]).__name__} {row[bad[0]]!r:.60}")
+        if len(set(kinds.values())) > 1:
+            raise ValueError(f"{method} row {i} mixes text and chat-message columns "
+                             f"({kinds}); use one form for every column")
+
+
+def _text_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list) and all(
+            isinstance(m, Mapping) and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str) for m in value):
+        return "messages"
+    return None
 
 
 def _conversational(dataset: Dataset) -> bool:

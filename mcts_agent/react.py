@@ -1,5 +1,8 @@
 """ReAct turns for text agents: what the model is told, and how an action is read back.
 
+The reply format belongs to the policy side (core): environments parse replies with it, and
+splicing and training write replies in it, without either depending on the other.
+
 A turn is ``Thought: <reasoning> Action: <command>`` on one line (the thought is optional, so a
 bare ``Action: go east`` or even ``go east`` is accepted). Parsing is lenient about the things
 models do — markdown, quotes, a trailing full stop, ``Action 1:``, a different case — and strict
