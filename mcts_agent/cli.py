@@ -296,7 +296,7 @@ def search_command(
                       TextColumn("trees"), TimeElapsedColumn(), console=console) as bar:
             job = bar.add_task("trees", total=len(task_list), completed=done_before)
             summary, _ = run_search(
-                environment, tasks=task_list, split=split, env_args=spec.args, policy=policy,
+                environment, tasks=task_list, split=split, env_spec=spec, policy=policy,
                 config=settings, critic=search_critic, out_dir=out, baselines=baselines,
                 on_result=lambda r: bar.advance(job), cache=cache, allow_changed=allow_changed)
     finally:

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from environments.math.arith_env import ArithEnvironment
 from mcts_agent import cli
 from mcts_agent.cli import app
+from mcts_agent.registry import PluginSpec
 from mcts_agent.search import SearchConfig
 from mcts_agent.search.critic_specs import build_critic
 from mcts_agent.search.run import run_search
@@ -40,8 +41,8 @@ def run(tmp_path):
     """A finished run folder of two arith trees (scripted policy)."""
     env, policy = ArithEnvironment(max_operand=9), Solver()
     config = SearchConfig(simulations=8, expand_n=2)
-    run_search(env, tasks=env.tasks(2), env_args={"max_operand": 9}, policy=policy,
-               config=config, critic=build_critic(["verifier"], policy, config),
+    run_search(env, tasks=env.tasks(2), env_spec=PluginSpec("arith", {"max_operand": 9}),
+               policy=policy, config=config, critic=build_critic(["verifier"], policy, config),
                out_dir=tmp_path / "run", baselines=False, cache=False)
     return tmp_path / "run"
 
@@ -161,3 +162,20 @@ def test_training_rows_of_the_wrong_type_are_refused_before_trl(tmp_path):
     assert result.exit_code == 2
     assert "dpo row 0: 'rejected' must be text or a list of chat messages, got int" in (
         one_line_error(result))
+
+
+def test_pairs_rebuild_a_jsonl_run_with_its_arguments(tmp_path, monkeypatch):
+    """Before: pairs rebuilt the environment from its display name ('jsonl:qa.jsonl') and
+    failed; now config.yaml records the registered name and every --env-arg."""
+    data = tmp_path / "qa.jsonl"
+    data.write_text('{"question": "2+3=?", "answer": "5"}\n{"question": "4*2=?", "answer": "8"}\n')
+    monkeypatch.setattr(cli, "load_policy", lambda *a, **k: Solver())
+    out = tmp_path / "run"
+    searched = invoke("search", "--env", "jsonl", "--env-arg", f"path={data}", "--tasks", "2",
+                      "--simulations", "8", "--expand-n", "2", "--critic", "verifier",
+                      "--no-baselines", "--no-cache", "--out", str(out))
+    assert searched.exit_code == 0, searched.stderr
+    mined = invoke("pairs", str(out), "--kind", "sft")
+    assert mined.exit_code == 0, mined.stderr
+    rows = [json.loads(line) for line in (out / "data" / "sft.jsonl").read_text().splitlines()]
+    assert sorted(row["prompt"] for row in rows) == ["Q: 2+3=?\n", "Q: 4*2=?\n"]

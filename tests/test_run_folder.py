@@ -16,6 +16,7 @@ from environments.math.arith_env import ArithEnvironment
 from mcts_agent.contracts import Task
 from mcts_agent.errors import RunMismatchError
 from mcts_agent.llm.base import Candidate, GenerationRequest
+from mcts_agent.registry import PluginSpec
 from mcts_agent.search import ResultFile, SearchConfig, TreeSearch
 from mcts_agent.search.run import run_search
 
@@ -45,9 +46,9 @@ class Solver:
 def search(out, tasks, **settings):
     env = ArithEnvironment(max_operand=9)
     config = SearchConfig(**{"simulations": 4, "expand_n": 2, **settings})
-    return run_search(env, tasks=tasks, env_args={"max_operand": 9}, policy=Solver(),
-                      config=config, critic=VerifierCritic(), out_dir=out, baselines=False,
-                      cache=False)
+    return run_search(env, tasks=tasks, env_spec=PluginSpec("arith", {"max_operand": 9}),
+                      policy=Solver(), config=config, critic=VerifierCritic(), out_dir=out,
+                      baselines=False, cache=False)
 
 
 @pytest.fixture
@@ -78,7 +79,8 @@ def test_speed_only_settings_may_change(tmp_path, tasks):
 def test_allow_changed_keeps_the_earlier_settings(tmp_path, tasks):
     search(tmp_path, tasks[:2], simulations=4)
     env = ArithEnvironment(max_operand=9)
-    run_search(env, tasks=tasks, env_args={"max_operand": 9}, policy=Solver(),
+    run_search(env, tasks=tasks, env_spec=PluginSpec("arith", {"max_operand": 9}),
+               policy=Solver(),
                config=SearchConfig(simulations=6, expand_n=2), critic=VerifierCritic(),
                out_dir=tmp_path, baselines=False, cache=False, allow_changed=True)
     record = yaml.safe_load((tmp_path / "config.yaml").read_text())

@@ -75,7 +75,7 @@ def run_search(
     *,
     tasks: list[Task] | int = 20,
     split: str = "test",
-    env_args: Mapping[str, Any] | None = None,
+    env_spec: PluginSpec | None = None,
     policy: Policy | None = None,
     model: str | Path | None = None,
     config: SearchConfig | None = None,
@@ -89,25 +89,27 @@ def run_search(
 ) -> tuple[RunSummary, list[TreeRecord]]:
     """Search ``tasks`` (a list, or that many of the environment's own ``split``).
 
-    ``env`` is a registered environment's name (built with ``env_args``) or an environment
-    object (``env_args`` then says how it was built, for the record). With ``out_dir``, trees
-    go to ``out_dir/trees.jsonl`` as they finish, beside ``config.yaml`` (the resolved
-    environment, critic, policy and search settings) and ``summary.json``. The same call
-    resumes an interrupted run; a run folder made with other settings is refused
-    (:class:`~mcts_agent.errors.RunMismatchError`) unless ``allow_changed`` (``config.yaml``
-    then keeps the earlier settings under ``history``). With ``cache`` too, the model's
-    answers are kept in ``out_dir/responses.sqlite``, so the trees that were in flight when a
-    run stopped are re-grown without paying for the same generations again (a critic passed
-    in keeps the policy it was built with: build it on a
+    ``env`` is a registered environment's name or an environment object; ``env_spec`` says how
+    it is built (registered name and arguments): with a name, the environment is built from
+    it; with an object, it goes into the run record, so ``pairs`` and the other readers can
+    rebuild the same environment (without it the record holds only the object's name).
+    With ``out_dir``, trees go to ``out_dir/trees.jsonl`` as they finish, beside
+    ``config.yaml`` (the resolved environment, critic, policy and search settings) and
+    ``summary.json``. The same call resumes an interrupted run; a run folder made with other
+    settings is refused (:class:`~mcts_agent.errors.RunMismatchError`) unless
+    ``allow_changed`` (``config.yaml`` then keeps the earlier settings under ``history``).
+    With ``cache`` too, the model's answers are kept in ``out_dir/responses.sqlite``, so the
+    trees that were in flight when a run stopped are re-grown without paying for the same
+    generations again (a critic passed in keeps the policy it was built with: build it on a
     :class:`~mcts_agent.llm.cache.CachedPolicy` to cache its generations too).
     """
     config = config or SearchConfig()
     if isinstance(env, str):
-        spec = PluginSpec(env, dict(env_args or {}))
-        environment = environments.create(env, **spec.args)
+        spec = env_spec or PluginSpec(env, {})
+        environment = environments.create(env, **(spec.args or {}))
     else:
         environment = env
-        spec = PluginSpec(env.name, dict(env_args) if env_args is not None else None)
+        spec = env_spec or PluginSpec(env.name, None)
     if isinstance(tasks, int):
         tasks = load_tasks(environment, tasks, split=split)
     if policy is None:

@@ -32,7 +32,7 @@ from ..llm.base import Policy
 from ..llm.load import BackendConfig, load_policy
 from ..metrics import PolicyMetrics, evaluate_policy
 from ..models.tiny import TINY_ARITH_DIR
-from ..registry import environments
+from ..registry import PluginSpec, environments
 from ..search import SearchConfig
 from ..search.run import run_search
 from ..settings import Settings
@@ -162,7 +162,8 @@ def _search(folder: Path, env: Any, policies: _PolicyCache, model: str, config: 
     seed = config.seed * 1000 + r  # fresh problems and samples every round
     tasks = load_tasks(env, config.tasks_per_round, split="train", seed=seed)
     report(f"round {r}: searching {len(tasks)} training tasks")
-    summary, _ = run_search(env, tasks=tasks, split="train", env_args=config.env_args,
+    summary, _ = run_search(env, tasks=tasks, split="train",
+                            env_spec=PluginSpec(config.env, dict(config.env_args)),
                             policy=policies.get(model),
                             config=config.search.model_copy(update={"seed": seed}),
                             rollouts=config.rollouts, out_dir=folder, baselines=False,
