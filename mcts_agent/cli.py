@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import click
 import numpy as np
 import typer
 import yaml
@@ -75,7 +74,7 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callabl
         def run(*a: Any, **kw: Any) -> Any:
             try:
                 return fn(*a, **kw)
-            except (typer.Exit, typer.Abort, click.exceptions.Exit):
+            except (typer.Exit, typer.Abort):
                 raise
             except Exception as err:  # one line; the traceback only under -v
                 raise typer.Exit(report_error(err)) from err
@@ -100,7 +99,7 @@ def describe_error(err: BaseException) -> tuple[str, int]:
         return "interrupted; finished trees are saved and the same command resumes", 130
     if isinstance(err, ValidationError):
         return f"invalid {err.title} settings ({validation_problems(err)})", 2
-    if isinstance(err, click.ClickException):
+    if isinstance(err, typer.TyperException) and hasattr(err, "format_message"):
         return _one_line(err.format_message()), 2
     if isinstance(err, OSError) and not isinstance(err, UserError):
         where = f" ({err.filename})" if err.filename else ""
@@ -118,22 +117,22 @@ def _one_line(text: str) -> str:
 
 
 def run_cli() -> None:
-    """The ``mcts-agent`` program: the app, with errors of click's own parsing and an
-    interrupt reported in one line too."""
+    """The ``mcts-agent`` program: the app, with errors of the command line's own parsing and
+    an interrupt reported too."""
     global VERBOSE
     VERBOSE = any(arg in ("-v", "--verbose") for arg in sys.argv[1:])
-    try:  # outside standalone mode click returns a command's exit code instead of exiting
+    try:  # outside standalone mode a command's exit code is returned, not raised
         code = app(prog_name="mcts-agent", standalone_mode=False)
-        sys.exit(code if isinstance(code, int) else 0)
-    except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(report_error(KeyboardInterrupt()))
-    except click.ClickException as err:
-        err.show()  # click's usage line and hint: the message names the option
-        sys.exit(err.exit_code)
+    except typer.Exit as done:
+        code = done.exit_code
+    except typer.Abort:
+        code = report_error(KeyboardInterrupt())
+    except typer.TyperException as err:  # a usage error: click's usage line and hint
+        err.show()  # type: ignore[attr-defined]
+        code = getattr(err, "exit_code", 2)
     except KeyboardInterrupt as err:
-        sys.exit(report_error(err))
+        code = report_error(err)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 Settings = TypeVar("Settings", bound=BaseModel)
