@@ -12,9 +12,11 @@ reaches the generator, so seeds 0 and 1 give unrelated streams rather than shift
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import math
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -23,6 +25,43 @@ from mcts_agent.contracts import Task
 from mcts_agent.errors import ConfigError
 
 SPLITS = ("train", "test")
+
+# Scorers whose module runs Python on strings (eval / exec / sympy's parse_expr, which evals):
+# the model's answer — or a crafted reference in a replayed trees.jsonl — would run in this
+# process. They score in the sandbox instead (tests/test_sandbox_hostile.py re-scans
+# reasoning_gym's source so a new such scorer cannot slip past this list).
+EXECUTING_SCORERS = frozenset({
+    "binary_matrix", "bitwise_arithmetic", "codeio", "composite", "countdown", "dice",
+    "intermediate_integration", "n_queens", "number_sorting", "polynomial_multiplication",
+    "propositional_logic", "puzzle24", "simple_integration", "spiral_matrix",
+    "string_insertion"})
+
+_SANDBOXED_SCORER = """
+import json, sys
+request = json.loads(sys.stdin.read())
+import reasoning_gym
+scorer = reasoning_gym.create_dataset(request["dataset"], size=1, seed=0, **request["kwargs"])
+__result__ = float(scorer.score_answer(request["answer"], request["entry"]))
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _scoring_sandbox() -> Any:
+    """A sandbox sized for importing reasoning-gym (sympy, numpy) once per answer."""
+    from mcts_agent.sandbox import Limits, Sandbox
+
+    return Sandbox(Limits(cpu_seconds=30, wall_seconds=60, memory_mb=4096),
+                   require_isolation=os.environ.get("MCTS_AGENT_SANDBOX_REQUIRE_ISOLATION") == "1")
+
+
+@functools.lru_cache(maxsize=4096)
+def sandboxed_score(dataset: str, kwargs_json: str, answer: str, entry_json: str) -> float:
+    """``score_answer`` of ``dataset`` run in the sandbox; 0.0 when it gives no number."""
+    request = json.dumps({"dataset": dataset, "kwargs": json.loads(kwargs_json),
+                          "answer": answer, "entry": json.loads(entry_json)})
+    run = _scoring_sandbox().run_python([_SANDBOXED_SCORER], [request], site_packages=True)[0]
+    result = (run.verdict or {}).get("result")
+    return float(result) if isinstance(result, (int, float)) else 0.0
 
 
 def split_of(question: str) -> str:
@@ -164,7 +203,7 @@ class ReasoningGymEnvironment(StepwiseMath):
         if answer is None:
             return 0.0
         try:
-            raw = float(self._scorer.score_answer(answer, entry))
+            raw = float(self._score_answer(answer, entry))
         except Exception:  # a scorer that chokes on a garbled answer: not correct
             return 0.0
         if math.isnan(raw):
@@ -172,3 +211,12 @@ class ReasoningGymEnvironment(StepwiseMath):
         if not self.partial_credit:
             return 1.0 if raw >= 1.0 else 0.0
         return min(max(raw, 0.0), 1.0)
+
+    def _score_answer(self, answer: str, entry: Mapping[str, Any]) -> float:
+        """The dataset's scorer: in the sandbox when it executes strings (see
+        ``EXECUTING_SCORERS``), else here."""
+        if self.dataset not in EXECUTING_SCORERS:
+            return self._scorer.score_answer(answer, entry)
+        return sandboxed_score(self.dataset, json.dumps(json_safe(self.dataset_kwargs),
+                                                        sort_keys=True),
+                               answer, json.dumps(json_safe(entry), sort_keys=True))
