@@ -15,6 +15,8 @@ from mcts_agent.contracts import (
     Assessment,
     Critic,
     CriticInput,
+    TestedEnvironment,
+    check_score,
     checked_assessments,
     checked_score,
     final_answer,
@@ -55,6 +57,7 @@ class VerifierCritic:
                 "fallback": self.fallback}
 
     def evaluate(self, nodes: Sequence[CriticInput]) -> list[Assessment]:
+        self._prefetch(nodes)
         out: list[Assessment | None] = [self._verdict(node) if node.done else None
                                         for node in nodes]
         rest = [i for i, verdict in enumerate(out) if verdict is None]
@@ -67,12 +70,41 @@ class VerifierCritic:
                 out[i] = assessment
         return out  # type: ignore[return-value]
 
+    def _prefetch(self, nodes: Sequence[CriticInput]) -> None:
+        """An environment that runs programs (code) grades a wave's finished states in one
+        batched call (``prefetch``), so the per-node scores below come from its cache."""
+        done = [node for node in nodes if node.done]
+        if done and isinstance(env := done[0].environment, TestedEnvironment):
+            env.prefetch([(node.state, node.task) for node in done], visible=not self.reference)
+
     def _verdict(self, node: CriticInput) -> Assessment | None:
         env = node.environment
         if not self.reference:  # only environments with a notion of an answer can fail so
             if not has_answers(env):
                 return None
-            failed = final_answer(env, node.state) is None
-            return Assessment(0.0, details={"verified": True}) if failed else None
+            if final_answer(env, node.state) is None:
+                return Assessment(0.0, _feedback(env, node, True), details={"verified": True})
+            return self._visible_verdict(node)
         score = checked_score(env, node.state, node.task)
-        return None if score is None else Assessment(score, details={"verified": True})
+        return None if score is None else Assessment(
+            score, _feedback(env, node, False), details={"verified": True})
+
+    def _visible_verdict(self, node: CriticInput) -> Assessment | None:
+        """Inference mode in code: the tests shown in the prompt (``visible_score``) judge a
+        finished program without the reference; None where there are none."""
+        env = node.environment
+        score = env.visible_score(node.state, node.task) if isinstance(
+            env, TestedEnvironment) else None
+        if score is None:
+            return None
+        score = check_score(node.environment, score, node.task)
+        return Assessment(score, _feedback(node.environment, node, True),
+                          details={"visible_tests": True})
+
+
+def _feedback(env: Any, node: CriticInput, visible: bool) -> str | None:
+    """The environment's feedback on a finished state (code: the first failing test and its
+    error), passed on to sibling expansions; None for environments without it."""
+    if not isinstance(env, TestedEnvironment):
+        return None
+    return env.feedback(node.state, node.task, visible=visible)

@@ -15,6 +15,9 @@ An environment is built from small declared protocols. Every environment impleme
                             observes the world between actions; episodes are played turn by turn
 :class:`ReplayableEnvironment`  ``play(task, replies)`` and ``verify_dialogue(task, messages)`` —
                             a dialogue can be replayed in a fresh simulator (Agent-R splicing)
+:class:`TestedEnvironment`  ``visible_score``, ``feedback``, ``prefetch`` — answers are programs
+                            graded by tests; the visible ones judge without the reference
+                            (inference mode), failures become feedback, a wave grades at once
 ==========================  ===================================================================
 
 **Rewards and values.** ``score`` is the ground truth of a finished state in [0, 1] (1 = solved)
@@ -150,6 +153,22 @@ class ReplayableEnvironment(Protocol):
         """Whether ``messages`` is exactly what happens when its replies are replayed."""
 
 
+@runtime_checkable
+class TestedEnvironment(Protocol):
+    """Answers are programs graded by tests (code): some tests are shown in the prompt
+    (visible) and may judge a program without the reference; the rest stay hidden."""
+
+    def visible_score(self, state: Any, task: Task) -> float | None:
+        """Share of the visible tests a finished program passes (None: the task has none)."""
+
+    def feedback(self, state: Any, task: Task, visible: bool = False) -> str | None:
+        """What went wrong (the first failing test and its error) for critics and expansions;
+        ``visible`` keeps it to the visible tests (inference mode must not leak hidden ones)."""
+
+    def prefetch(self, pairs: Sequence[tuple[Any, Task]], visible: bool = False) -> None:
+        """Grade a wave's finished programs in one batched call; later calls hit its cache."""
+
+
 def has_answers(env: Any) -> bool:
     """Whether episodes end in an answer (math, code) rather than in a game's own verdict."""
     return callable(getattr(env, "answer", None))
@@ -189,12 +208,15 @@ class Capabilities:
     answers: bool
     interactive: bool
     replay: bool
+    tested: bool = False
 
 
 _CORE_METHODS = {"reset": 1, "step": 2, "prompt": 1, "score": 2}
 _OPTIONAL = {"tasks": ("TaskSource", 1), "answer": ("AnswerEnvironment", 1),
              "messages": ("InteractiveEnvironment", 1), "play": ("ReplayableEnvironment", 2),
-             "verify_dialogue": ("ReplayableEnvironment", 2)}
+             "verify_dialogue": ("ReplayableEnvironment", 2),
+             "visible_score": ("TestedEnvironment", 2), "feedback": ("TestedEnvironment", 2),
+             "prefetch": ("TestedEnvironment", 1)}
 
 
 def check_environment(env: Any) -> Capabilities:
@@ -222,13 +244,20 @@ def check_environment(env: Any) -> Capabilities:
     if interactive and getattr(env, "messages", None) is None:
         raise PluginError(f"environment {name!r} is interactive but has no messages(state) "
                           "(InteractiveEnvironment): judges and splicing read the whole episode")
-    replay = [m for m in ("play", "verify_dialogue") if getattr(env, m, None) is not None]
-    if len(replay) == 1:
-        missing = {"play", "verify_dialogue"} - set(replay)
-        raise PluginError(f"environment {name!r} has {replay[0]}() but not {missing.pop()}() "
-                          "(ReplayableEnvironment needs both)")
+    replay = _complete(env, name, "ReplayableEnvironment", ("play", "verify_dialogue"))
+    tested = _complete(env, name, "TestedEnvironment", ("visible_score", "feedback", "prefetch"))
     return Capabilities(tasks=isinstance(env, TaskSource), answers=has_answers(env),
-                        interactive=interactive, replay=len(replay) == 2)
+                        interactive=interactive, replay=replay, tested=tested)
+
+
+def _complete(env: Any, name: str, protocol: str, methods: tuple[str, ...]) -> bool:
+    """Whether ``env`` implements all of ``methods``; refused when it has only some."""
+    present = [m for m in methods if getattr(env, m, None) is not None]
+    if present and len(present) < len(methods):
+        missing = ", ".join(f"{m}()" for m in methods if m not in present)
+        raise PluginError(f"environment {name!r} has {present[0]}() but not {missing} "
+                          f"({protocol} needs all of them)")
+    return bool(present)
 
 
 def _check_method(env: Any, name: str, method: str, arity: int, protocol: str) -> None:

@@ -221,7 +221,10 @@ def test_csv_with_a_byte_order_mark_reads_its_header(tmp_path):
 def build(name: str, tmp_path: Path) -> object:
     """Every registered environment, built cheaply (no game generated, no JVM started)."""
     data = write_rows(tmp_path / "qa.jsonl", [{"question": "What is 2+3?", "answer": "5"}])
+    code = write_rows(tmp_path / "code.jsonl", [{"prompt": "def add(a, b):\n",
+                                                 "test_list": ["assert add(1, 2) == 3"]}])
     kwargs = {"gym": {"dataset": "chain_sum"}, "jsonl": {"path": data},
+              "code-jsonl": {"path": code},
               "textworld": {"cache_dir": tmp_path}, "textworld-tiny": {"cache_dir": tmp_path}}
     try:
         return environments.create(name, **kwargs.get(name, {}))

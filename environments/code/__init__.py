@@ -1,0 +1,1 @@
+"""Code environments: programs written line by line, graded by unit tests in the sandbox."""

@@ -1,0 +1,241 @@
+"""Code environments: programs written line by line, graded by unit tests in the sandbox."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from typer.testing import CliRunner
+
+from mcts_agent.contracts import Task, check_environment, load_tasks
+from mcts_agent.registry import critics, environments
+from mcts_agent.sandbox import run_tests
+from mcts_agent.trees import ResultFile
+
+CORRECT = ["x = x + 3", "x = x * 2", "return x"]
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def code_gen():
+    return environments.create("code-gen", max_ops=2, cond_prob=0.0, list_prob=0.0,
+                               ops=["add", "mul"])
+
+
+def add_then_double() -> Task:
+    prompt = "# add 3, mul 2\n# f(2) == 10\ndef f(x):\n"
+    tests = [f"assert f({x}) == {(x + 3) * 2}" for x in (0, 1, 5, -4)]
+    return Task("t1", prompt, {"setup": "", "tests": tests},
+                {"visible_tests": ["assert f(2) == 10"]})
+
+
+def write(env, task, lines):
+    state = env.reset(task)
+    step = None
+    for line in lines:
+        step = env.step(state, line)
+        state = step.state
+    return state, step
+
+
+# ------------------------------------------------------------------ environments
+
+
+def test_each_code_environment_keeps_the_contract(tmp_path):
+    rows = tmp_path / "p.jsonl"
+    rows.write_text(json.dumps({"text": "add two numbers", "test_list": [
+        "assert add(1, 2) == 3"]}) + "\n")
+    for env in (code_gen(), environments.create("humaneval"),
+                environments.create("code-jsonl", path=str(rows))):
+        caps = check_environment(env)
+        assert caps.tasks and caps.answers and not caps.interactive
+        assert env.step_delimiter == "\n" and env.splits
+        tasks = load_tasks(env, 3, split="test")
+        assert tasks and all(t.metadata["visible_tests"] for t in tasks[:1])
+        assert env.prompt(env.reset(tasks[0])).startswith(tasks[0].problem.rstrip("\n"))
+
+
+def test_code_gen_is_deterministic_and_split_by_hash():
+    env = code_gen()
+    a, b = env.tasks(20, "test", seed=1), env.tasks(20, "test", seed=1)
+    assert [t.id for t in a] == [t.id for t in b]
+    train = {t.metadata["description"] for t in env.tasks(100, "train", seed=0)}
+    assert not train & {t.metadata["description"] for t in a}
+    assert all(len(t.reference["tests"]) >= 5 for t in a)
+    assert {"code-gen", "humaneval", "code-jsonl"} <= set(environments.names())
+
+
+def test_a_correct_program_scores_one_a_wrong_one_partial_and_says_why():
+    env, task = code_gen(), add_then_double()
+    state, step = write(env, task, CORRECT)  # stripped lines, indented like an editor would
+    assert step.done and state.text.endswith("    x = x * 2\n    return x\n")
+    assert env.answer(state) is not None and env.score(state, task) == 1.0
+    assert env.visible_score(state, task) == 1.0 and env.feedback(state, task) is None
+    wrong, _ = write(env, task, ["x = x * 2", "x = x + 3", "return x"])  # (x*2)+3
+    score = env.score(wrong, task)
+    assert 0.0 <= score < 1.0
+    assert "assert f(" in env.feedback(wrong, task)  # the failing assert, for the critic
+
+
+def test_partial_credit_is_the_share_of_tests_passed():
+    env, task = code_gen(), add_then_double()
+    # right for x = 1 and 5 only (both > 0 odd) → 2 of 4 hidden tests
+    state, _ = write(env, task, ["if x % 2 == 1:", "return (x + 3) * 2", "return 0"])
+    assert env.score(state, task) == pytest.approx(0.5)
+
+
+def test_a_syntax_error_ends_the_branch_but_an_open_block_does_not():
+    env, task = code_gen(), add_then_double()
+    state, step = write(env, task, ["if x > 3:"])
+    assert not step.done  # incomplete, more lines can fix it
+    state, step = write(env, task, ["y = (x +"])
+    assert not step.done
+    state, step = write(env, task, ["x = = 3"])
+    assert step.done and step.info["invalid_step"] and env.answer(state) is None
+    assert "SyntaxError" in step.info["feedback"] and env.score(state, task) == 0.0
+    assert "SyntaxError" in env.feedback(state, task)
+    state, step = write(env, task, ["y = 1", "# end"])  # the end marker line
+    assert step.done and env.answer(state).endswith("    y = 1\n")
+    state, step = write(env, task, ["y = 1"] * env.max_lines)
+    assert step.done and env.answer(state) is None  # cut: no answer
+
+
+def test_indentation_kept_when_given_and_dedent_after_return():
+    env, task = code_gen(), add_then_double()
+    state, step = write(env, task, ["if x > 3:", "return 1", "return 2"])
+    assert state.lines == ("    if x > 3:", "        return 1", "    return 2") and step.done
+    state, _ = write(env, task, ["    for i in range(2):", "        x = x + 1", "    x = x * 2"])
+    assert state.lines[-1] == "    x = x * 2"
+
+
+def test_prefetch_grades_a_wave_in_one_batched_call():
+    env, task = code_gen(), add_then_double()
+    calls = []
+
+    def counting(jobs):
+        calls.append(len(jobs))
+        return run_tests(jobs)
+
+    env.runner = counting
+    states = [write(env, task, lines)[0] for lines in (CORRECT, ["return x"], ["return x"])]
+    env.prefetch([(s, task) for s in states])
+    assert calls == [2]  # two distinct programs, one call
+    assert next(env.score(s, task) for s in states) == 1.0 and calls == [2]  # cached
+
+
+def test_the_verifier_passes_feedback_and_uses_visible_tests_in_inference():
+    from mcts_agent.contracts import CriticInput
+
+    env, task = code_gen(), add_then_double()
+    wrong, _ = write(env, task, ["return x"])
+    right, _ = write(env, task, CORRECT)
+    blind = Task(task.id, task.problem, None, task.metadata)  # no reference
+    data = critics.create("verifier").evaluate([CriticInput(task, env, wrong, True)])
+    assert data[0].value < 1 and "assert f(" in data[0].feedback
+    inference = critics.create("verifier", reference=False).evaluate(
+        [CriticInput(blind, env, wrong, True), CriticInput(blind, env, right, True)])
+    assert [a.value for a in inference] == [0.0, 1.0]
+    assert "assert f(2) == 10" in inference[0].feedback
+
+
+def test_humaneval_canonical_solutions_score_one():
+    env = environments.create("humaneval")
+    tasks = env.tasks(None, split="all")
+    assert len(tasks) == 164 and len(env.tasks(None, "test")) + len(env.tasks(None, "train")) == 164
+    sample = tasks[::33]  # 5 problems; all 164 belong in bench/code.py
+    for task in sample:
+        body = env.canonical(task)[len(task.problem):]
+        state = env.reset(task)
+        for line in (ln for ln in body.splitlines() if ln.strip()):
+            if state.status != "open":
+                break
+            state = env.step(state, line).state  # unstripped lines keep their indentation
+        if state.status == "open":
+            state = env.step(state, "# end").state
+        assert env.score(state, task) == 1.0, task.id
+    visible = env.grade([(env.canonical(t), t) for t in sample], visible=True)
+    assert all(r is None or r.solved for r in visible)  # the examples agree with the solution
+    wrong = env.grade([(t.problem + "    return None\n", t) for t in sample])
+    assert not any(r.solved for r in wrong)
+    assert "check(" in wrong[0].feedback or wrong[0].error
+
+
+def test_code_jsonl_reads_both_styles_and_counts_malformed_rows(tmp_path, caplog):
+    path = tmp_path / "problems.jsonl"
+    rows = [
+        json.dumps({"task_id": "mbpp/1", "text": "Add two numbers.", "test_list": [
+            "assert add(1, 2) == 3", "assert add(0, 0) == 0"]}),
+        "{not json",
+        json.dumps({"prompt": "def sq(x):\n", "test": "def check(c):\n    assert c(3) == 9\n",
+                    "entry_point": "sq"}),
+        json.dumps({"prompt": "def g(x):\n", "test": "def check(c): pass"}),  # no entry point
+        json.dumps({"prompt": "def h():\n"}),  # no tests
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING):
+        env = environments.create("code-jsonl", path=str(path))
+    assert env.skipped == 3
+    assert f"{path}:2" in caplog.text and f"{path}:4" in caplog.text
+    mbpp, check = env.tasks()
+    assert mbpp.id == "mbpp/1" and mbpp.problem.startswith("# Add two numbers.\n# assert add")
+    assert mbpp.metadata["visible_tests"] == ["assert add(1, 2) == 3"]
+    state, _ = write(env, mbpp, ["def add(a, b):", "return a + b"])
+    assert env.answer(state) is None  # base level is top level: the end marker ends it
+    state, _ = write(env, mbpp, ["def add(a, b):", "return a + b", "# end"])
+    assert env.score(state, mbpp) == 1.0
+    state, _ = write(env, check, ["return x * x"])
+    assert env.score(state, check) == 1.0
+    assert check.id.startswith("code-")  # a content hash without an id field
+
+
+# ------------------------------------------------------------------ search end to end
+
+
+def _search(tmp_path, mode, tasks=2, **settings):
+    from mcts_agent.models.tiny_code import TINY_CODE_DIR
+    from mcts_agent.registry import PluginSpec
+    from mcts_agent.search import SearchConfig
+    from mcts_agent.search.run import load_policy, run_search
+
+    env = environments.create("code-gen")
+    config = SearchConfig(**{"simulations": 4, "expand_n": 3, "max_depth": 8,
+                             "max_step_tokens": 40, "mode": mode, **settings})
+    critic = critics.create("verifier", reference=mode == "data")
+    out = tmp_path / mode
+    summary, results = run_search(env, tasks=env.tasks(tasks, "test", seed=3),
+                                  env_spec=PluginSpec("code-gen", {}),
+                                  policy=load_policy(TINY_CODE_DIR), config=config,
+                                  critic=critic, out_dir=out, baselines=False)
+    return out, summary, results
+
+
+@pytest.mark.parametrize("mode", ["data", "inference"])
+def test_search_with_the_tiny_code_model_writes_records(tmp_path, mode):
+    out, summary, _ = _search(tmp_path, mode)
+    records = list(ResultFile(out / "trees.jsonl"))
+    assert len(records) == 2 and summary.tasks == 2
+    finished = [n for r in records for n in r.nodes if n.terminal and n.answer]
+    assert finished and all(n.answer.startswith("# ") for n in finished)
+    judged = [n for r in records for n in r.nodes if n.terminal and n.critic is not None]
+    assert judged  # finished programs were run (hidden tests in data mode, visible ones else)
+    if mode == "inference":
+        assert all(r.solved is not None for r in records if r.answer)
+
+
+def test_pairs_on_a_code_run(tmp_path):
+    from mcts_agent.cli import app
+
+    out, _, _ = _search(tmp_path, "data", tasks=3, simulations=10, expand_n=4,
+                        stop_when_solved=False)
+    settings = tmp_path / "pairs.yaml"
+    settings.write_text("z: 0.0\nmin_margin: 0.05\n")
+    result = CliRunner().invoke(app, ["pairs", str(out), "--config", str(settings)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "data" / "pairs.jsonl").read_text().splitlines()]
+    assert rows
+    for row in rows:  # a line of code carries no end of text; a finished program does
+        for side in ("chosen", "rejected"):
+            ends = row[side].strip().startswith("return") or row[side].strip() == "# end"
+            assert not row[f"{side}_terminal"] or ends, row
