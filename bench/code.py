@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expand-n", type=int, default=4)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--critic", action="append", default=None,
+                        help="critic spec(s) of the searches (default: verifier — finished "
+                        "programs judged by the visible tests in inference mode); e.g. "
+                        "rollout=2: Monte Carlo rollouts, grafted and judged the same way")
     parser.add_argument("--sandbox", action=argparse.BooleanOptionalAction, default=True,
                         help="also run bench/sandbox.py's figures")
     parser.add_argument("--out", type=Path, default=None, help="keep the run folders here")
@@ -103,7 +107,7 @@ def compare(name: str, env_args: dict[str, Any], policy: Policy, n: int,
         config = SearchConfig(mode=mode, simulations=args.simulations, expand_n=args.expand_n,
                               temperature=args.temperature, seed=args.seed, max_depth=max_depth,
                               max_step_tokens=step_tokens)
-        critic = build_critic(["verifier"], policy, config)
+        critic = build_critic(args.critic or ["verifier"], policy, config)
         summary, results = run_search(env, tasks=tasks, env_spec=PluginSpec(name, env_args),
                                       policy=policy, config=config, critic=critic,
                                       out_dir=out / mode, baselines=False, cache=False)

@@ -2,7 +2,9 @@
 
 Data mode: value = share of rollouts the verifier accepts (Math-Shepherd / OmegaPRM labels).
 Inference mode (no reference): value = share of rollouts whose answer agrees with the task's
-majority answer so far (self-consistency). All nodes of a call are rolled out in ONE batched
+majority answer so far (self-consistency); for code (a ``TestedEnvironment``) the mean share of
+the prompt's visible tests the rolled-out programs pass, all of a call's programs graded in one
+batched sandbox call. All nodes of a call are rolled out in ONE batched
 ``propose``; results are cached by (task, state).
 
 An interactive environment (an agent) is rolled out turn by turn instead, every rollout's next
@@ -22,6 +24,8 @@ from critics.cache import StateCache
 from mcts_agent.contracts import (
     Assessment,
     CriticInput,
+    TestedEnvironment,
+    check_score,
     checked_score,
     final_answer,
     has_answers,
@@ -106,8 +110,14 @@ class RolloutCritic:
                       for e in group] for node, group in zip(nodes, groups, strict=True)],
                     [sum(e.tokens for e in group) for group in groups])
         completions = self.policy.propose([self._request(node) for node in nodes])
-        return ([[self._finish(node, c.text) for c in cands]
-                 for node, cands in zip(nodes, completions, strict=True)],
+        played = [[(*play_text(node.environment, node.state, c.text), c.text) for c in cands]
+                  for node, cands in zip(nodes, completions, strict=True)]
+        if isinstance(env, TestedEnvironment):  # grade every finished program in one call
+            env.prefetch([(state, node.task) for node, group in zip(nodes, played, strict=True)
+                          for state, done, _ in group if done], visible=self.mode == "inference")
+        return ([[self._ended(node, state, text) if done else (0.0, None, None)
+                  for state, done, text in group]
+                 for node, group in zip(nodes, played, strict=True)],
                 [sum(c.num_tokens for c in cands) for cands in completions])
 
     def _request(self, node: CriticInput) -> GenerationRequest:
@@ -116,20 +126,27 @@ class RolloutCritic:
                                  max_tokens=self.max_tokens, temperature=self.temperature,
                                  seed=zlib.crc32(key.encode()))
 
-    def _finish(self, node: CriticInput, text: str) -> tuple[float | None, Any, str | None]:
-        """(verifier score, answer, text) of the state a completion reaches; (0, None, None) if
-        it never finishes. Data mode only asks the verifier."""
-        state, done = play_text(node.environment, node.state, text)
-        return self._ended(node, state, text) if done else (0.0, None, None)
-
     def _ended(self, node: CriticInput, state: Any, text: str) -> tuple[float | None, Any, str]:
+        """(score, answer, text) of a finished rollout; the score is None where answers are
+        voted on instead."""
+        return self._score(node, state), final_answer(node.environment, state), text
+
+    def _scored(self, node: CriticInput) -> bool:
+        """Whether endings are scored (data mode, games, code's visible tests) rather than
+        voted on (inference mode with answers)."""
         env = node.environment
-        scored = self.mode == "data" or not has_answers(env)
-        score = checked_score(env, state, node.task) if scored else None
-        return score, final_answer(env, state), text
+        return self.mode == "data" or not has_answers(env) or _visible_tests(env, node)
+
+    def _score(self, node: CriticInput, state: Any) -> float | None:
+        env = node.environment
+        if not self._scored(node):
+            return None
+        if self.mode == "inference" and _visible_tests(env, node):
+            return check_score(env, env.visible_score(state, node.task), node.task)
+        return checked_score(env, state, node.task)
 
     def _judge_rollouts(self, node: CriticInput, results: list, tokens: int) -> Assessment:
-        if self.mode == "data" or not has_answers(node.environment):
+        if self._scored(node):
             scores = [s or 0.0 for s, _, _ in results]
             value = sum(scores) / len(scores)
         else:
@@ -144,8 +161,8 @@ class RolloutCritic:
 
     def _judge_finished(self, node: CriticInput) -> Assessment:
         env = node.environment
-        if self.mode == "data" or not has_answers(env):
-            score = checked_score(env, node.state, node.task)
+        if self._scored(node):
+            score = self._score(node, node.state)
             return Assessment(0.0 if score is None else score)
         answer = final_answer(env, node.state)
         votes = self.votes[node.task.id]
@@ -154,6 +171,13 @@ class RolloutCritic:
             return Assessment(0.0, details={"answer": None})
         value = votes[answer] / total if total else 0.5
         return Assessment(value, details={"answer": answer, "votes": total})
+
+
+def _visible_tests(env: Any, node: CriticInput) -> bool:
+    """Code whose task shows tests: inference mode judges programs by those (asking an
+    unfinished state runs nothing)."""
+    return isinstance(env, TestedEnvironment) and env.visible_score(node.state,
+                                                                    node.task) is not None
 
 
 def _rollout_count(arg: str) -> int:

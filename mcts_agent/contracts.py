@@ -92,8 +92,11 @@ class Environment(Protocol):
     """The core contract: a task suite the search can play.
 
     ``step_delimiter`` ends one action in the policy's output (a newline for step-by-step
-    reasoning); the driver passes it to the policy as a stop string. States must be immutable
-    values (or snapshots): the driver steps many branches from the same state.
+    reasoning); the driver passes it to the policy as a stop string, and strips the whitespace
+    around each action. An environment whose steps are indentation-sensitive (code) may set
+    ``keep_indent = True`` to be given each action with its leading whitespace (see
+    :func:`action_text`). States must be immutable values (or snapshots): the driver steps
+    many branches from the same state.
     """
 
     name: str
@@ -159,7 +162,8 @@ class TestedEnvironment(Protocol):
     (visible) and may judge a program without the reference; the rest stay hidden."""
 
     def visible_score(self, state: Any, task: Task) -> float | None:
-        """Share of the visible tests a finished program passes (None: the task has none)."""
+        """Share of the visible tests a finished program passes; 0 for an unfinished one,
+        without running anything. None for every state of a task that shows no tests."""
 
     def feedback(self, state: Any, task: Task, visible: bool = False) -> str | None:
         """What went wrong (the first failing test and its error) for critics and expansions;
@@ -172,6 +176,14 @@ class TestedEnvironment(Protocol):
 def has_answers(env: Any) -> bool:
     """Whether episodes end in an answer (math, code) rather than in a game's own verdict."""
     return callable(getattr(env, "answer", None))
+
+
+def action_text(env: Any, text: str) -> str:
+    """One generated step as the environment takes it: stripped, or only right-stripped (and
+    without blank leading lines) where the environment declares ``keep_indent``."""
+    if getattr(env, "keep_indent", False) is True:
+        return text.rstrip().lstrip("\r\n")
+    return text.strip()
 
 
 def is_interactive(env: Any) -> bool:
@@ -237,6 +249,9 @@ def check_environment(env: Any) -> Capabilities:
     for method, (protocol, arity) in _OPTIONAL.items():
         if getattr(env, method, None) is not None:
             _check_method(env, name, method, arity, protocol)
+    if not isinstance(getattr(env, "keep_indent", False), bool):
+        raise PluginError(f"environment {name!r}: `keep_indent` must be True or False, got "
+                          f"{env.keep_indent!r}")
     interactive = getattr(env, "interactive", False)
     if not isinstance(interactive, bool):
         raise PluginError(f"environment {name!r}: `interactive` must be True or False, got "

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .contracts import Environment, Task, is_interactive
+from .contracts import Environment, Task, action_text, is_interactive
 from .llm.base import GenerationRequest, Policy
 
 
@@ -16,11 +16,11 @@ def play_text(env: Environment, state: Any, text: str) -> tuple[Any, bool]:
     """Apply each non-empty line (``env.step_delimiter``-separated) of ``text`` to ``state``
     until the episode ends; returns (last state, whether it ended). An environment error ends
     the play where it happened, unfinished: a garbled completion is a failed one."""
-    for line in text.split(env.step_delimiter):
-        if not line.strip():
+    for line in (action_text(env, ln) for ln in text.split(env.step_delimiter)):
+        if not line:
             continue
         try:
-            step = env.step(state, line.strip())
+            step = env.step(state, line)
         except Exception:
             return state, False
         state = step.state

@@ -110,6 +110,18 @@ def test_indentation_kept_when_given_and_dedent_after_return():
     assert state.lines[-1] == "    x = x * 2"
 
 
+def test_the_models_own_indentation_is_kept_so_code_can_dedent_two_levels():
+    from mcts_agent.episodes import play_text
+
+    env = code_gen()
+    body = "    total = 0\n    for x in xs:\n        if x > 0:\n            total += x\n" \
+           "    return total\n"  # the return leaves two blocks: no editor rule could guess it
+    task = Task("sum", "def f(xs):\n", {"setup": "", "tests": [
+        "assert f([1, -2, 3]) == 4", "assert f([]) == 0"]}, {})
+    state, done = play_text(env, env.reset(task), body)
+    assert done and state.text == "def f(xs):\n" + body and env.score(state, task) == 1.0
+
+
 def test_prefetch_grades_a_wave_in_one_batched_call():
     env, task = code_gen(), add_then_double()
     calls = []
@@ -138,6 +150,58 @@ def test_the_verifier_passes_feedback_and_uses_visible_tests_in_inference():
         [CriticInput(blind, env, wrong, True), CriticInput(blind, env, right, True)])
     assert [a.value for a in inference] == [0.0, 1.0]
     assert "assert f(2) == 10" in inference[0].feedback
+
+
+def test_inference_picks_the_program_passing_most_visible_tests_not_the_most_visited():
+    from mcts_agent.search.discriminator import FinishedTrajectory, VisibleTestsDiscriminator
+
+    env, task = code_gen(), add_then_double()
+    blind = Task(task.id, task.problem, None, task.metadata)  # the pick reads no reference
+    wrong, _ = write(env, task, ["return x"])
+    right, _ = write(env, task, CORRECT)
+    also_right, _ = write(env, task, ["x = (x + 3) * 2", "return x"])
+    candidates = [FinishedTrajectory(blind, env, state, node, value, visits)
+                  for node, (state, value, visits) in enumerate(
+                      [(wrong, 0.9, 12), (right, 0.4, 2), (also_right, 0.4, 5)])]
+    # the visible test fails the most visited; of the two passing, the more visited wins
+    assert VisibleTestsDiscriminator().choose(candidates) == 2
+
+
+class Rolling:
+    """A policy that finishes every program the same ways (rollouts), counting its calls."""
+
+    name = "rolling"
+
+    def __init__(self, endings):
+        self.endings, self.calls = endings, 0
+
+    def propose(self, requests):
+        from mcts_agent.llm.base import Candidate
+
+        self.calls += 1
+        return [[Candidate(self.endings[i % len(self.endings)], -1.0, 4, "eos")
+                 for i in range(r.n)] for r in requests]
+
+
+def test_rollouts_on_code_are_judged_by_visible_tests_in_one_sandbox_call():
+    from critics.rollout import RolloutCritic
+    from mcts_agent.contracts import CriticInput
+
+    env, task = code_gen(), add_then_double()
+    blind = Task(task.id, task.problem, None, task.metadata)
+    calls = []
+    env.runner = lambda jobs: calls.append(len(jobs)) or run_tests(jobs)
+    policy = Rolling(["x = x * 2\nreturn x", "return 10", "return 0"])  # after x = x + 3
+    started, _ = write(env, task, ["x = x + 3"])
+    critic = RolloutCritic(policy, k=3, mode="inference")
+    [out] = critic.evaluate([CriticInput(blind, env, started, False)])
+    # two of three rolled-out programs pass the visible f(2) == 10 (the second by rote); the
+    # vote over programs, all distinct, would say nothing
+    assert out.value == pytest.approx(2 / 3) and len(out.completions) == 3
+    assert calls == [3] and policy.calls == 1
+    data = RolloutCritic(policy, k=3, mode="data").evaluate(
+        [CriticInput(task, env, started, False)])
+    assert data[0].value == pytest.approx(1 / 3)  # the hidden tests unmask "return 10"
 
 
 def test_humaneval_canonical_solutions_score_one():

@@ -246,6 +246,20 @@ def test_every_registered_environment_passes_the_contract_check(name, tmp_path):
             close()
 
 
+def test_keep_indent_is_declared_as_a_boolean_and_decides_what_a_step_keeps():
+    from environments.math.arith_env import ArithEnvironment
+    from mcts_agent.contracts import action_text
+    from mcts_agent.errors import PluginError
+
+    env = ArithEnvironment()
+    assert action_text(env, "  x = 1  ") == "x = 1"  # the default: stripped
+    env.keep_indent = True
+    assert action_text(env, "\n    x = 1  ") == "    x = 1"  # code: the indent stays
+    env.keep_indent = "yes"
+    with pytest.raises(PluginError, match="keep_indent"):
+        check_environment(env)
+
+
 @pytest.mark.parametrize("name,kwargs", [("arith", {}), ("gym", {"dataset": "chain_sum"})])
 def test_math_scores_are_in_the_unit_interval_or_none(name, kwargs):
     env = environments.create(name, **kwargs)

@@ -10,12 +10,12 @@ the program (``step_delimiter = "\\n"``). The episode ends when
   from "incomplete", so an open bracket or a fresh ``if x:`` block goes on): a failed branch;
 * ``max_lines`` lines were written (cut: no answer).
 
-Indentation: the search driver strips every action, so a line usually arrives without its
-leading spaces. A line that still has them keeps them; otherwise it is indented like an editor
-would: one level deeper after a line ending in ``:``, one level shallower after ``return``,
-``raise``, ``pass``, ``break`` or ``continue`` inside a block, else at the previous line's
-level. (Our generated tasks only need these rules; free-form code may need an unstripped line
-to dedent further.)
+Indentation: the environment declares ``keep_indent``, so the driver hands each line over with
+its leading spaces and the model's own indentation is kept (free-form code dedents where it
+must). A line that arrives flush left (a model or caller that drops indentation) is indented
+like an editor would: one level deeper after a line ending in ``:``, one level shallower after
+``return``, ``raise``, ``pass``, ``break`` or ``continue`` inside a block, else at the previous
+line's level.
 
 Grading runs the program with tests in the sandbox (:mod:`mcts_agent.sandbox`), never in this
 process. ``task.reference`` holds the hidden tests ``{"setup": str, "tests": [str, ...]}``;
@@ -126,6 +126,7 @@ class CodeEnvironment:
 
     name = "code"
     step_delimiter = "\n"
+    keep_indent = True  # a line's leading spaces are part of the program
 
     def __init__(self, max_lines: int = 30, runner: Runner | None = None, sandbox: Any = None,
                  cache_size: int = 20_000) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 from environments.code.base import CodeEnvironment, Runner
 from environments.math.arith import SPLITS, split_of
 from mcts_agent.contracts import Task
+from mcts_agent.episodes import play_text
 from mcts_agent.errors import ConfigError
 
 # name → (takes an operand, expression template on {v} and {k}, meaning)
@@ -289,10 +290,4 @@ class CodeGenEnvironment(CodeEnvironment):
 
     def write(self, task: Task, completion: str) -> Any:
         """The state after writing ``completion`` line by line from ``reset(task)``."""
-        state = self.reset(task)
-        for line in completion.split("\n"):
-            if state.status != "open":
-                break
-            if line.strip():
-                state = self.step(state, line.strip()).state
-        return state
+        return play_text(self, self.reset(task), completion)[0]

@@ -53,8 +53,9 @@ class SearchConfig(Settings):
     discriminator: str = Field(
         "value", description="Inference mode: what picks the final trajectory among the "
         "finished ones (SWE-Search): value (the most visited) or judge[=MODEL] (an LLM judge "
-        "reads each whole trajectory). Environments with answers keep the visit-weighted "
-        "vote over answers under value.")
+        "reads each whole trajectory). Under value, environments with answers keep the "
+        "visit-weighted vote over answers, and code (visible tests) picks the program passing "
+        "most of the tests the prompt shows.")
     max_trees_in_flight: int = Field(64, ge=1, description="Trees searched at once.")
     cohorts: int = Field(1, ge=1, description="Overlap: split the trees in flight into this "
                          "many cohorts grown by as many threads, so one cohort's model calls "

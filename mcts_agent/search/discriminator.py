@@ -7,6 +7,11 @@ is another (:class:`JudgeDiscriminator`), which is how SWE-Search picks its fina
 judge sees each candidate once, all in one batched critic call, so it costs one model call
 per tree however many candidates there are.
 
+Code (a :class:`~mcts_agent.contracts.TestedEnvironment`) has a better verdict than visits:
+the tests the prompt shows. :class:`VisibleTestsDiscriminator` picks the finished program that
+passes most of them, as a programmer (or best-of-N with those tests) would; the search uses it
+in place of ``value`` for such environments. It reads no reference.
+
 Build one from a spec with :func:`build_discriminator` (``value``, ``judge``,
 ``judge=MODEL``), as the critics are built by :mod:`mcts_agent.search.critic_specs`.
 """
@@ -18,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ..contracts import Assessment, Critic, CriticInput, Environment, Task
+from ..contracts import Assessment, Critic, CriticInput, Environment, Task, TestedEnvironment
 from ..llm.base import Policy
 
 __all__ = [
@@ -27,6 +32,7 @@ __all__ = [
     "FinishedTrajectory",
     "JudgeDiscriminator",
     "ValueDiscriminator",
+    "VisibleTestsDiscriminator",
     "build_discriminator",
 ]
 
@@ -87,6 +93,25 @@ class ValueDiscriminator:
     def choose(self, candidates: Sequence[FinishedTrajectory]) -> int:
         _check(candidates)
         return self.order(candidates)[0]
+
+
+class VisibleTestsDiscriminator:
+    """The finished program passing the largest share of the visible tests (the
+    environment's ``visible_score``, all candidates graded in one batched sandbox call); ties,
+    and tasks that show no tests, go by :class:`ValueDiscriminator`."""
+
+    name = "visible-tests"
+
+    def choose(self, candidates: Sequence[FinishedTrajectory]) -> int:
+        _check(candidates)
+        env = candidates[0].environment
+        if not isinstance(env, TestedEnvironment):
+            raise TypeError(f"environment {env.name!r} declares no visible tests "
+                            "(TestedEnvironment); use the value discriminator")
+        env.prefetch([(c.state, c.task) for c in candidates], visible=True)
+        passed = [env.visible_score(c.state, c.task) or 0.0 for c in candidates]
+        rank = {i: r for r, i in enumerate(ValueDiscriminator().order(candidates))}
+        return max(range(len(candidates)), key=lambda i: (passed[i], -rank[i]))
 
 
 class JudgeDiscriminator:

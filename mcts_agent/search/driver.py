@@ -27,6 +27,8 @@ from ..contracts import (
     Environment,
     Prompt,
     Task,
+    TestedEnvironment,
+    action_text,
     checked_assessments,
     checked_score,
     final_answer,
@@ -38,7 +40,12 @@ from ..errors import RunMismatchError
 from ..llm.base import Candidate, GenerationRequest, Policy
 from ..trees import NodeRecord, ResultFile, Status, TreeRecord, TreeStats
 from .config import SearchConfig
-from .discriminator import Discriminator, FinishedTrajectory, ValueDiscriminator
+from .discriminator import (
+    Discriminator,
+    FinishedTrajectory,
+    ValueDiscriminator,
+    VisibleTestsDiscriminator,
+)
 from .diversity import sibling_novelty
 
 log = logging.getLogger(__name__)
@@ -295,7 +302,7 @@ class TreeSearch:
             tree.counts["context_overflow"] += 1  # this leaf's prompt leaves no room to write
             return kids
         for cand in candidates:
-            action = cand.text.strip()
+            action = action_text(self.env, cand.text)
             if not action:
                 tree.counts["empty_steps"] += 1
                 continue
@@ -346,7 +353,7 @@ class TreeSearch:
         """Add the steps of ``text`` below ``start``; the new finished node, or None when the
         path was already in the tree or the text does not end the episode cleanly."""
         node = start
-        for line in (ln.strip() for ln in text.split(self.env.step_delimiter)):
+        for line in (action_text(self.env, ln) for ln in text.split(self.env.step_delimiter)):
             if not line:
                 continue
             if forest.is_terminal(node):
@@ -453,18 +460,23 @@ class TreeSearch:
     def _discriminate(self, forest: Forest, tree: Tree, ids: list[int],
                       nodes: list[NodeRecord]) -> int | None:
         """Inference mode: the finished trajectory the discriminator picks (local id), when the
-        environment has no answers to vote on or a discriminator other than the tree's own
-        statistics is asked for; None otherwise."""
-        if self.config.mode != "inference" or (
-                has_answers(self.env) and isinstance(self.discriminator, ValueDiscriminator)):
+        environment has no answers to vote on, runs visible tests (code), or a discriminator
+        other than the tree's own statistics is asked for; None otherwise."""
+        if self.config.mode != "inference":
             return None
+        discriminator = self.discriminator
+        if isinstance(discriminator, ValueDiscriminator):
+            if isinstance(self.env, TestedEnvironment):  # code: the visible tests decide
+                discriminator = VisibleTestsDiscriminator()
+            elif has_answers(self.env):  # the visit-weighted vote over answers decides
+                return None
         finished = [i for i, node_id in enumerate(ids) if forest.payload[node_id].done]
         if not finished:
             return None
         candidates = [FinishedTrajectory(tree.task, self.env, forest.payload[ids[i]].state, i,
                                          nodes[i].value, nodes[i].visits, nodes[i].critic)
                       for i in finished]
-        return finished[self.discriminator.choose(candidates)]
+        return finished[discriminator.choose(candidates)]
 
 
 class _SharedTasks:
