@@ -10,7 +10,8 @@ fit in the tokens the tree spent on that problem):
 
 * greedy: one program, graded on the hidden tests;
 * best-of-N: N sampled programs; the one passing most of the *visible* tests (the examples in
-  the prompt; ties to the first) is graded on the hidden tests — no reference used to choose;
+  the prompt; ties to the surest, by mean log-probability per token, as the tree's pick) is
+  graded on the hidden tests — no reference used to choose;
 * MCTS inference: the search sees only the visible tests (the verifier runs them on finished
   programs); the chosen program is graded on the hidden tests;
 * MCTS data: the hidden tests judge finished programs during the search (solved = a program in
@@ -38,8 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mcts_agent.contracts import Task, load_tasks  # noqa: E402
-from mcts_agent.episodes import play_text  # noqa: E402
+from mcts_agent.contracts import load_tasks  # noqa: E402
 from mcts_agent.llm.base import Policy  # noqa: E402
 from mcts_agent.registry import PluginSpec, environments  # noqa: E402
 from mcts_agent.search import SearchConfig  # noqa: E402
@@ -123,8 +123,7 @@ def compare(name: str, env_args: dict[str, Any], policy: Policy, n: int,
               for t, g in zip(tasks, greedy, strict=True)]
     sampled = sample_solutions(env, policy, tasks, counts, temperature=args.temperature,
                                max_tokens=max_tokens, seed=args.seed + 1)
-    row["best_of_n"] = sum(_visible_pick(env, a.task, a.texts) for a in sampled) / max(
-        len(tasks), 1)
+    row["best_of_n"] = sum(a.picked_correct(env) for a in sampled) / max(len(tasks), 1)
     row["best_of_n_oracle"] = sum(a.any_correct for a in sampled) / max(len(tasks), 1)
     row["tokens"] = row["tokens_inference"]
     row["best_of_n_tokens"] = sum(a.tokens for a in sampled)
@@ -132,22 +131,6 @@ def compare(name: str, env_args: dict[str, Any], policy: Policy, n: int,
     row["seconds"] = round(time.perf_counter() - started, 1)
     _table(name, row)
     return row
-
-
-def _visible_pick(env: Any, task: Task, texts: list[str]) -> bool:
-    """Whether the sample passing most visible tests (no reference used) passes the hidden
-    ones; the environment grades all of them in one batched sandbox call."""
-    states = []
-    for text in texts:
-        state, done = play_text(env, env.reset(task), text)
-        if done and env.answer(state) is not None:
-            states.append(state)
-    if not states:
-        return False
-    env.prefetch([(s, task) for s in states], visible=True)
-    visible = [env.visible_score(s, task) or 0.0 for s in states]
-    best = states[max(range(len(states)), key=lambda i: (visible[i], -i))]
-    return env.score(best, task) == 1.0
 
 
 def _table(name: str, row: dict[str, Any]) -> None:

@@ -251,6 +251,8 @@ def search_command(
                                              "inference (no reference).")] = None,
     simulations: Annotated[int | None, typer.Option(help="Leaf expansions per tree.")] = None,
     expand_n: Annotated[int | None, typer.Option(help="Candidates per expansion.")] = None,
+    max_step_tokens: Annotated[int | None, typer.Option(
+        help="Most tokens of one step (a line; a whole program with steps=program).")] = None,
     rollouts: Annotated[int, typer.Option(min=1, help="Monte Carlo rollouts per node.")] = 4,
     critic: Annotated[list[str] | None, typer.Option(
         help=CRITIC_HELP + " Default: rollout.")] = None,
@@ -274,6 +276,7 @@ def search_command(
     """Tree search on an environment's tasks with a language model; resumable."""
     settings = load_settings(SearchConfig, config, "search", {
         "mode": mode, "simulations": simulations, "expand_n": expand_n,
+        "max_step_tokens": max_step_tokens,
         "max_tokens": max_tokens, "max_seconds": max_seconds, "seed": seed,
         "sibling_feedback": sibling_feedback, "discriminator": discriminator})
     spec = _env_spec(env, env_arg)

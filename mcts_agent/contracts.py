@@ -95,8 +95,11 @@ class Environment(Protocol):
     reasoning); the driver passes it to the policy as a stop string, and strips the whitespace
     around each action. An environment whose steps are indentation-sensitive (code) may set
     ``keep_indent = True`` to be given each action with its leading whitespace (see
-    :func:`action_text`). States must be immutable values (or snapshots): the driver steps
-    many branches from the same state.
+    :func:`action_text`). Where the driver passes on feedback about alternatives already
+    tried (``sibling_feedback``), an environment may say how it joins the prompt with
+    ``prompt_with_feedback(state, feedback)`` (code writes it as comments above the program;
+    see :func:`feedback_prompt`). States must be immutable values (or snapshots): the driver
+    steps many branches from the same state.
     """
 
     name: str
@@ -186,6 +189,30 @@ def action_text(env: Any, text: str) -> str:
     return text.strip()
 
 
+def with_feedback(prompt: Prompt, feedback: str | None) -> Prompt:
+    """``prompt`` with a feedback block: before the text of a plain prompt; appended to the
+    last user message of a chat (or as a first system message when there is none)."""
+    if not feedback:
+        return prompt
+    if isinstance(prompt, str):
+        return f"{feedback}\n\n{prompt}"
+    messages = [dict(m) for m in prompt]
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    if users:
+        messages[users[-1]]["content"] += f"\n\n{feedback}"
+    else:
+        messages.insert(0, {"role": "system", "content": feedback})
+    return messages
+
+
+def feedback_prompt(env: Any, state: Any, feedback: str | None) -> Prompt:
+    """The prompt from ``state`` carrying ``feedback``: the environment's own
+    ``prompt_with_feedback`` where it declares one, else :func:`with_feedback`."""
+    if feedback and getattr(env, "prompt_with_feedback", None) is not None:
+        return env.prompt_with_feedback(state, feedback)
+    return with_feedback(env.prompt(state), feedback)
+
+
 def is_interactive(env: Any) -> bool:
     """Whether the environment is an agent's world, played turn by turn."""
     return getattr(env, "interactive", False) is True
@@ -228,7 +255,8 @@ _OPTIONAL = {"tasks": ("TaskSource", 1), "answer": ("AnswerEnvironment", 1),
              "messages": ("InteractiveEnvironment", 1), "play": ("ReplayableEnvironment", 2),
              "verify_dialogue": ("ReplayableEnvironment", 2),
              "visible_score": ("TestedEnvironment", 2), "feedback": ("TestedEnvironment", 2),
-             "prefetch": ("TestedEnvironment", 1)}
+             "prefetch": ("TestedEnvironment", 1),
+             "prompt_with_feedback": ("Environment", 2)}
 
 
 def check_environment(env: Any) -> Capabilities:

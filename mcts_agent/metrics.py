@@ -3,8 +3,9 @@ good a critic's values are against verified outcomes (AUROC, Brier score, calibr
 
 B-STaR (Zeng et al., 2024) tracks two things that decide whether self-improvement keeps going:
 *exploration*, whether the policy still produces diverse correct solutions among k samples, and
-*exploitation*, whether the selector (here the search's own answer rule: the majority answer,
-with no reference) picks a correct one among them when one exists.
+*exploitation*, whether the selector (here the search's own answer rule with no reference: the
+majority answer; for code the program passing most visible tests) picks a correct one among them
+when one exists.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class PolicyMetrics:
     pass_at_k: float
     distinct_correct: float  # exploration: distinct correct solution texts among k samples
     diversity: float  # exploration: distinct solution texts among k samples, over k
-    pick_acc: float  # exploitation: the majority answer of the k samples is correct
+    pick_acc: float  # exploitation: the pick among the k samples (majority, tests) is correct
     exploitation: float  # pick_acc among the tasks where some sample is correct
     tokens: int
 
@@ -73,8 +74,8 @@ def evaluate_policy(
     n = len(tasks)
     correct = [sum(s == 1.0 for s in a.scores) for a in sampled]
     solvable = [c > 0 for c in correct]
-    # without answers to vote on, the game's own verdict seen while playing picks
-    picks = [a.majority_correct if has_answers(env) else a.any_correct for a in sampled]
+    # without answers to pick among (votes, visible tests), the game's own verdict picks
+    picks = [a.picked_correct(env) if has_answers(env) else a.any_correct for a in sampled]
     distinct = [len({t.strip() for t, s in zip(a.texts, a.scores, strict=True) if s == 1.0})
                 for a in sampled]
     return PolicyMetrics(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
@@ -122,6 +123,63 @@ def test_the_models_own_indentation_is_kept_so_code_can_dedent_two_levels():
     assert done and state.text == "def f(xs):\n" + body and env.score(state, task) == 1.0
 
 
+def test_a_program_step_writes_a_whole_program():
+    env = environments.create("code-gen", steps="program")
+    task = add_then_double()
+    assert env.step_delimiter == "# end"  # the model writes until its end of text
+    step = env.step(env.reset(task), "    x = x + 3\n    x = x * 2\n    return x\n")
+    assert step.done and env.score(step.state, task) == 1.0
+    open_end = env.step(env.reset(task), "    y = x\n    x = y + 3")  # text ends, body open
+    assert open_end.done and env.answer(open_end.state) is not None
+    broken = env.step(env.reset(task), "    return (x")
+    assert broken.done and broken.state.status == "syntax"
+    with pytest.raises(Exception, match="'line' or a whole 'program'"):
+        environments.create("code-gen", steps="block")
+
+
+class Reflecting:
+    """Writes a wrong program first and the right one only after reading, in comments above
+    the program, how an earlier attempt failed (what Reflexion asks of a model)."""
+
+    name = "reflecting"
+
+    def __init__(self):
+        self.prompts = []
+
+    def propose(self, requests):
+        from mcts_agent.llm.base import Candidate
+
+        self.prompts += [r.prompt for r in requests]
+        out = []
+        for r in requests:
+            read = "# " in r.prompt.split("def f")[0] and "AssertionError" in r.prompt
+            text = "    return (x + 3) * 2" if read else "    return x + 3"
+            out.append([Candidate(text, -1.0, 9, "eos")] * r.n)
+        return out
+
+
+def test_program_steps_with_sibling_feedback_refine_after_failed_tests():
+    from critics import VerifierCritic
+    from mcts_agent.search import SearchConfig, TreeSearch
+
+    env = environments.create("code-gen", steps="program")
+    task = add_then_double()
+    blind = Task(task.id, task.problem, None, task.metadata)
+    policy = Reflecting()
+    config = SearchConfig(mode="inference", simulations=6, expand_n=1, sibling_feedback=2,
+                          max_step_tokens=64, seed=0)
+    [tree] = TreeSearch(env, policy, VerifierCritic(reference=False), config).run([blind])
+    programs = [n.answer for n in tree.nodes if n.terminal and n.answer]
+    assert any("return x + 3" in p for p in programs)  # the first try fails f(2) == 10 ...
+    assert "return (x + 3) * 2" in tree.answer  # ... and its failure, read back, fixes it
+    noted = [p for p in policy.prompts if p.startswith("# ")]
+    assert noted and all(line.startswith("# ") for p in noted
+                         for line in p.split("# add 3")[0].splitlines())
+    plain = config.model_copy(update={"sibling_feedback": 0})  # the guard: no feedback, no fix
+    [tree] = TreeSearch(env, Reflecting(), VerifierCritic(reference=False), plain).run([blind])
+    assert "(x + 3) * 2" not in (tree.answer or "")
+
+
 def test_prefetch_grades_a_wave_in_one_batched_call():
     env, task = code_gen(), add_then_double()
     calls = []
@@ -163,8 +221,11 @@ def test_inference_picks_the_program_passing_most_visible_tests_not_the_most_vis
     candidates = [FinishedTrajectory(blind, env, state, node, value, visits)
                   for node, (state, value, visits) in enumerate(
                       [(wrong, 0.9, 12), (right, 0.4, 2), (also_right, 0.4, 5)])]
-    # the visible test fails the most visited; of the two passing, the more visited wins
+    # the visible test fails the most visited; of the two passing, the more visited wins ...
     assert VisibleTestsDiscriminator().choose(candidates) == 2
+    # ... unless the policy was surer of the other (mean log-probability per token)
+    sure = [replace(c, logprob=-1.0 if c.node == 1 else -9.0, tokens=10) for c in candidates]
+    assert VisibleTestsDiscriminator().choose(sure) == 1
 
 
 class Rolling:

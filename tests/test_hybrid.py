@@ -17,14 +17,13 @@ from critics import HybridCritic, HybridWeights, RolloutCritic, VerifierCritic, 
 from critics.cache import StateCache
 from environments.math.arith_env import ArithEnvironment
 from mcts_agent.cli import app
-from mcts_agent.contracts import Assessment, Task
+from mcts_agent.contracts import Assessment, Task, with_feedback
 from mcts_agent.critic_eval import evaluate_critics, fit_hybrid, score_values
 from mcts_agent.data import PairConfig, mine_pairs
 from mcts_agent.data.labels import labelled_nodes
 from mcts_agent.llm.base import GenerationRequest
 from mcts_agent.search import ResultFile, SearchConfig, TreeSearch
 from mcts_agent.search.critic_specs import build_critic, parse_spec
-from mcts_agent.search.driver import with_feedback
 from mcts_agent.search.run import run_search
 from tests.test_data import S1, S1_BAD, S2, S2_ALT, TASK, tree
 

@@ -40,8 +40,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcts_agent.contracts import Step, Task
+from mcts_agent.errors import ConfigError
 
 END_MARKER = "# end"
+STEP_KINDS = ("line", "program")
 _DEDENT_AFTER = re.compile(r"(return|raise|pass|break|continue)\b")
 _INDENT = "    "
 Runner = Callable[[Sequence[Any]], list[Any]]
@@ -119,6 +121,10 @@ class CodeEnvironment:
 
     Args:
         max_lines: lines the model may write before the episode is cut.
+        steps: ``"line"`` (a step is one line of code) or ``"program"`` (a step is a whole
+            program: the tree's children are alternative programs, and with
+            ``sibling_feedback`` every new one is written after reading how the earlier ones
+            failed, Reflexion / LATS style; give the search ``max_step_tokens`` for a program).
         runner: ``run_tests`` stand-in (tests, a remote pool); default the sandbox's.
         sandbox: passed to ``run_tests`` (None: the sandbox's default).
         cache_size: test reports kept, keyed by (program, tests).
@@ -129,10 +135,15 @@ class CodeEnvironment:
     keep_indent = True  # a line's leading spaces are part of the program
 
     def __init__(self, max_lines: int = 30, runner: Runner | None = None, sandbox: Any = None,
-                 cache_size: int = 20_000) -> None:
+                 cache_size: int = 20_000, steps: str = "line") -> None:
         if max_lines < 1:
-            raise ValueError("max_lines must be at least 1")
+            raise ConfigError("max_lines must be at least 1")
+        if steps not in STEP_KINDS:
+            raise ConfigError(f"steps={steps!r}: a code step is a 'line' or a whole 'program'")
         self.max_lines = max_lines
+        self.steps = steps
+        if steps == "program":  # the model writes until its end of text (or the end marker)
+            self.step_delimiter = END_MARKER
         self.runner = runner
         self.sandbox = sandbox
         self.cache_size = cache_size
@@ -146,10 +157,26 @@ class CodeEnvironment:
         return CodeState(prompt)
 
     def step(self, state: CodeState, action: str) -> Step:
-        if "\n" in action.strip("\n"):
-            raise ValueError("one step is one line of code; got several")
         if state.status != "open":
             raise ValueError(f"the episode has ended ({state.status})")
+        if self.steps == "program":
+            return self._write_program(state, action)
+        if "\n" in action.strip("\n"):
+            raise ValueError("one step is one line of code; got several")
+        return self._write_line(state, action)
+
+    def _write_program(self, state: CodeState, text: str) -> Step:
+        """A whole program as one step: its lines as line steps would write them; a text that
+        ends with the function still open is the complete program (or a syntax error)."""
+        step = Step(state)
+        for line in text.split("\n"):
+            if line.strip():
+                step = self._write_line(step.state, line)
+                if step.done:
+                    return step
+        return self._finish(state, step.state.lines)
+
+    def _write_line(self, state: CodeState, action: str) -> Step:
         code = action.rstrip()
         if code.strip() == END_MARKER:
             return self._finish(state, state.lines)
@@ -180,6 +207,12 @@ class CodeEnvironment:
 
     def prompt(self, state: CodeState) -> str:
         return state.text
+
+    def prompt_with_feedback(self, state: CodeState, feedback: str) -> str:
+        """The program so far under the feedback on earlier attempts, written as comments (a
+        code model reads them as part of the file)."""
+        notes = "".join(f"# {line}".rstrip() + "\n" for line in feedback.splitlines())
+        return notes + self.prompt(state)
 
     def answer(self, state: CodeState) -> str | None:
         """The finished program (prompt + lines, normalised), None unless it ended cleanly."""

@@ -240,8 +240,9 @@ class CodeGenEnvironment(CodeEnvironment):
     splits = SPLITS
 
     def __init__(self, config: CodeGenConfig | None = None, max_lines: int = 12,
-                 runner: Runner | None = None, sandbox: Any = None, **knobs: Any) -> None:
-        super().__init__(max_lines=max_lines, runner=runner, sandbox=sandbox)
+                 runner: Runner | None = None, sandbox: Any = None, steps: str = "line",
+                 **knobs: Any) -> None:
+        super().__init__(max_lines=max_lines, runner=runner, sandbox=sandbox, steps=steps)
         if "ops" in knobs:
             knobs["ops"] = tuple(knobs["ops"])
         unknown = set(knobs) - set(CodeGenConfig.__dataclass_fields__)

@@ -50,8 +50,8 @@ class HumanEvalEnvironment(CodeEnvironment):
     splits = SPLITS
 
     def __init__(self, held_out_fraction: float = 0.5, max_lines: int = 40,
-                 runner: Runner | None = None, sandbox: Any = None) -> None:
-        super().__init__(max_lines=max_lines, runner=runner, sandbox=sandbox)
+                 runner: Runner | None = None, sandbox: Any = None, steps: str = "line") -> None:
+        super().__init__(max_lines=max_lines, runner=runner, sandbox=sandbox, steps=steps)
         self.held_out_fraction = held_out_fraction
         self._rows = {row["task_id"]: row for row in load_problems()}
 

@@ -38,13 +38,14 @@ class JsonlCodeEnvironment(CodeEnvironment):
     Args:
         path: the file (or a folder saved with ``datasets``' ``save_to_disk``).
         max_lines: lines the model may write before the episode is cut.
+        steps: ``"line"`` or ``"program"`` (see :class:`CodeEnvironment`).
     """
 
     name = "code-jsonl"
 
     def __init__(self, path: str | Path, max_lines: int = 40, runner: Runner | None = None,
-                 sandbox: Any = None) -> None:
-        super().__init__(max_lines=max_lines, runner=runner, sandbox=sandbox)
+                 sandbox: Any = None, steps: str = "line") -> None:
+        super().__init__(max_lines=max_lines, runner=runner, sandbox=sandbox, steps=steps)
         self.path = Path(path)
         if not self.path.exists():
             raise ConfigError(f"no problem file at {self.path}; give a .jsonl, .json, .csv or "

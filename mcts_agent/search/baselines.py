@@ -6,11 +6,20 @@ so their answers are judged exactly like the tree's.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from ..contracts import Environment, Task, checked_score, final_answer, is_interactive
+from ..contracts import (
+    Environment,
+    Task,
+    TestedEnvironment,
+    checked_score,
+    final_answer,
+    is_interactive,
+)
 from ..episodes import play_episodes, play_text
 from ..llm.base import GenerationRequest, Policy
 
@@ -24,6 +33,8 @@ class Attempt:
     answers: list[str | None]
     scores: list[float]
     tokens: int
+    states: list[Any] = field(default_factory=list)  # each sample's last state
+    mean_logprobs: list[float] = field(default_factory=list)  # per token, each sample
 
     @property
     def any_correct(self) -> bool:
@@ -38,6 +49,24 @@ class Attempt:
             return False
         best = votes.most_common(1)[0][0]
         return self.scores[self.answers.index(best)] == 1.0
+
+    def picked_correct(self, env: Environment) -> bool:
+        """Inference mode, no reference used to pick: code (a ``TestedEnvironment`` whose
+        task shows tests) takes the sample passing most visible tests, ties to the one the
+        policy wrote most surely (mean log-probability per token), then the first — the
+        tree's own rule; other environments with answers take the majority answer."""
+        if not isinstance(env, TestedEnvironment) or not self.states:
+            return self.majority_correct
+        finished = [i for i, answer in enumerate(self.answers) if answer is not None]
+        if not finished:
+            return False
+        env.prefetch([(self.states[i], self.task) for i in finished], visible=True)
+        passed = {i: env.visible_score(self.states[i], self.task) for i in finished}
+        if any(v is None for v in passed.values()):  # the task shows no tests
+            return self.majority_correct
+        surest = self.mean_logprobs or [0.0] * len(self.texts)
+        best = max(finished, key=lambda i: (passed[i], surest[i], -i))
+        return self.scores[best] == 1.0
 
 
 def sample_solutions(
@@ -65,15 +94,21 @@ def sample_solutions(
         GenerationRequest(env.prompt(env.reset(task)), n=count, max_tokens=max_tokens,
                           temperature=temperature, seed=seed + i)
         for i, (task, count) in enumerate(zip(tasks, counts, strict=True))]
+    proposed = policy.propose(requests)
+    played = [[play_text(env, env.reset(task), c.text) for c in candidates]
+              for task, candidates in zip(tasks, proposed, strict=True)]
+    if isinstance(env, TestedEnvironment):  # every finished program in one sandbox call
+        env.prefetch([(state, task) for task, group in zip(tasks, played, strict=True)
+                      for state, done in group if done])
     attempts = []
-    for task, candidates in zip(tasks, policy.propose(requests), strict=True):
-        answers, scores = [], []
-        for candidate in candidates:
-            state, done = play_text(env, env.reset(task), candidate.text)
-            answers.append(final_answer(env, state) if done else None)
-            scores.append((checked_score(env, state, task) or 0.0) if done else 0.0)
-        attempts.append(Attempt(task, [c.text for c in candidates], answers, scores,
-                                sum(c.num_tokens for c in candidates)))
+    for task, candidates, group in zip(tasks, proposed, played, strict=True):
+        answers = [final_answer(env, state) if done else None for state, done in group]
+        scores = [(checked_score(env, state, task) or 0.0) if done else 0.0
+                  for state, done in group]
+        attempts.append(Attempt(
+            task, [c.text for c in candidates], answers, scores,
+            sum(c.num_tokens for c in candidates), [state for state, _ in group],
+            [c.logprob / c.num_tokens if c.num_tokens else -math.inf for c in candidates]))
     return attempts
 
 

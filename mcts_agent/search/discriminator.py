@@ -45,7 +45,9 @@ class FinishedTrajectory:
 
     ``node`` is the finished node's local id in the tree (its index in the tree's node list);
     ``value`` its mean backed-up value (None if never backed up); ``visits`` its visit count;
-    ``critic`` the search critic's value of it (None if unscored).
+    ``critic`` the search critic's value of it (None if unscored); ``logprob`` and ``tokens``
+    the policy's log-probability of the whole trajectory (the sum over its steps) and its
+    length in tokens (None / 0 when the steps carry none).
     """
 
     task: Task
@@ -55,6 +57,15 @@ class FinishedTrajectory:
     value: float | None
     visits: int
     critic: float | None = None
+    logprob: float | None = None
+    tokens: int = 0
+
+    @property
+    def mean_logprob(self) -> float:
+        """Log-probability per token (-inf when unknown): how sure the policy was."""
+        if self.logprob is None or self.tokens <= 0:
+            return -math.inf
+        return self.logprob / self.tokens
 
 
 @runtime_checkable
@@ -97,8 +108,10 @@ class ValueDiscriminator:
 
 class VisibleTestsDiscriminator:
     """The finished program passing the largest share of the visible tests (the
-    environment's ``visible_score``, all candidates graded in one batched sandbox call); ties,
-    and tasks that show no tests, go by :class:`ValueDiscriminator`."""
+    environment's ``visible_score``, all candidates graded in one batched sandbox call). Ties,
+    common when a prompt shows one example, go to the program the policy wrote most surely
+    (highest mean log-probability per token, the ranking Codex found best among samples),
+    then by :class:`ValueDiscriminator`."""
 
     name = "visible-tests"
 
@@ -111,7 +124,8 @@ class VisibleTestsDiscriminator:
         env.prefetch([(c.state, c.task) for c in candidates], visible=True)
         passed = [env.visible_score(c.state, c.task) or 0.0 for c in candidates]
         rank = {i: r for r, i in enumerate(ValueDiscriminator().order(candidates))}
-        return max(range(len(candidates)), key=lambda i: (passed[i], -rank[i]))
+        return max(range(len(candidates)),
+                   key=lambda i: (passed[i], candidates[i].mean_logprob, -rank[i]))
 
 
 class JudgeDiscriminator:

@@ -25,12 +25,12 @@ from ..contracts import (
     Critic,
     CriticInput,
     Environment,
-    Prompt,
     Task,
     TestedEnvironment,
     action_text,
     checked_assessments,
     checked_score,
+    feedback_prompt,
     final_answer,
     has_answers,
     is_interactive,
@@ -270,9 +270,9 @@ class TreeSearch:
         # share its waves, so a resumed run regrows it exactly (and hits the response cache)
         key = (f"{cfg.seed}/{tree.task.id}/{forest.payload[leaf].local}/"
                f"{forest.nodes.num_children[leaf]}")
-        prompt = self.env.prompt(forest.payload[leaf].state)
-        if cfg.sibling_feedback:
-            prompt = with_feedback(prompt, self._feedback(forest, leaf))
+        state = forest.payload[leaf].state
+        feedback = self._feedback(forest, leaf) if cfg.sibling_feedback else None
+        prompt = feedback_prompt(self.env, state, feedback)
         return GenerationRequest(
             prompt=prompt, n=cfg.expand_n,
             max_tokens=cfg.max_step_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -474,7 +474,8 @@ class TreeSearch:
         if not finished:
             return None
         candidates = [FinishedTrajectory(tree.task, self.env, forest.payload[ids[i]].state, i,
-                                         nodes[i].value, nodes[i].visits, nodes[i].critic)
+                                         nodes[i].value, nodes[i].visits, nodes[i].critic,
+                                         *_path_logprob(nodes, i))
                       for i in finished]
         return finished[discriminator.choose(candidates)]
 
@@ -494,20 +495,19 @@ class _SharedTasks:
             return next(self._tasks)
 
 
-def with_feedback(prompt: Prompt, feedback: str | None) -> Prompt:
-    """``prompt`` with a feedback block: before the text of a plain prompt; appended to the
-    last user message of a chat (or as a first system message when there is none)."""
-    if not feedback:
-        return prompt
-    if isinstance(prompt, str):
-        return f"{feedback}\n\n{prompt}"
-    messages = [dict(m) for m in prompt]
-    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
-    if users:
-        messages[users[-1]]["content"] += f"\n\n{feedback}"
-    else:
-        messages.insert(0, {"role": "system", "content": feedback})
-    return messages
+def _path_logprob(nodes: Sequence[NodeRecord], node: int | None) -> tuple[float | None, int]:
+    """(sum of the step log-probabilities, tokens) from the root to ``node``; None when a step
+    was grafted from a rollout (no tokens of its own: its probability is unknown)."""
+    total, tokens = 0.0, 0
+    while node is not None:
+        record = nodes[node]
+        if record.parent is not None:
+            if record.tokens <= 0:
+                return None, 0
+            total += record.logprob
+            tokens += record.tokens
+        node = record.parent
+    return total, tokens
 
 
 def choose_answer(nodes: Sequence[NodeRecord], mode: str) -> str | None:

@@ -166,7 +166,7 @@ def _summarise(env: Environment, policy: Policy, config: SearchConfig, tasks: li
                                    max_tokens=max_tokens, seed=config.seed + 1, **turns)
         # without answers to vote on, the game's own verdict (seen while playing) picks
         judge = (lambda a: a.any_correct) if config.mode == "data" or not has_answers(env) else (
-            lambda a: a.majority_correct)
+            lambda a: a.picked_correct(env))
         greedy = sum(g.any_correct for g in greedy_runs)
         best = sum(judge(a) for a in sampled)
         baseline_tokens = sum(a.tokens for a in sampled)
