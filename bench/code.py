@@ -43,7 +43,7 @@ from mcts_agent.contracts import load_tasks  # noqa: E402
 from mcts_agent.llm.base import Policy  # noqa: E402
 from mcts_agent.registry import PluginSpec, environments  # noqa: E402
 from mcts_agent.search import SearchConfig  # noqa: E402
-from mcts_agent.search.baselines import sample_solutions  # noqa: E402
+from mcts_agent.search.baselines import best_of_n, sample_solutions  # noqa: E402
 from mcts_agent.search.critic_specs import build_critic  # noqa: E402
 from mcts_agent.search.run import load_policy, run_search  # noqa: E402
 
@@ -121,10 +121,9 @@ def compare(name: str, env_args: dict[str, Any], policy: Policy, n: int,
     greedy = sample_solutions(env, policy, tasks, 1, temperature=0.0, max_tokens=max_tokens,
                               seed=args.seed)
     row["greedy"] = sum(a.any_correct for a in greedy) / max(len(tasks), 1)
-    counts = [max(1, round(budget.get(t.id, 0) / max(g.tokens, 1)))
-              for t, g in zip(tasks, greedy, strict=True)]
-    sampled = sample_solutions(env, policy, tasks, counts, temperature=args.temperature,
-                               max_tokens=max_tokens, seed=args.seed + 1)
+    sampled = best_of_n(env, policy, tasks, budget, greedy, oversample=2.0,
+                        temperature=args.temperature, max_tokens=max_tokens, seed=args.seed + 1)
+    counts = [len(a.texts) for a in sampled]
     row["best_of_n"] = sum(a.picked_correct(env) for a in sampled) / max(len(tasks), 1)
     row["best_of_n_oracle"] = sum(a.any_correct for a in sampled) / max(len(tasks), 1)
     row["tokens"] = row["tokens_inference"]

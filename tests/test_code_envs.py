@@ -265,6 +265,31 @@ def test_rollouts_on_code_are_judged_by_visible_tests_in_one_sandbox_call():
     assert data[0].value == pytest.approx(1 / 3)  # the hidden tests unmask "return 10"
 
 
+def test_best_of_n_picks_like_the_tree_visible_tests_then_the_surest_program():
+    from mcts_agent.llm.base import Candidate
+    from mcts_agent.search.baselines import sample_solutions
+
+    env, task = code_gen(), add_then_double()
+
+    class Sampling:
+        name = "sampling"
+
+        def __init__(self, programs):
+            self.programs = programs
+
+        def propose(self, requests):
+            return [[Candidate(text, logprob, 10, "eos") for text, logprob in self.programs]
+                    for _ in requests]
+
+    wrong, rote, right = "    return x", "    return 10", "    return (x + 3) * 2"
+    sure_of_right = Sampling([(wrong, -1.0), (rote, -8.0), (right, -3.0)])
+    [attempt] = sample_solutions(env, sure_of_right, [task], 3, temperature=1.0, max_tokens=40)
+    assert attempt.scores == [0.0, 0.0, 1.0] and attempt.picked_correct(env)
+    sure_of_rote = Sampling([(wrong, -1.0), (rote, -2.0), (right, -3.0)])
+    [attempt] = sample_solutions(env, sure_of_rote, [task], 3, temperature=1.0, max_tokens=40)
+    assert attempt.any_correct and not attempt.picked_correct(env)  # the visible test is fooled
+
+
 def test_humaneval_canonical_solutions_score_one():
     env = environments.create("humaneval")
     tasks = env.tasks(None, split="all")
@@ -376,3 +401,14 @@ def test_pairs_on_a_code_run(tmp_path):
         for side in ("chosen", "rejected"):
             ends = row[side].strip().startswith("return") or row[side].strip() == "# end"
             assert not row[f"{side}_terminal"] or ends, row
+
+
+def test_best_of_n_keeps_the_samples_that_fit_the_trees_tokens():
+    from mcts_agent.search.baselines import Attempt
+
+    task = add_then_double()
+    drawn = Attempt(task, ["a", "b", "c", "d"], [None] * 4, [0.0, 0.0, 1.0, 1.0], 100,
+                    [None] * 4, [-1.0] * 4, [30, 40, 20, 10])
+    fitted = drawn.within(95)  # 30 + 40 + 20 fit; the fourth would pass the budget
+    assert fitted.texts == ["a", "b", "c"] and fitted.tokens == 90 and fitted.any_correct
+    assert drawn.within(5).texts == ["a"]  # at least one sample, whatever it cost

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,21 @@ class Attempt:
     tokens: int
     states: list[Any] = field(default_factory=list)  # each sample's last state
     mean_logprobs: list[float] = field(default_factory=list)  # per token, each sample
+    sample_tokens: list[int] = field(default_factory=list)  # generated tokens, each sample
+
+    def within(self, budget: int) -> Attempt:
+        """The first samples whose tokens add up to at most ``budget`` (at least one): best-of-N
+        at exactly a tree's token budget. Unchanged without per-sample token counts."""
+        if not self.sample_tokens:
+            return self
+        spent = keep = 0
+        for tokens in self.sample_tokens:
+            if keep and spent + tokens > budget:
+                break
+            spent, keep = spent + tokens, keep + 1
+        return Attempt(self.task, self.texts[:keep], self.answers[:keep], self.scores[:keep],
+                       spent, self.states[:keep], self.mean_logprobs[:keep],
+                       self.sample_tokens[:keep])
 
     @property
     def any_correct(self) -> bool:
@@ -108,8 +123,22 @@ def sample_solutions(
         attempts.append(Attempt(
             task, [c.text for c in candidates], answers, scores,
             sum(c.num_tokens for c in candidates), [state for state, _ in group],
-            [c.logprob / c.num_tokens if c.num_tokens else -math.inf for c in candidates]))
+            [c.logprob / c.num_tokens if c.num_tokens else -math.inf for c in candidates],
+            [c.num_tokens for c in candidates]))
     return attempts
+
+
+def best_of_n(env: Environment, policy: Policy, tasks: Sequence[Task],
+              budgets: Mapping[str, int], greedy: Sequence[Attempt], *,
+              oversample: float = 1.5, **sampling: Any) -> list[Attempt]:
+    """Best-of-N at each task's token budget (what its tree spent): draw ``oversample`` times
+    the N that the greedy solution's length suggests, then keep the first samples that fit the
+    budget (samples ramble where greedy stops early, so N cannot be guessed exactly).
+    ``sampling`` goes to :func:`sample_solutions` (temperature, max_tokens, seed …)."""
+    counts = [max(1, math.ceil(oversample * budgets.get(t.id, 0) / max(g.tokens, 1)))
+              for t, g in zip(tasks, greedy, strict=True)]
+    drawn = sample_solutions(env, policy, tasks, counts, **sampling)
+    return [a.within(budgets.get(a.task.id, 0)) for a in drawn]
 
 
 def _play(env: Environment, policy: Policy, tasks: Sequence[Task], counts: list[int],
@@ -119,5 +148,6 @@ def _play(env: Environment, policy: Policy, tasks: Sequence[Task], counts: list[
                            temperature=temperature, seed=seed)
     return [Attempt(task, [e.text for e in group], [final_answer(env, e.state) for e in group],
                     [(checked_score(env, e.state, task) or 0.0) for e in group],
-                    sum(e.tokens for e in group))
+                    sum(e.tokens for e in group), [e.state for e in group],
+                    sample_tokens=[e.tokens for e in group])
             for task, group in zip(tasks, groups, strict=True)]

@@ -26,7 +26,7 @@ from ..llm.cache import CachedPolicy
 from ..llm.load import load_policy
 from ..registry import PluginSpec, environments
 from ..trees import ResultFile, TreeRecord
-from .baselines import sample_solutions
+from .baselines import best_of_n, sample_solutions
 from .config import SearchConfig
 from .critic_specs import build_critic, describe_critic
 from .discriminator import build_discriminator
@@ -160,10 +160,9 @@ def _summarise(env: Environment, policy: Policy, config: SearchConfig, tasks: li
         greedy_runs = sample_solutions(env, policy, tasks, 1, temperature=0.0,
                                        max_tokens=max_tokens, seed=config.seed, **turns)
         # best-of-N gets the tokens the tree spent on the same task
-        n = [max(1, round(tokens.get(t.id, 0) / max(g.tokens, 1)))
-             for t, g in zip(tasks, greedy_runs, strict=True)]
-        sampled = sample_solutions(env, policy, tasks, n, temperature=config.temperature,
-                                   max_tokens=max_tokens, seed=config.seed + 1, **turns)
+        sampled = best_of_n(env, policy, tasks, tokens, greedy_runs,
+                            temperature=config.temperature, max_tokens=max_tokens,
+                            seed=config.seed + 1, **turns)
         # without answers to vote on, the game's own verdict (seen while playing) picks
         judge = (lambda a: a.any_correct) if config.mode == "data" or not has_answers(env) else (
             lambda a: a.picked_correct(env))
