@@ -300,6 +300,15 @@ def test_environment_secret(any_tier, monkeypatch):
     assert secret not in output(result)
 
 
+def test_the_subprocess_tier_works_in_a_private_temp_dir(plain):
+    """What keeps the hostile programs that both tiers run (they delete their temp dir and
+    working dir) away from the host's /tmp, where the subprocess tier has no namespace."""
+    result = run(plain, "import os, tempfile\nprint(tempfile.gettempdir(), os.getcwd(), "
+                        "os.environ['HOME'])\n")
+    places = set(output(result).split())
+    assert len(places) == 1 and "/tmp" not in places and "mcts-sandbox-" in places.pop()
+
+
 def test_reading_the_hidden_tests_from_disk(any_tier):
     token = f"HIDDEN-{secrets.token_hex(8)}"
     program = ("import os\nhits = []\nfor root, dirs, files in os.walk('/tmp'):\n"
@@ -418,11 +427,15 @@ TAMPERING = {
     "forged_verdict_lines": WRONG + "import os\nfor fd in range(3, 64):\n    try:\n"
                                     "        os.write(fd, b'x test 0 1\\nx test 1 1\\nx done \\n')"
                                     "\n    except OSError:\n        pass\n",
+    # deletes what it can reach of its own temp dir and working dir (its /tmp under bwrap);
+    # never the host's /tmp: the subprocess tier runs this too, and it is not isolation
     "redefines_check_and_deletes_tests": WRONG + "def check(candidate):\n    return None\n"
-                                                 "import glob, os\nfor p in glob.glob('/tmp/**',"
-                                                 " recursive=True):\n    try:\n"
-                                                 "        os.remove(p)\n    except OSError:\n"
-                                                 "        pass\n",
+                                                 "import glob, os, tempfile\n"
+                                                 "for top in {tempfile.gettempdir(), os.getcwd()}:"
+                                                 "\n    for p in glob.glob(top + '/**', "
+                                                 "recursive=True):\n        try:\n"
+                                                 "            os.remove(p)\n"
+                                                 "        except OSError:\n            pass\n",
     "kills_harness_after_patching": "import os, signal\ndef add(a, b):\n"
                                     "    os.kill(os.getpid(), signal.SIGKILL)\n",
 }
