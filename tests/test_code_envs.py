@@ -226,6 +226,13 @@ def test_inference_picks_the_program_passing_most_visible_tests_not_the_most_vis
     # ... unless the policy was surer of the other (mean log-probability per token)
     sure = [replace(c, logprob=-1.0 if c.node == 1 else -9.0, tokens=10) for c in candidates]
     assert VisibleTestsDiscriminator().choose(sure) == 1
+    # a task that shows no tests: a complete program beats a broken one the policy was surer of
+    unshown = Task(task.id, task.problem, None, {})
+    broken, _ = write(env, task, ["x = = 1"])
+    assert broken.status == "syntax"
+    pair = [FinishedTrajectory(unshown, env, broken, 0, 0.5, 3, logprob=-1.0, tokens=10),
+            FinishedTrajectory(unshown, env, wrong, 1, 0.5, 3, logprob=-9.0, tokens=10)]
+    assert VisibleTestsDiscriminator().choose(pair) == 1
 
 
 class Rolling:

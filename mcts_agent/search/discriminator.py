@@ -23,7 +23,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ..contracts import Assessment, Critic, CriticInput, Environment, Task, TestedEnvironment
+from ..contracts import (
+    Assessment,
+    Critic,
+    CriticInput,
+    Environment,
+    Task,
+    TestedEnvironment,
+    final_answer,
+)
 from ..llm.base import Policy
 
 __all__ = [
@@ -109,7 +117,8 @@ class ValueDiscriminator:
 class VisibleTestsDiscriminator:
     """The finished program passing the largest share of the visible tests (the
     environment's ``visible_score``, all candidates graded in one batched sandbox call). Ties,
-    common when a prompt shows one example, go to the program the policy wrote most surely
+    common when a prompt shows one example (or none), go to a complete program (one with an
+    answer, not cut or broken), then to the one the policy wrote most surely
     (highest mean log-probability per token, the ranking Codex found best among samples),
     then by :class:`ValueDiscriminator`."""
 
@@ -123,9 +132,10 @@ class VisibleTestsDiscriminator:
                             "(TestedEnvironment); use the value discriminator")
         env.prefetch([(c.state, c.task) for c in candidates], visible=True)
         passed = [env.visible_score(c.state, c.task) or 0.0 for c in candidates]
+        complete = [final_answer(env, c.state) is not None for c in candidates]
         rank = {i: r for r, i in enumerate(ValueDiscriminator().order(candidates))}
-        return max(range(len(candidates)),
-                   key=lambda i: (passed[i], candidates[i].mean_logprob, -rank[i]))
+        return max(range(len(candidates)), key=lambda i: (
+            passed[i], complete[i], candidates[i].mean_logprob, -rank[i]))
 
 
 class JudgeDiscriminator:
