@@ -19,20 +19,17 @@ follow the content, never the row's position).
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from environments.code.base import CodeEnvironment, Runner, example_asserts
-from environments.math.dataset import WARN_LINES, Record, read_records
+from environments.math.dataset import RowSource
 from mcts_agent.contracts import Task, content_hash
 from mcts_agent.errors import ConfigError
 
-log = logging.getLogger(__name__)
 
-
-class JsonlCodeEnvironment(CodeEnvironment):
+class JsonlCodeEnvironment(CodeEnvironment, RowSource):
     """Programming problems from a local file (see the module docstring).
 
     Args:
@@ -42,6 +39,8 @@ class JsonlCodeEnvironment(CodeEnvironment):
     """
 
     name = "code-jsonl"
+    row_needs = ("a `prompt` or `text` and tests: `test_list` (asserts) or `test` with "
+                 "`entry_point`")
 
     def __init__(self, path: str | Path, max_lines: int = 40, runner: Runner | None = None,
                  sandbox: Any = None, steps: str = "line") -> None:
@@ -51,58 +50,10 @@ class JsonlCodeEnvironment(CodeEnvironment):
             raise ConfigError(f"no problem file at {self.path}; give a .jsonl, .json, .csv or "
                               ".parquet file (path=)")
         self.name = f"code-jsonl:{self.path.name}"
-        self.skipped_rows: list[str] = []
-        self._splits = {split: self._tasks(rows)
-                        for split, rows in read_records(self.path).items()}
-        self._report_skipped()
+        self._load_rows()
 
-    @property
-    def skipped(self) -> int:
-        """How many rows were skipped as malformed."""
-        return len(self.skipped_rows)
-
-    @property
-    def splits(self) -> list[str | None]:
-        """The source's splits (``[None]``: a single file has none and takes any name)."""
-        return list(self._splits)
-
-    def tasks(self, n: int | None = None, split: str | None = None,
-              seed: int | None = None) -> list[Task]:
-        """The first ``n`` usable problems in file order (``seed`` is unused)."""
-        if None in self._splits:
-            tasks = self._splits[None]
-        elif split in self._splits:
-            tasks = self._splits[split]
-        else:
-            raise ConfigError(f"{self.path} has splits {sorted(map(str, self._splits))}, "
-                              f"not {split!r} (--split)")
-        return tasks if n is None else tasks[:n]
-
-    def _tasks(self, rows: list[Record]) -> list[Task]:
-        tasks: list[Task] = []
-        first_seen: dict[str, str] = {}
-        for location, row in rows:
-            task = row_task(location, row)
-            if isinstance(task, str):
-                self.skipped_rows.append(f"{location}: {task}")
-            elif task.id in first_seen:
-                self.skipped_rows.append(f"{location}: repeats id {task.id!r} of "
-                                         f"{first_seen[task.id]}")
-            else:
-                first_seen[task.id] = location
-                tasks.append(task)
-        return tasks
-
-    def _report_skipped(self) -> None:
-        for message in self.skipped_rows[:WARN_LINES]:
-            log.warning("skipped %s", message)
-        if self.skipped > WARN_LINES:
-            log.warning("… and %d more malformed rows in %s", self.skipped - WARN_LINES,
-                        self.path)
-        if not any(self._splits.values()):
-            raise ConfigError(f"{self.path}: no usable row ({self.skipped} skipped); each needs "
-                              "a `prompt` or `text` and tests: `test_list` (asserts) or `test` "
-                              "with `entry_point`")
+    def _task(self, location: str, row: Any) -> Task | str:
+        return row_task(location, row)
 
 
 def row_task(location: str, row: Any) -> Task | str:

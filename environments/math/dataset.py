@@ -253,7 +253,79 @@ def _with_newline(text: str) -> str:
     return text if not text or text.endswith("\n") else text + "\n"
 
 
-class JsonlMathEnvironment(StepwiseMath):
+class RowSource:
+    """Tasks from a local file, for environments over a user's file: one task per row through
+    ``_task(location, row)`` (a :class:`Task`, or why the row is skipped). Malformed rows and
+    repeated ids are skipped, counted in ``skipped`` (``skipped_rows`` says where and why) and
+    logged by ``file:line``; a file without one usable row raises a
+    :class:`~mcts_agent.errors.ConfigError` saying what a row needs (``row_needs``)."""
+
+    path: Path
+    row_needs: str
+
+    def _load_rows(self) -> None:
+        self.skipped_rows: list[str] = []
+        self._splits = {split: self._tasks(rows) for split, rows in
+                        read_records(self.path).items()}
+        for message in self.skipped_rows[:WARN_LINES]:
+            log.warning("skipped %s", message)
+        if self.skipped > WARN_LINES:
+            log.warning("… and %d more malformed rows in %s", self.skipped - WARN_LINES,
+                        self.path)
+        if not any(self._splits.values()):
+            raise ConfigError(f"{self.path}: no usable row ({self.skipped} skipped); each needs "
+                              f"{self.row_needs}")
+
+    @property
+    def skipped(self) -> int:
+        """How many rows were skipped as malformed."""
+        return len(self.skipped_rows)
+
+    @property
+    def splits(self) -> list[str | None]:
+        """The source's splits (``[None]`` for a single file, which has none and takes any
+        split name)."""
+        return list(self._splits)
+
+    def tasks(self, n: int | None = None, split: str | None = None,
+              seed: int | None = None) -> list[Task]:
+        """The first ``n`` usable problems in file order (all with ``n=None``).
+
+        ``split`` picks a split of a saved ``DatasetDict`` and is ignored for single files (so
+        the CLI's default ``--split test`` works on them); ``seed`` is unused: the order is
+        the file's.
+        """
+        tasks = self._splits[None] if None in self._splits else self._named_split(split)
+        return tasks if n is None else tasks[:n]
+
+    def _named_split(self, split: str | None) -> list[Task]:
+        if split in self._splits:
+            return self._splits[split]
+        if split is None and len(self._splits) == 1:
+            return next(iter(self._splits.values()))
+        raise ConfigError(f"{self.path} has splits {sorted(map(str, self._splits))}, not "
+                          f"{split!r}; pass one of them as split (--split on the command line)")
+
+    def _tasks(self, rows: list[Record]) -> list[Task]:
+        tasks: list[Task] = []
+        first_seen: dict[str, str] = {}  # task id -> where it first appeared
+        for location, row in rows:
+            task = self._task(location, row)
+            if isinstance(task, str):
+                self.skipped_rows.append(f"{location}: {task}")
+            elif task.id in first_seen:
+                self.skipped_rows.append(
+                    f"{location}: repeats id {task.id!r} of {first_seen[task.id]}")
+            else:
+                first_seen[task.id] = location
+                tasks.append(task)
+        return tasks
+
+    def _task(self, location: str, row: Any) -> Task | str:
+        raise NotImplementedError
+
+
+class JsonlMathEnvironment(StepwiseMath, RowSource):
     """Math problems from the user's own file, reasoned line by line and ended by ``Answer:``.
 
     Args:
@@ -299,58 +371,16 @@ class JsonlMathEnvironment(StepwiseMath):
         self.name = f"jsonl:{self.path.name}"
         self.fields = question_field, answer_field, id_field
         self.preamble = _with_newline(system_prompt) + _with_newline(few_shot)
-        self.skipped_rows: list[str] = []
-        self._splits = {split: self._tasks(rows) for split, rows in
-                        read_records(self.path).items()}
-        self._report_skipped()
+        self._load_rows()
 
     @property
-    def skipped(self) -> int:
-        """How many rows were skipped as malformed."""
-        return len(self.skipped_rows)
-
-    @property
-    def splits(self) -> list[str | None]:
-        """The source's splits (``[None]`` for a single file, which has none and takes any
-        split name)."""
-        return list(self._splits)
+    def row_needs(self) -> str:
+        question, answer, _ = self.fields
+        return (f"a non-empty string {question!r} and a non-empty {answer!r} (set "
+                "question_field= / answer_field= if your columns are named otherwise)")
 
     def reset(self, task: Task) -> MathState:
         return MathState(self.preamble + self.prompt_template.format(problem=task.problem))
-
-    def tasks(self, n: int | None = None, split: str | None = None,
-              seed: int | None = None) -> list[Task]:
-        """The first ``n`` usable problems in file order (all with ``n=None``).
-
-        ``split`` picks a split of a saved ``DatasetDict`` and is ignored for single files (so
-        the CLI's default ``--split test`` works on them); ``seed`` is unused: the order is
-        the file's.
-        """
-        tasks = self._splits[None] if None in self._splits else self._named_split(split)
-        return tasks if n is None else tasks[:n]
-
-    def _named_split(self, split: str | None) -> list[Task]:
-        if split in self._splits:
-            return self._splits[split]
-        if split is None and len(self._splits) == 1:
-            return next(iter(self._splits.values()))
-        raise ConfigError(f"{self.path} has splits {sorted(map(str, self._splits))}, not "
-                          f"{split!r}; pass one of them as split (--split on the command line)")
-
-    def _tasks(self, rows: list[Record]) -> list[Task]:
-        tasks: list[Task] = []
-        first_seen: dict[str, str] = {}  # task id -> where it first appeared
-        for location, row in rows:
-            task = self._task(location, row)
-            if isinstance(task, str):
-                self.skipped_rows.append(f"{location}: {task}")
-            elif task.id in first_seen:
-                self.skipped_rows.append(
-                    f"{location}: repeats id {task.id!r} of {first_seen[task.id]}")
-            else:
-                first_seen[task.id] = location
-                tasks.append(task)
-        return tasks
 
     def _task(self, location: str, row: Any) -> Task | str:
         """The task of one row, or why the row is skipped."""
@@ -375,19 +405,6 @@ class JsonlMathEnvironment(StepwiseMath):
         if str(raw_answer).strip() != answer:
             details["solution"] = str(raw_answer)
         return Task(task_id, question, answer, details)
-
-    def _report_skipped(self) -> None:
-        for message in self.skipped_rows[:WARN_LINES]:
-            log.warning("skipped %s", message)
-        if self.skipped > WARN_LINES:
-            log.warning("… and %d more malformed rows in %s", self.skipped - WARN_LINES,
-                        self.path)
-        if not any(self._splits.values()):
-            question, answer, _ = self.fields
-            raise ConfigError(
-                f"{self.path}: no usable row ({self.skipped} skipped); each needs a non-empty "
-                f"string {question!r} and a non-empty {answer!r} (set question_field= / "
-                "answer_field= if your columns are named otherwise)")
 
 
 def _own_id(row: Mapping[str, Any]) -> str | None:

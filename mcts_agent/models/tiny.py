@@ -24,7 +24,7 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
@@ -234,6 +234,59 @@ def _batch(
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def fit(
+    model: PreTrainedModel,
+    tokenizer: Any,
+    env: Any,
+    *,
+    steps: int,
+    seed: int,
+    batch_size: int,
+    lr: float,
+    warmup_steps: int,
+    log_every: int,
+    eval_every: int,
+    greedy_accuracy: Callable[[], float],
+    stop_at: float | None = None,
+) -> tuple[list[float], list[dict[str, float]], int]:
+    """The tiny models' training loop: AdamW, linear warm-up then constant (a short run is
+    meant to stop part-way, not to converge), loss on the solution only, batches from
+    ``env.task_stream("train", seed)``. Every ``eval_every`` steps ``greedy_accuracy()`` (held-out
+    greedy decoding: it draws no random numbers, so the weights do not change) joins the
+    history, and the run stops once it reaches ``stop_at``. Returns losses, history, tokens."""
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)))
+    stream = env.task_stream("train", seed=seed)
+    losses: list[float] = []
+    history: list[dict[str, float]] = []
+    tokens, start = 0, time.perf_counter()
+    for step in range(1, steps + 1):
+        batch = _batch(tokenizer, env, list(islice(stream, batch_size)))
+        loss = model(**batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        tokens += int(batch["attention_mask"].sum())
+        if log_every and (step % log_every == 0 or step == steps):
+            elapsed = time.perf_counter() - start
+            log.info("step %d/%d loss %.4f (%.0f s, %.0f tok/s)", step, steps,
+                     np.mean(losses[-log_every:]), elapsed, tokens / elapsed)
+        if eval_every and step % eval_every == 0:
+            acc = greedy_accuracy()
+            history.append({"step": step, "loss": float(np.mean(losses[-eval_every:])),
+                            "greedy_accuracy": acc})
+            log.info("step %d held-out greedy accuracy %.3f", step, acc)
+            model.train()
+            if stop_at is not None and acc >= stop_at:  # imperfect on purpose: stop here
+                break
+    return losses, history, tokens
+
+
 def train(
     out_dir: str | Path,
     steps: int = DEFAULT_STEPS,
@@ -265,40 +318,14 @@ def train(
 
         tokenizer = build_tokenizer()
         model = build_model(tokenizer, seed=seed)
-        model.train()
         n_params = sum(p.numel() for p in model.parameters())
-        opt = torch.optim.AdamW(model.parameters(), lr=lr)
-        # Linear warm-up, then constant: a short run is meant to stop part-way, not to converge.
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps))
-        )
-        stream = env.task_stream("train", seed=seed)
         held_out = env.tasks(eval_problems, split="test", seed=EVAL_SEED)
-        history: list[dict[str, float]] = []
-
-        losses: list[float] = []
-        tokens = 0
         start = time.perf_counter()
-        for step in range(1, steps + 1):
-            batch = _batch(tokenizer, env, list(islice(stream, batch_size)))
-            loss = model(**batch).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            tokens += int(batch["attention_mask"].sum())
-            if log_every and (step % log_every == 0 or step == steps):
-                elapsed = time.perf_counter() - start
-                log.info("step %d/%d loss %.4f (%.0f s, %.0f tok/s)", step, steps,
-                         np.mean(losses[-log_every:]), elapsed, tokens / elapsed)
-            if eval_every and step % eval_every == 0:
-                acc = evaluate_model(model, tokenizer, held_out, k=0,
-                                     env=env)["greedy_accuracy"]
-                history.append({"step": step, "loss": float(np.mean(losses[-eval_every:])),
-                                "greedy_accuracy": acc})
-                log.info("step %d held-out greedy accuracy %.3f", step, acc)
+        losses, history, tokens = fit(
+            model, tokenizer, env, steps=steps, seed=seed, batch_size=batch_size, lr=lr,
+            warmup_steps=warmup_steps, log_every=log_every, eval_every=eval_every,
+            greedy_accuracy=lambda: evaluate_model(model, tokenizer, held_out, k=0,
+                                                   env=env)["greedy_accuracy"])
         train_seconds = time.perf_counter() - start
 
         model.eval()

@@ -23,7 +23,6 @@ import string
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +42,11 @@ from ..metrics import pass_at_k
 from ..registry import environments as environment_registry
 from .tiny import (
     SPECIAL_TOKENS,
-    _batch,
     _complete,
     _seed_everything,
     _transformers_version,
     build_model,
+    fit,
     load_tiny_reasoner,
     torch_threads,
 )
@@ -126,9 +125,11 @@ def train(out_dir: str | Path, steps: int = DEFAULT_STEPS, seed: int = 0,
         held_out = env.tasks(eval_problems, split="test", seed=EVAL_SEED)
         validation = env.tasks(100, split="test", seed=VALIDATION_SEED)
         start = time.perf_counter()
-        losses, history, tokens = _fit(model, tokenizer, env, validation, steps, seed,
-                                       batch_size, lr, warmup_steps, log_every, eval_every,
-                                       stop_at)
+        losses, history, tokens = fit(
+            model, tokenizer, env, steps=steps, seed=seed, batch_size=batch_size, lr=lr,
+            warmup_steps=warmup_steps, log_every=log_every, eval_every=eval_every,
+            stop_at=stop_at, greedy_accuracy=lambda: evaluate_code(
+                model, tokenizer, env, validation, k=0)["greedy_accuracy"])
         train_seconds = time.perf_counter() - start
         eval_start = time.perf_counter()
         metrics = evaluate_code(model, tokenizer, env, held_out, k=eval_k, seed=seed)
@@ -150,44 +151,6 @@ def train(out_dir: str | Path, steps: int = DEFAULT_STEPS, seed: int = 0,
     }
     (out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
-
-
-def _fit(model: LlamaForCausalLM, tokenizer: Any, env: Any, held_out: list[Task], steps: int,
-         seed: int, batch_size: int, lr: float, warmup_steps: int, log_every: int,
-         eval_every: int, stop_at: float | None,
-         ) -> tuple[list[float], list[dict[str, float]], int]:
-    """The training loop (the tiny reasoner's: AdamW, linear warm-up then constant, loss on
-    the solution only); returns losses, the greedy-accuracy history and tokens seen."""
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)))
-    stream = env.task_stream("train", seed=seed)
-    losses: list[float] = []
-    history: list[dict[str, float]] = []
-    tokens, start = 0, time.perf_counter()
-    for step in range(1, steps + 1):
-        batch = _batch(tokenizer, env, list(islice(stream, batch_size)))
-        loss = model(**batch).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        tokens += int(batch["attention_mask"].sum())
-        if log_every and (step % log_every == 0 or step == steps):
-            log.info("step %d/%d loss %.4f (%.0f s)", step, steps,
-                     np.mean(losses[-log_every:]), time.perf_counter() - start)
-        if eval_every and step % eval_every == 0:  # greedy draws no random numbers
-            acc = evaluate_code(model, tokenizer, env, held_out, k=0)["greedy_accuracy"]
-            history.append({"step": step, "loss": float(np.mean(losses[-eval_every:])),
-                            "greedy_accuracy": acc})
-            log.info("step %d validation greedy accuracy %.3f", step, acc)
-            model.train()
-            if stop_at is not None and acc >= stop_at:  # imperfect on purpose: stop here
-                break
-    return losses, history, tokens
 
 
 def evaluate_code(model: PreTrainedModel, tokenizer: Any, env: Any, problems: Sequence[Task],

@@ -22,6 +22,7 @@ from ..contracts import (
 )
 from ..episodes import play_episodes, play_text
 from ..llm.base import GenerationRequest, Policy
+from .discriminator import FinishedTrajectory, VisibleTestsDiscriminator
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Attempt:
     scores: list[float]
     tokens: int
     states: list[Any] = field(default_factory=list)  # each sample's last state
-    mean_logprobs: list[float] = field(default_factory=list)  # per token, each sample
+    logprobs: list[float] = field(default_factory=list)  # the policy's, each whole sample
     sample_tokens: list[int] = field(default_factory=list)  # generated tokens, each sample
 
     def within(self, budget: int) -> Attempt:
@@ -48,7 +49,7 @@ class Attempt:
                 break
             spent, keep = spent + tokens, keep + 1
         return Attempt(self.task, self.texts[:keep], self.answers[:keep], self.scores[:keep],
-                       spent, self.states[:keep], self.mean_logprobs[:keep],
+                       spent, self.states[:keep], self.logprobs[:keep],
                        self.sample_tokens[:keep])
 
     @property
@@ -67,20 +68,18 @@ class Attempt:
 
     def picked_correct(self, env: Environment) -> bool:
         """Inference mode, no reference used to pick: code (a ``TestedEnvironment`` whose
-        task shows tests) takes the sample passing most visible tests, ties to the one the
-        policy wrote most surely (mean log-probability per token), then the first — the
-        tree's own rule; other environments with answers take the majority answer."""
-        if not isinstance(env, TestedEnvironment) or not self.states:
-            return self.majority_correct
+        task shows tests) picks among the finished samples by the tree's own rule
+        (:class:`~mcts_agent.search.discriminator.VisibleTestsDiscriminator`; the first sample
+        wins remaining ties); other environments with answers take the majority answer."""
         finished = [i for i, answer in enumerate(self.answers) if answer is not None]
-        if not finished:
-            return False
-        env.prefetch([(self.states[i], self.task) for i in finished], visible=True)
-        passed = {i: env.visible_score(self.states[i], self.task) for i in finished}
-        if any(v is None for v in passed.values()):  # the task shows no tests
+        if (not isinstance(env, TestedEnvironment) or not self.states or not finished
+                or env.visible_score(env.reset(self.task), self.task) is None):  # no tests
             return self.majority_correct
-        surest = self.mean_logprobs or [0.0] * len(self.texts)
-        best = max(finished, key=lambda i: (passed[i], surest[i], -i))
+        candidates = [FinishedTrajectory(
+            self.task, env, self.states[i], i, None, 0,
+            logprob=self.logprobs[i] if self.logprobs else None,
+            tokens=self.sample_tokens[i] if self.sample_tokens else 0) for i in finished]
+        best = finished[VisibleTestsDiscriminator().choose(candidates)]
         return self.scores[best] == 1.0
 
 
@@ -123,8 +122,7 @@ def sample_solutions(
         attempts.append(Attempt(
             task, [c.text for c in candidates], answers, scores,
             sum(c.num_tokens for c in candidates), [state for state, _ in group],
-            [c.logprob / c.num_tokens if c.num_tokens else -math.inf for c in candidates],
-            [c.num_tokens for c in candidates]))
+            [c.logprob for c in candidates], [c.num_tokens for c in candidates]))
     return attempts
 
 
