@@ -88,15 +88,18 @@ def generated(candidates: Sequence[Candidate], request: GenerationRequest) -> in
     return candidates[0].num_tokens if request.greedy else sum(c.num_tokens for c in candidates)
 
 
-def run_wave(policy: Any, args: argparse.Namespace) -> tuple[dict[str, Any], Recorder]:
+def run_search(policy: Any, args: argparse.Namespace,
+               driver: str) -> tuple[dict[str, Any], Recorder, list]:
     env = environments.create("arith")
     tasks = env.tasks(args.tasks, split="test")
     config = SearchConfig(simulations=args.simulations, expand_n=args.expand_n,
                           leaves_per_tree=args.leaves, max_trees_in_flight=args.in_flight,
                           max_depth=8, max_step_tokens=24, stop_when_solved=False,
-                          seed=args.seed, cohorts=args.cohorts)
+                          seed=args.seed, driver=driver,
+                          cohorts=args.cohorts if driver == "wave" else 1)
     recorder = Recorder(policy)
     critic = RolloutCritic(recorder, k=args.rollouts, max_tokens=96, seed=args.seed)
+    forget_prefixes(policy)  # each run starts from a cold prefix cache
     before = metrics(policy)
     started = time.perf_counter()
     results = list(TreeSearch(env, recorder, critic, config).run(tasks))
@@ -113,7 +116,19 @@ def run_wave(policy: Any, args: argparse.Namespace) -> tuple[dict[str, Any], Rec
         "model_seconds": recorder.seconds, "overhead_share": 1 - recorder.seconds / wall,
         "prefix_hit_rate": hits / queries if queries else None,
         "solved": sum(bool(r.solved) for r in results),
-    }, recorder
+    }, recorder, results
+
+
+def same_trees(a: list, b: list) -> bool:
+    """Whether two runs grew the same trees (every node record equal), whatever their order."""
+    return ({r.task.id: r.nodes for r in a} == {r.task.id: r.nodes for r in b}
+            and len(a) == len(b))
+
+
+def forget_prefixes(policy: Any) -> None:
+    inner = getattr(policy, "policy", policy)
+    if hasattr(inner, "reset_prefix_cache"):
+        inner.reset_prefix_cache()
 
 
 def run_sequential(policy: Any, recorder: Recorder, limit: int | None) -> dict[str, Any]:
@@ -183,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     policy = load_policy(args.model, backend=BackendConfig(name=args.backend),
                          device=args.device if args.backend == "hf" else None)
     policy.propose([GenerationRequest("Q: 1+1=?\n", n=4, max_tokens=8, seed=0)])  # warm up
-    wave, recorder = run_wave(policy, args)
+    wave, recorder, wave_trees = run_search(policy, args, "wave")
+    asynchronous, _, async_trees = run_search(policy, args, "async")
     sequential = run_sequential(policy, recorder, args.sequential_limit)
     raw = run_raw(policy, recorder)
     raw_plain = run_raw(policy, recorder, plain=True)
@@ -193,18 +209,29 @@ def main(argv: list[str] | None = None) -> int:
         "backend": args.backend, "model": policy.name, "device": device,
         "threads": torch.get_num_threads(), "tasks": args.tasks, "in_flight": args.in_flight,
         "cohorts": args.cohorts,
+        "async_tok_s": round(asynchronous["tok_s"], 1),
         "wave_tok_s": round(wave["tok_s"], 1),
         "sequential_tok_s": round(sequential["tok_s"], 1),
         "raw_tok_s": round(raw["tok_s"], 1),
-        "speedup_vs_sequential": round(wave["tok_s"] / sequential["tok_s"], 2),
-        "fraction_of_raw": round(wave["tok_s"] / raw["tok_s"], 3),
+        "async_fraction_of_raw": round(asynchronous["tok_s"] / raw["tok_s"], 3),
+        "async_speedup_vs_sequential": round(asynchronous["tok_s"] / sequential["tok_s"], 2),
+        "async_vs_wave": round(asynchronous["tok_s"] / wave["tok_s"], 3),
+        "overhead_share": round(asynchronous["overhead_share"], 4),
+        "prefix_hit_rate": None if asynchronous["prefix_hit_rate"] is None
+        else round(asynchronous["prefix_hit_rate"], 3),
+        "identical_trees": same_trees(async_trees, wave_trees),
+        "async_fraction_of_raw_plain": round(asynchronous["tok_s"] / raw_plain["tok_s"], 3),
+        "wave_speedup_vs_sequential": round(wave["tok_s"] / sequential["tok_s"], 2),
+        "wave_fraction_of_raw": round(wave["tok_s"] / raw["tok_s"], 3),
         "raw_plain_tok_s": round(raw_plain["tok_s"], 1),
-        "fraction_of_raw_plain": round(wave["tok_s"] / raw_plain["tok_s"], 3),
-        "overhead_share": round(wave["overhead_share"], 4),
-        "prefix_hit_rate": None if wave["prefix_hit_rate"] is None
+        "wave_overhead_share": round(wave["overhead_share"], 4),
+        "wave_prefix_hit_rate": None if wave["prefix_hit_rate"] is None
         else round(wave["prefix_hit_rate"], 3),
+        "async_expansions_s": round(asynchronous["expansions_s"], 2),
         "wave_expansions_s": round(wave["expansions_s"], 2),
         "sequential_expansions_s": round(sequential["expansions_s"], 2),
+        "async": {k: round(v, 3) if isinstance(v, float) else v
+                  for k, v in asynchronous.items()},
         "wave": {k: round(v, 3) if isinstance(v, float) else v for k, v in wave.items()},
         "sequential": {k: round(v, 3) if isinstance(v, float) else v
                        for k, v in sequential.items()},
@@ -212,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "raw_plain": {k: round(v, 3) if isinstance(v, float) else v
                       for k, v in raw_plain.items()},
     }
-    for name in ("wave", "sequential", "raw", "raw_plain"):
+    for name in ("async", "wave", "sequential", "raw", "raw_plain"):
         part = report[name]
         print(f"{name:>10}: {part['tokens']:>8,} tokens in {part['seconds']:8.2f} s = "
               f"{part['tok_s']:9.1f} tok/s")

@@ -28,7 +28,6 @@ How a :meth:`HFPolicy.propose` call runs:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from .base import (
     prompt_too_long,
     sample_seed,
 )
+from .batching import Coalescer
 from .model_folder import check_model_folder, looks_local
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -246,7 +246,7 @@ class HFPolicy:
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = _pad_id(tokenizer, self.eos_ids)
         self.name = f"hf:{getattr(model, 'name_or_path', '') or type(model).__name__}"
-        self._lock = threading.Lock()
+        self._batches = Coalescer(self._propose)
 
     @classmethod
     def from_pretrained(
@@ -303,10 +303,10 @@ class HFPolicy:
     def propose(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
         """Generate ``n`` candidates per request, batched across all requests (see module doc).
 
-        Calls from several threads (search cohorts) take turns: the model runs one batch at a
-        time."""
-        with self._lock:
-            return self._propose(requests)
+        Calls from several threads (the async driver, search cohorts) share batches: the model
+        runs one batch at a time, and calls made while it runs join the next one
+        (:class:`~mcts_agent.llm.batching.Coalescer`)."""
+        return self._batches(requests)
 
     @torch.inference_mode()
     def _propose(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:

@@ -31,9 +31,10 @@ import atexit
 import itertools
 import json
 import logging
+import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,8 +167,9 @@ class VLLMPolicy:
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.model = str(model)
         self.name = f"vllm:{model}"
-        self._engine_lock = threading.Lock()
-        self._finished: dict[str, Any] = {}  # outputs of any caller, until it collects them
+        self._inbox: queue.SimpleQueue[_Job | Callable[[], Any] | None] = queue.SimpleQueue()
+        self._pump: threading.Thread | None = None
+        self._pump_lock = threading.Lock()
         self._request_ids = itertools.count()
         self._closed = False
         # an engine left running at interpreter exit can keep the process alive: stop it
@@ -205,31 +207,64 @@ class VLLMPolicy:
     def _generate(self, prompts: list[Any], params: list[Any]) -> list[Any]:
         """Run ``prompts`` through the engine and return their outputs in order.
 
-        Safe to call from several threads at once, and that is the point: each caller adds its
-        requests to the one running engine and takes turns stepping it, so one caller's
-        requests join the batch another's are already decoding (continuous batching across
-        callers, e.g. one cohort's expansions beside another's rollouts), and a batch's tail
-        is filled instead of drained."""
+        Safe to call from many threads at once, and that is the point: one pump thread owns
+        the engine, adds every caller's requests the moment they arrive and steps the engine
+        while anything is in flight, so a request joins the batch already decoding (continuous
+        batching across callers: the async driver's trees, cohorts, rollouts beside
+        expansions) instead of waiting for it to drain."""
         if not prompts:
             return []
+        job = _Job(list(zip(prompts, params, strict=True)))
+        self._submit(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.outputs
+
+    def _submit(self, item: _Job | Callable[[], Any]) -> None:
+        with self._pump_lock:
+            if self._closed:
+                raise RuntimeError("this VLLMPolicy is closed; start a new one")
+            if self._pump is None:
+                self._pump = threading.Thread(target=self._run_pump, name="vllm-pump",
+                                              daemon=True)
+                self._pump.start()
+        self._inbox.put(item)
+
+    def _run_pump(self) -> None:
+        """The engine's one driver: take new work, step, hand finished outputs to their jobs."""
         engine = self.llm.llm_engine
-        with self._engine_lock:
-            ids = [f"mcts-{next(self._request_ids)}" for _ in prompts]
-            for request_id, prompt, sampling in zip(ids, prompts, params, strict=True):
-                engine.add_request(request_id, prompt, sampling)
-        waiting = set(ids)
+        owners: dict[str, tuple[_Job, int]] = {}
         while True:
-            with self._engine_lock:
-                waiting -= self._finished.keys()
-                if not waiting:
-                    outputs = [self._finished.pop(i) for i in ids]
+            items = [self._inbox.get()] if not owners else []  # idle: sleep until work comes
+            while True:
+                try:
+                    items.append(self._inbox.get_nowait())
+                except queue.Empty:
                     break
-                if not engine.has_unfinished_requests():  # never block on an idle engine
-                    raise RuntimeError(f"vLLM lost {len(waiting)} requests of this call")
-                for output in engine.step():
-                    if output.finished:
-                        self._finished[output.request_id] = output
-        return outputs
+            for item in items:
+                if item is None:  # closing
+                    return
+                if isinstance(item, _Job):
+                    for index, (prompt, params) in enumerate(item.rows):
+                        request_id = f"mcts-{next(self._request_ids)}"
+                        engine.add_request(request_id, prompt, params)
+                        owners[request_id] = (item, index)
+                else:  # work that needs the engine to itself (a reload)
+                    item()
+            if not owners:
+                continue
+            try:
+                outputs = engine.step()
+            except BaseException as err:  # every caller in flight learns why
+                for job in {id(job): job for job, _ in owners.values()}.values():
+                    job.fail(err)
+                owners.clear()
+                continue
+            for output in outputs:
+                if output.finished and output.request_id in owners:
+                    job, index = owners.pop(output.request_id)
+                    job.deliver(index, output)
 
     def _params(self, request: GenerationRequest, max_tokens: int) -> list[Any]:
         """One ``SamplingParams`` per engine request: one for a greedy request, one seeded
@@ -258,11 +293,35 @@ class VLLMPolicy:
             raise ValueError(f"{model} is not the same architecture as {self.model}; "
                              "start a new VLLMPolicy for it")
         started = time.perf_counter()
-        with self._engine_lock:
+
+        def swap() -> None:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model)})
             self.llm.reset_prefix_cache()
+
+        self._call_between_steps(swap)
         self.model, self.name = str(model), f"vllm:{model}"
         log.info("vLLM engine reloaded %s in %.1f s", model, time.perf_counter() - started)
+
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached prefix (e.g. to time a run from a cold cache)."""
+        self._call_between_steps(self.llm.reset_prefix_cache)
+
+    def _call_between_steps(self, work: Callable[[], Any]) -> None:
+        """Run ``work`` in the pump thread between two engine steps and wait for it."""
+        finished, failure = threading.Event(), []
+
+        def run() -> None:
+            try:
+                work()
+            except BaseException as err:
+                failure.append(err)
+            finally:
+                finished.set()
+
+        self._submit(run)
+        finished.wait()
+        if failure:
+            raise failure[0]
 
     def metrics(self) -> dict[str, float]:
         """The engine's counters so far: prefix-cache queries and hits (tokens), prompt and
@@ -279,8 +338,14 @@ class VLLMPolicy:
         it again does nothing)."""
         atexit.unregister(self.close)
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
-        if core is not None and not self._closed:
+        with self._pump_lock:
+            if self._closed:
+                return
             self._closed = True
+        if self._pump is not None:
+            self._inbox.put(None)
+            self._pump.join(timeout=30)
+        if core is not None:
             core.shutdown()
 
     def __enter__(self) -> VLLMPolicy:
@@ -288,6 +353,27 @@ class VLLMPolicy:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Job:
+    """One ``_generate`` call's engine requests, waiting for their outputs."""
+
+    def __init__(self, rows: list[tuple[Any, Any]]) -> None:
+        self.rows = rows
+        self.outputs: list[Any] = [None] * len(rows)
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self._left = len(rows)
+
+    def deliver(self, index: int, output: Any) -> None:
+        self.outputs[index] = output
+        self._left -= 1
+        if self._left == 0:
+            self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done.set()
 
 
 def _candidate(output: Any) -> Candidate:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ..engine import EngineConfig
 from ..settings import Settings
@@ -57,6 +57,12 @@ class SearchConfig(Settings):
         "visit-weighted vote over answers, and code (visible tests) picks the program passing "
         "most of the tests the prompt shows.")
     max_trees_in_flight: int = Field(64, ge=1, description="Trees searched at once.")
+    driver: Literal["wave", "async"] = Field(
+        "wave", description="wave: every tree's round advances together, each model call "
+        "batched across all trees (any backend; interactive environments). async: each tree "
+        "advances on its own and sends its next call the moment its last one returns (vLLM, "
+        "OpenAI-compatible servers and the HF backend batch whatever is in flight). The trees "
+        "are the same.")
     cohorts: int = Field(1, ge=1, description="Overlap: split the trees in flight into this "
                          "many cohorts grown by as many threads, so one cohort's model calls "
                          "(expansions, rollouts, judge) run while another steps its "
@@ -69,6 +75,13 @@ class SearchConfig(Settings):
         "steps as its visits grow (a grafted rollout step starts with a single child). "
         "SWE-Search's selection terms: engine.depth_weight, engine.diversity_weight (the "
         "driver sets each node's novelty among its siblings from the step texts).")
+
+    @model_validator(mode="after")
+    def _one_way_to_overlap(self) -> SearchConfig:
+        if self.driver == "async" and self.cohorts > 1:
+            raise ValueError("cohorts split the wave driver's trees into overlapping groups; "
+                             "the async driver already overlaps every tree: drop cohorts")
+        return self
 
     @field_validator("discriminator")
     @classmethod

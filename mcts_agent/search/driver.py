@@ -1,9 +1,17 @@
-"""The wave driver: many tasks' trees searched at once, every model call batched across them.
+"""The search drivers: many tasks' trees searched at once, model calls batched across them.
 
-Each wave selects up to ``leaves_per_tree`` leaves in every tree in flight (virtual loss keeps
-them apart), sends all expansions to the policy in ONE ``propose`` call, steps the environment
-for every candidate, scores every new node in ONE critic call, then expands, backs up and
-releases in the engine. Finished trees are written at once and their slots refilled.
+A tree grows in *rounds* (:meth:`TreeSearch._round`): up to ``leaves_per_tree`` leaves selected
+(virtual loss keeps them apart), their expansions proposed by the policy, every candidate stepped
+in the environment, every new node scored by the critic, then expanded, backed up and released
+in the engine. Two schedulers run the rounds (:mod:`.schedule`):
+
+* ``driver="wave"``: every tree's round together; ONE policy call and one critic call per wave
+  cover every tree in flight.
+* ``driver="async"``: each tree on its own; its next call goes out the moment its last one
+  returns, and the backend batches whatever is in flight (continuous batching).
+
+Seeds are local to a tree, so both build the same trees. Finished trees are written at once and
+their slots refilled.
 """
 
 from __future__ import annotations
@@ -21,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from ..contracts import (
-    Assessment,
     Critic,
     CriticInput,
     Environment,
@@ -47,6 +54,7 @@ from .discriminator import (
     VisibleTestsDiscriminator,
 )
 from .diversity import sibling_novelty
+from .schedule import Call, CallKind, Overlap, Round, lockstep
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +133,13 @@ class TreeSearch:
         """
         done = results.done() if results is not None else {}
         pending = (task for task in tasks if not _already_done(task, done))
-        cohorts = self.config.cohorts
-        finished = (self._grow(pending, self.config.max_trees_in_flight) if cohorts == 1
-                    else self._grow_cohorts(pending, cohorts))
+        cfg = self.config
+        if cfg.driver == "async":
+            finished = self._grow_async(pending, cfg.max_trees_in_flight)
+        elif cfg.cohorts > 1:
+            finished = self._grow_cohorts(pending, cfg.cohorts)
+        else:
+            finished = self._grow(pending, cfg.max_trees_in_flight)
         for result in finished:
             if results is not None:
                 results.append(result)
@@ -137,18 +149,51 @@ class TreeSearch:
 
     def _grow(self, pending: Iterator[Task], capacity: int,
               stop: threading.Event | None = None) -> Iterator[TreeRecord]:
-        """Search up to ``capacity`` trees at once in one forest, refilled from ``pending``;
-        yield each tree as it finishes."""
+        """The wave driver: up to ``capacity`` trees in one forest, refilled from ``pending``;
+        every tree's round advances together, each kind of call merged into one batched call.
+        Yield each tree as it finishes."""
         forest = Forest(self.config.engine)
         trees: dict[int, Tree] = {}
         while stop is None or not stop.is_set():
-            self._refill(forest, trees, pending, capacity)
+            lockstep([self._plant(forest, tree)
+                      for tree in self._refill(forest, trees, pending, capacity)], self._work)
             if not trees:
                 return
-            self._wave(forest, trees)
+            lockstep([self._round(forest, tree) for tree in trees.values()], self._work)
             for slot in [s for s, tree in trees.items() if self._finished(tree)]:
                 result = self._result(forest, trees.pop(slot))
                 self._forget(forest, slot)
+                yield result
+
+    def _grow_async(self, pending: Iterator[Task], capacity: int) -> Iterator[TreeRecord]:
+        """The asynchronous driver: up to ``capacity`` trees in flight, each advancing on its
+        own. A tree's call (its leaves' expansions, its environment steps, its critic work) goes
+        out the moment its previous one returns, so the backend batches whatever is in flight
+        instead of waiting for the slowest leaf of a wave. A tree's rounds are the wave driver's
+        rounds, so the trees are the same."""
+        if is_interactive(self.env):
+            raise ValueError("driver='async' steps the environment from several threads; "
+                             "interactive agent environments hold simulators: use the wave "
+                             "driver (driver='wave')")
+        forest = Forest(self.config.engine)
+        trees: dict[int, Tree] = {}
+        overlap = Overlap(self._work)
+        ended: list[Tree] = []  # trees whose round has just ended
+        while True:
+            for tree in self._refill(forest, trees, pending, capacity):
+                if not overlap.start(tree, self._plant(forest, tree)):
+                    ended.append(tree)
+            if not ended:
+                if not trees:
+                    return
+                ended.append(overlap.next_ended())
+            tree = ended.pop()
+            while not self._finished(tree):
+                if overlap.start(tree, self._round(forest, tree)):
+                    break  # rounds that select nothing (converging) end at once: next one
+            else:
+                result = self._result(forest, trees.pop(tree.slot))
+                self._forget(forest, tree.slot)
                 yield result
 
     def _grow_cohorts(self, pending: Iterator[Task], cohorts: int) -> Iterator[TreeRecord]:
@@ -193,55 +238,51 @@ class TreeSearch:
             for thread in threads:
                 thread.join()
 
-    # ------------------------------------------------------------------ one wave
+    # ------------------------------------------------------------------ one round of a tree
 
-    def _wave(self, forest: Forest, trees: dict[int, Tree]) -> None:
+    def _round(self, forest: Forest, tree: Tree) -> Round:
+        """Up to ``leaves_per_tree`` leaves of ``tree`` selected (virtual loss keeps them
+        apart), expanded by the policy, stepped in the environment, scored by the critic,
+        backed up and released. Outside work is yielded as :class:`Call` s."""
         cfg = self.config
         # simulations count expansions (model calls); revisiting finished states is free
         budget = np.zeros(forest.num_trees, np.int64)
-        for slot, tree in trees.items():
-            budget[slot] = min(cfg.leaves_per_tree, cfg.simulations - tree.expansions)
-        selection = forest.select(cfg.leaves_per_tree, trees=list(trees), budget=budget)
-        busy = set(selection.trees.tolist())
-        for slot, tree in trees.items():  # a tree whose descents all end on finished states
-            tree.idle_waves = 0 if slot in busy else tree.idle_waves + 1  # has converged
-        if len(selection) == 0:
+        budget[tree.slot] = min(cfg.leaves_per_tree, cfg.simulations - tree.expansions)
+        leaves = forest.select(cfg.leaves_per_tree, trees=[tree.slot], budget=budget).nodes
+        if len(leaves) == 0:  # every descent ended on a finished state: the search converges
+            tree.idle_waves += 1
             return
-        leaves = selection.nodes.tolist()
-        owners = [trees[int(t)] for t in selection.trees]
-        requests = [self._request(forest, leaf, tree) for leaf, tree in zip(leaves, owners,
-                                                                              strict=True)]
-        proposals = self.policy.propose(requests)
-        children: list[tuple[int, Tree, Node]] = []
-        counts = []
-        for leaf, tree, candidates in zip(leaves, owners, proposals, strict=True):
-            tree.expansions += 1
-            tree.tokens += sum(c.num_tokens for c in candidates)
-            kids = self._children(forest, leaf, tree, candidates)
-            counts.append(len(kids))
-            children.extend((leaf, tree, kid) for kid in kids)
-        assessments = self._assess([(tree, kid.state, kid.done) for _, tree, kid in children])
-        for (_, tree, kid), assessment in zip(children, assessments, strict=True):
+        tree.idle_waves = 0
+        leaves = leaves.tolist()
+        proposals = yield Call("propose", [self._request(forest, leaf, tree) for leaf in leaves])
+        tree.expansions += len(leaves)
+        tree.tokens += sum(c.num_tokens for candidates in proposals for c in candidates)
+        broods = yield Call("steps", [
+            (tree, forest.payload[leaf].state, self._actions(forest, leaf),
+             int(forest.nodes.depth[leaf]) + 1, candidates)
+            for leaf, candidates in zip(leaves, proposals, strict=True)])
+        children = [(leaf, kid) for leaf, kids in zip(leaves, broods, strict=True)
+                    for kid in kids]
+        assessments = yield Call("assess", [CriticInput(tree.task, self.env, kid.state, kid.done)
+                                            for _, kid in children])
+        for (_, kid), assessment in zip(children, assessments, strict=True):
             kid.critic, kid.feedback = assessment.value, assessment.feedback
             kid.disagreement = assessment.disagreement
             tree.tokens += assessment.tokens
-            if kid.done and self.config.mode == "data":
-                kid.score = checked_score(self.env, kid.state, tree.task)
-                tree.solved |= kid.score == 1.0
         ids = forest.expand(
-            leaves, counts, [self._log_prior(kid) for _, _, kid in children], logits=True,
-            terminal=[kid.done for _, _, kid in children],
-            reward=[kid.reward for _, _, kid in children])
-        for node_id, (_, tree, kid) in zip(ids.tolist(), children, strict=True):
+            leaves, [len(kids) for kids in broods],
+            [self._log_prior(kid) for _, kid in children], logits=True,
+            terminal=[kid.done for _, kid in children],
+            reward=[kid.reward for _, kid in children]).tolist()
+        for node_id, (_, kid) in zip(ids, children, strict=True):
             forest.payload[node_id] = tree.adopt(kid)
         if cfg.engine.diversity_weight:
-            self._novelty(forest, {leaf for leaf, _, _ in children})
-        forest.backup(ids, [kid.critic for _, _, kid in children])
-        self._graft_rollouts(forest, [
-            (node_id, tree, assessment.completions)
-            for node_id, (_, tree, _), assessment in zip(ids.tolist(), children, assessments,
-                                                         strict=True)])
-        barren = [leaf for leaf, n in zip(leaves, counts, strict=True) if n == 0]
+            self._novelty(forest, {leaf for leaf, _ in children})
+        forest.backup(ids, [kid.critic for _, kid in children])
+        yield from self._graft_rollouts(forest, tree, [
+            (node_id, assessment.completions)
+            for node_id, assessment in zip(ids, assessments, strict=True)])
+        barren = [leaf for leaf, kids in zip(leaves, broods, strict=True) if not kids]
         dead_ends = [leaf for leaf in barren if forest.nodes.num_children[leaf] == 0]
         forest.release(leaves)
         if dead_ends:  # no usable step came back: never select these leaves again
@@ -249,13 +290,31 @@ class TreeSearch:
             forest.backup(dead_ends, np.zeros(len(dead_ends)))
         # widening that found nothing new: the policy has no other step to offer here
         forest.close([leaf for leaf in barren if leaf not in dead_ends])
-        for tree in {id(t): t for t in owners}.values():
-            tree.waves += 1
+        tree.waves += 1
 
-    def _assess(self, nodes: list[tuple[Tree, Any, bool]]) -> list[Assessment]:
-        """The critic's assessments of (tree, state, done) triples, in ONE call, checked."""
-        return checked_assessments(self.critic, [
-            CriticInput(tree.task, self.env, state, done) for tree, state, done in nodes])
+    def _plant(self, forest: Forest, tree: Tree) -> Round:
+        """A new tree's first round: its root assessed by the critic and backed up."""
+        root = int(forest.roots[tree.slot])
+        [assessment] = yield Call("assess", [
+            CriticInput(tree.task, self.env, forest.payload[root].state, False)])
+        forest.payload[root].critic = assessment.value
+        forest.backup([root], [assessment.value])
+
+    def _work(self, kind: CallKind, items: list) -> list:
+        """Run one call of a round (or the merged calls of many): policy, environment, critic."""
+        if kind == "propose":
+            return self.policy.propose(items)
+        if kind == "steps":
+            return [self._children(*item) for item in items]
+        if kind == "assess":
+            return checked_assessments(self.critic, items)
+        return [self._score(state, tree) for state, tree in items]
+
+    def _score(self, state: Any, tree: Tree) -> float:
+        """Data mode: the verifier's score of a finished state (the tree is solved at 1.0)."""
+        score = checked_score(self.env, state, tree.task)
+        tree.solved |= score == 1.0
+        return score
 
     def _novelty(self, forest: Forest, parents: Iterable[int]) -> None:
         """How unlike its siblings each child of ``parents`` is (SWE-Search's diversity)."""
@@ -290,13 +349,14 @@ class TreeSearch:
                  for kid in judged[:cfg.sibling_feedback]]
         return "\n".join([cfg.feedback_header, *lines])
 
-    def _children(
-        self, forest: Forest, leaf: int, tree: Tree, candidates: list[Candidate]
-    ) -> list[Node]:
-        """Step the environment for each distinct, non-empty candidate; count the rest."""
-        parent: Node = forest.payload[leaf]
-        seen = {forest.payload[c].action for c in forest.children(leaf).tolist()}
-        depth = int(forest.nodes.depth[leaf]) + 1
+    def _actions(self, forest: Forest, leaf: int) -> set[str]:
+        """The steps ``leaf`` already has (a widened node must not get one twice)."""
+        return {forest.payload[c].action for c in forest.children(leaf).tolist()}
+
+    def _children(self, tree: Tree, state: Any, seen: set[str], depth: int,
+                  candidates: list[Candidate]) -> list[Node]:
+        """Step the environment from ``state`` for each distinct, non-empty candidate (new
+        nodes at ``depth``); count the rest. Finished states are scored in data mode."""
         kids = []
         if candidates and all(c.finish_reason == "prompt_too_long" for c in candidates):
             tree.counts["context_overflow"] += 1  # this leaf's prompt leaves no room to write
@@ -311,7 +371,7 @@ class TreeSearch:
                 continue
             seen.add(action)
             try:
-                step = self.env.step(parent.state, action)
+                step = self.env.step(state, action)
             except Exception as err:  # a crashing environment costs one branch, not the run
                 tree.counts["environment_errors"] += 1
                 tree.first_error = tree.first_error or f"{type(err).__name__}: {err}"
@@ -321,33 +381,33 @@ class TreeSearch:
             if step.info.get("invalid_action"):  # an agent's reply the game would not take
                 tree.counts["invalid_actions"] += 1
             done = step.done or depth >= self.config.max_depth
-            answer = final_answer(self.env, step.state) if done else None
-            kids.append(Node(step.state, action, cand.logprob, cand.num_tokens, step.reward,
-                             done, answer=answer))
+            kid = Node(step.state, action, cand.logprob, cand.num_tokens, step.reward, done,
+                       answer=final_answer(self.env, step.state) if done else None)
+            if done and self.config.mode == "data":
+                kid.score = self._score(kid.state, tree)
+            kids.append(kid)
         return kids
 
-    def _graft_rollouts(self, forest: Forest, rollouts: list[tuple[int, Tree, Any]]) -> None:
+    def _graft_rollouts(self, forest: Forest, tree: Tree,
+                        rollouts: list[tuple[int, Sequence[str]]]) -> Round:
         """Keep the critic's finished rollouts as tree nodes, as rStar-Math does: each one
         becomes a path below the node it started from (reusing steps already there), and its
         finished state is judged by the critic (one batched call) and backed up once. In data
         mode a verified rollout is a verified solution in the tree."""
-        ends: list[tuple[int, Tree]] = []
-        for node_id, tree, texts in rollouts:
-            for text in texts:
-                end = self._graft(forest, node_id, tree, text)
-                if end is not None:
-                    ends.append((end, tree))
+        ends = [end for node_id, texts in rollouts for text in texts
+                if (end := self._graft(forest, node_id, tree, text)) is not None]
         if not ends:
             return
-        assessments = self._assess([(tree, forest.payload[end].state, True)
-                                    for end, tree in ends])
-        for (end, tree), assessment in zip(ends, assessments, strict=True):
-            kid: Node = forest.payload[end]
+        kids: list[Node] = [forest.payload[end] for end in ends]
+        assessments = yield Call("assess", [CriticInput(tree.task, self.env, kid.state, True)
+                                            for kid in kids])
+        for kid, assessment in zip(kids, assessments, strict=True):
             kid.critic = assessment.value
-            if self.config.mode == "data":
-                kid.score = checked_score(self.env, kid.state, tree.task)
-                tree.solved |= kid.score == 1.0
-        forest.backup([end for end, _ in ends], [a.value for a in assessments])
+        if self.config.mode == "data":
+            scores = yield Call("score", [(kid.state, tree) for kid in kids])
+            for kid, score in zip(kids, scores, strict=True):
+                kid.score = score
+        forest.backup(ends, [a.value for a in assessments])
 
     def _graft(self, forest: Forest, start: int, tree: Tree, text: str) -> int | None:
         """Add the steps of ``text`` below ``start``; the new finished node, or None when the
@@ -389,22 +449,18 @@ class TreeSearch:
     # ------------------------------------------------------------------ trees in flight
 
     def _refill(self, forest: Forest, trees: dict[int, Tree], pending: Iterator[Task],
-                capacity: int) -> None:
-        free = capacity - len(trees)
-        new = [task for _, task in zip(range(free), pending, strict=False)]
+                capacity: int) -> list[Tree]:
+        """Start trees for up to ``capacity - len(trees)`` new tasks (roots not yet assessed:
+        :meth:`_plant` does that)."""
+        new = [task for _, task in zip(range(capacity - len(trees)), pending, strict=False)]
         if not new:
-            return
+            return []
         slots = forest.add_trees(len(new))
-        roots = forest.roots[slots]
-        for slot, root, task in zip(slots.tolist(), roots.tolist(), new, strict=True):
+        for slot, root, task in zip(slots.tolist(), forest.roots[slots].tolist(), new,
+                                    strict=True):
             forest.payload[root] = Node(self.env.reset(task))
             trees[slot] = Tree(task, slot)
-        assessments = self._assess([(trees[slot], forest.payload[root].state, False)
-                                    for slot, root in zip(slots.tolist(), roots.tolist(),
-                                                          strict=True)])
-        for root, assessment in zip(roots.tolist(), assessments, strict=True):
-            forest.payload[root].critic = assessment.value
-        forest.backup(roots, [a.value for a in assessments])
+        return [trees[slot] for slot in slots.tolist()]
 
     def _finished(self, tree: Tree) -> bool:
         cfg = self.config

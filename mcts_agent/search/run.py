@@ -34,7 +34,7 @@ from .driver import TreeSearch
 
 log = logging.getLogger(__name__)
 
-SPEED_ONLY = frozenset({"max_trees_in_flight", "cohorts"})
+SPEED_ONLY = frozenset({"max_trees_in_flight", "cohorts", "driver"})
 """Search settings that change how fast trees grow, never which trees: a run may resume
 with other values."""
 
