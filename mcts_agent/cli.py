@@ -264,6 +264,10 @@ def search_command(
         "or judge[=MODEL] (SWE-Search).")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Token budget per tree.")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Wall-time budget per tree.")] = None,
+    driver: Annotated[str | None, typer.Option(
+        help="wave (every tree's round together, one batched call per wave), async (each "
+        "tree on its own, calls sent as soon as the last returns; fastest on vllm and openai) "
+        "or auto (async on vllm and openai, else wave; the default). Same trees.")] = None,
     seed: int | None = None,
     config: Annotated[Path | None, typer.Option(help="YAML file of search settings.")] = None,
     out: Annotated[Path, typer.Option(help="Run folder (trees.jsonl, config, summary).")] = Path(
@@ -278,7 +282,8 @@ def search_command(
         "mode": mode, "simulations": simulations, "expand_n": expand_n,
         "max_step_tokens": max_step_tokens,
         "max_tokens": max_tokens, "max_seconds": max_seconds, "seed": seed,
-        "sibling_feedback": sibling_feedback, "discriminator": discriminator})
+        "sibling_feedback": sibling_feedback, "discriminator": discriminator,
+        "driver": driver})
     spec = _env_spec(env, env_arg)
     environment = environments.create(spec.name, **spec.args)
     # everything that can be checked without the model is checked before it loads

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -141,3 +142,53 @@ def test_clear_refusals():
     game = Game(max_operand=9)
     with pytest.raises(ValueError, match="interactive agent environments"):
         search(game, ScriptedPolicy(), game.tasks(1), driver="async")
+
+
+def test_the_cli_searches_with_either_driver_into_one_run(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mcts_agent import cli
+
+    monkeypatch.setattr(cli, "load_policy", lambda *a, **k: Jittery())
+    common = ["search", "--env-arg", "max_operand=9", "--simulations", "8", "--critic",
+              "verifier", "--no-baselines", "--no-cache"]
+
+    def invoke(*args: str):
+        result = CliRunner().invoke(cli.app, [*common, *args])
+        assert result.exit_code == 0, result.stderr
+        return {r.task.id: r.nodes for r in ResultFile(Path(args[-1]) / "trees.jsonl")}
+
+    wave = invoke("--tasks", "4", "--driver", "wave", "--out", str(tmp_path / "wave"))
+    invoke("--tasks", "2", "--driver", "async", "--out", str(tmp_path / "mixed"))
+    # the driver changes speed, not trees: a run resumes with the other one
+    mixed = invoke("--tasks", "4", "--driver", "wave", "--out", str(tmp_path / "mixed"))
+    assert mixed == wave
+
+
+def test_the_response_cache_serves_an_async_rerun_without_the_model(env, tmp_path):
+    from mcts_agent.llm.cache import CachedPolicy
+
+    tasks = env.tasks(5)
+    first = CachedPolicy(Jittery(), tmp_path / "responses.sqlite")
+    want = trees(search(env, first, tasks, driver="async", stop_when_solved=False))
+    model = Jittery(fail_after=0)  # any call to the model itself fails the run
+    again = CachedPolicy(model, tmp_path / "responses.sqlite")
+    assert trees(search(env, again, tasks, driver="async", stop_when_solved=False)) == want
+    assert again.stats["misses"] == 0 and again.stats["hits"] == first.stats["misses"]
+
+
+def test_auto_picks_async_where_the_policy_batches_continuously(env):
+    class Served(Jittery):
+        continuous_batching = True  # declared by vLLM and OpenAI-compatible backends
+
+    class Game(ArithEnvironment):
+        interactive = True
+
+    def driver(policy, environment=env, **settings):
+        return TreeSearch(environment, policy, VerifierCritic(), SearchConfig(**settings)).driver
+
+    assert driver(Served()) == "async"
+    assert driver(Jittery()) == "wave"  # one batch per call: the wave is its batch
+    assert driver(Served(), Game(max_operand=9)) == "wave"
+    assert driver(Served(), cohorts=2) == "wave"
+    assert driver(Jittery(), driver="async") == "async"  # asked for: always honoured

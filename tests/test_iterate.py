@@ -117,6 +117,7 @@ def test_commands_explain_bad_input(tmp_path):
 
 def test_iterate_command_from_a_yaml_file(tmp_path):
     settings = small(rounds=1, tasks_per_round=3, eval_tasks=3).model_dump(mode="json")
+    settings["search"]["driver"] = "async"  # speed only: the same trees as the wave driver
     config = tmp_path / "iterate.yaml"
     config.write_text(yaml.safe_dump({"iterate": settings}))
     result = runner.invoke(app, ["iterate", "--config", str(config), "--out",
@@ -125,6 +126,12 @@ def test_iterate_command_from_a_yaml_file(tmp_path):
     assert "greedy_acc" in result.output and "round 1" in result.output
     saved = yaml.safe_load((tmp_path / "run" / "iterate.yaml").read_text())
     assert saved["train"]["method"] == "sft" and saved["tasks_per_round"] == 3
+    assert saved["search"]["driver"] == "async"
+    settings["search"]["driver"] = "wave"  # a resumed run may use the other driver
+    config.write_text(yaml.safe_dump({"iterate": settings}))
+    again = runner.invoke(app, ["iterate", "--config", str(config), "--out",
+                                str(tmp_path / "run"), "--method", "sft"])
+    assert again.exit_code == 0, again.output
 
 
 def test_iterate_trains_an_agent_on_splices(tmp_path):

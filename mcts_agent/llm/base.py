@@ -144,13 +144,24 @@ def prompt_too_long(n: int) -> list[Candidate]:
 
 @runtime_checkable
 class Policy(Protocol):
-    """A batched proposer of next steps (Hugging Face, vLLM, an OpenAI-compatible server …)."""
+    """A batched proposer of next steps (Hugging Face, vLLM, an OpenAI-compatible server …).
+
+    Optional capability: ``continuous_batching = True`` declares that calls made from several
+    threads at once are batched together as they arrive (vLLM's engine, a server), so the
+    search's asynchronous driver pays off; ``driver="auto"`` then picks it
+    (:func:`continuous_batching`).
+    """
 
     name: str
 
     def propose(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
         """Return ``requests[i].n`` candidates for every request, in request order."""
         ...
+
+
+def continuous_batching(policy: object) -> bool:
+    """Whether ``policy`` declares that concurrent calls share the engine's running batch."""
+    return getattr(policy, "continuous_batching", False) is True
 
 
 def check_requests(requests: Sequence[GenerationRequest]) -> list[GenerationRequest]:

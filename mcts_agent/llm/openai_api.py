@@ -202,6 +202,8 @@ class OpenAIPolicy:
         ModelNotFoundError: it does not serve ``model`` (the message lists what it serves).
     """
 
+    continuous_batching = True  # concurrent calls join one running batch
+
     def __init__(
         self,
         base_url: str,

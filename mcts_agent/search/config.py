@@ -57,17 +57,19 @@ class SearchConfig(Settings):
         "visit-weighted vote over answers, and code (visible tests) picks the program passing "
         "most of the tests the prompt shows.")
     max_trees_in_flight: int = Field(64, ge=1, description="Trees searched at once.")
-    driver: Literal["wave", "async"] = Field(
-        "wave", description="wave: every tree's round advances together, each model call "
+    driver: Literal["auto", "wave", "async"] = Field(
+        "auto", description="wave: every tree's round advances together, each model call "
         "batched across all trees (any backend; interactive environments). async: each tree "
-        "advances on its own and sends its next call the moment its last one returns (vLLM, "
-        "OpenAI-compatible servers and the HF backend batch whatever is in flight). The trees "
-        "are the same.")
-    cohorts: int = Field(1, ge=1, description="Overlap: split the trees in flight into this "
-                         "many cohorts grown by as many threads, so one cohort's model calls "
-                         "(expansions, rollouts, judge) run while another steps its "
-                         "environment or backs up; pays off on backends that batch across "
-                         "callers (vLLM, OpenAI-compatible servers). The trees are the same.")
+        "advances on its own and sends its next call the moment its last one returns; the "
+        "backend batches whatever is in flight. auto: async where the policy batches "
+        "continuously (vLLM, OpenAI-compatible servers) and the environment is not "
+        "interactive, else wave. The trees are the same.")
+    cohorts: int = Field(1, ge=1, description="Wave driver's overlap: split the trees in "
+                         "flight into this many cohorts grown by as many threads, so one "
+                         "cohort's model calls (expansions, rollouts, judge) run while another "
+                         "steps its environment or backs up; pays off on backends that batch "
+                         "across callers (vLLM, OpenAI-compatible servers). The trees are the "
+                         "same. (The async driver overlaps every tree by itself.)")
     seed: int = 0
     engine: EngineConfig = Field(
         default_factory=lambda: EngineConfig(widen_c=1.0, widen_alpha=0.5),

@@ -9,6 +9,8 @@ in the engine. Two schedulers run the rounds (:mod:`.schedule`):
   cover every tree in flight.
 * ``driver="async"``: each tree on its own; its next call goes out the moment its last one
   returns, and the backend batches whatever is in flight (continuous batching).
+* ``driver="auto"`` (the default): async where the policy declares ``continuous_batching``
+  (vLLM, OpenAI-compatible servers) and the environment is not interactive, else wave.
 
 Seeds are local to a tree, so both build the same trees. Finished trees are written at once and
 their slots refilled.
@@ -44,7 +46,7 @@ from ..contracts import (
 )
 from ..engine import Forest
 from ..errors import RunMismatchError
-from ..llm.base import Candidate, GenerationRequest, Policy
+from ..llm.base import Candidate, GenerationRequest, Policy, continuous_batching
 from ..trees import NodeRecord, ResultFile, Status, TreeRecord, TreeStats
 from .config import SearchConfig
 from .discriminator import (
@@ -120,6 +122,17 @@ class TreeSearch:
 
     # ------------------------------------------------------------------ public entry points
 
+    @property
+    def driver(self) -> str:
+        """The driver this search runs: ``config.driver``, with ``"auto"`` resolved to async
+        where the policy batches continuously and the environment can be stepped from several
+        threads (and no cohorts are asked for), else wave."""
+        driver = self.config.driver
+        if driver == "auto":
+            driver = "async" if (continuous_batching(self.policy) and self.config.cohorts == 1
+                                 and not is_interactive(self.env)) else "wave"
+        return driver
+
     def run(
         self,
         tasks: Iterable[Task],
@@ -134,7 +147,7 @@ class TreeSearch:
         done = results.done() if results is not None else {}
         pending = (task for task in tasks if not _already_done(task, done))
         cfg = self.config
-        if cfg.driver == "async":
+        if self.driver == "async":
             finished = self._grow_async(pending, cfg.max_trees_in_flight)
         elif cfg.cohorts > 1:
             finished = self._grow_cohorts(pending, cfg.cohorts)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-from collections.abc import Callable, Generator, Hashable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -73,15 +73,15 @@ class Overlap:
 
     def __init__(self, work: Work) -> None:
         self._work = work
-        self._returned: queue.Queue[tuple[Hashable, Round, list | None, BaseException | None]] = (
+        self._returned: queue.Queue[tuple[Any, Round, list | None, BaseException | None]] = (
             queue.Queue())
         self.in_flight = 0
 
-    def start(self, key: Hashable, round: Round) -> bool:
+    def start(self, key: Any, round: Round) -> bool:
         """Run ``round`` to its first call and send it; False if it ended without one."""
         return self._send(key, round, None)
 
-    def next_ended(self) -> Hashable:
+    def next_ended(self) -> Any:
         """Wait for calls to return, resuming their rounds, until a round ends; return its key.
 
         An error raised by a call is raised here (that round is closed)."""
@@ -94,16 +94,16 @@ class Overlap:
             if not self._send(key, round, results):
                 return key
 
-    def _send(self, key: Hashable, round: Round, results: list | None) -> bool:
+    def _send(self, key: Any, round: Round, results: list | None) -> bool:
         call = advance(round, results)
         if call is None:
             return False
         self.in_flight += 1
         threading.Thread(target=self._call, args=(key, round, call), daemon=True,
-                         name=f"{call.kind}-{key}").start()
+                         name=f"mcts-{call.kind}").start()
         return True
 
-    def _call(self, key: Hashable, round: Round, call: Call) -> None:
+    def _call(self, key: Any, round: Round, call: Call) -> None:
         try:
             results: Any = self._work(call.kind, call.items)
             self._returned.put((key, round, results, None))

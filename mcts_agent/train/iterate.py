@@ -34,7 +34,7 @@ from ..metrics import PolicyMetrics, evaluate_policy
 from ..models.tiny import TINY_ARITH_DIR
 from ..registry import PluginSpec, environments
 from ..search import SearchConfig
-from ..search.run import run_search
+from ..search.run import SPEED_ONLY, run_search
 from ..settings import Settings
 from ..trees import ResultFile, TreeRecord
 from .config import TrainConfig
@@ -243,8 +243,10 @@ def _claim(out: Path, config: IterateConfig) -> None:
 
 
 def _comparable(section: Any) -> Any:
-    """A settings section without what only changes speed (CPU threads)."""
-    return {k: v for k, v in section.items() if k != "threads"} if isinstance(
+    """A settings section without what only changes speed (CPU threads; the search's driver,
+    trees in flight and cohorts)."""
+    speed_only = SPEED_ONLY | {"threads"}
+    return {k: v for k, v in section.items() if k not in speed_only} if isinstance(
         section, dict) else section
 
 
