@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -127,10 +129,23 @@ def run_search(policy: Any, args: argparse.Namespace,
     }, recorder, results
 
 
-def same_trees(a: list, b: list) -> bool:
-    """Whether two runs grew the same trees (every node record equal), whatever their order."""
-    return ({r.task.id: r.nodes for r in a} == {r.task.id: r.nodes for r in b}
-            and len(a) == len(b))
+def compare_trees(a: list, b: list) -> dict[str, Any]:
+    """Whether two runs grew the same trees: ``identical_trees`` (every node record equal),
+    ``trees_differing`` (trees whose shape, steps, tokens or counts differ: anything but float
+    noise) and ``max_float_difference`` (values, priors, log-probabilities)."""
+    left, right = ({r.task.id: r.nodes for r in run} for run in (a, b))
+    differing, noise = len(left.keys() ^ right.keys()), 0.0
+    for task in left.keys() & right.keys():
+        pairs = [(asdict(x), asdict(y)) for x, y in zip(left[task], right[task], strict=False)]
+        if len(left[task]) != len(right[task]) or any(
+                {k: v for k, v in x.items() if not isinstance(v, float)}
+                != {k: v for k, v in y.items() if not isinstance(v, float)} for x, y in pairs):
+            differing += 1
+            continue
+        noise = max([noise, *(abs(x[k] - y[k]) for x, y in pairs for k in x
+                              if isinstance(x[k], float) and not math.isnan(x[k]))])
+    return {"identical_trees": left == right, "trees_differing": differing,
+            "max_float_difference": noise}
 
 
 def forget_prefixes(policy: Any) -> None:
@@ -227,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "overhead_share": round(asynchronous["overhead_share"], 4),
         "prefix_hit_rate": None if asynchronous["prefix_hit_rate"] is None
         else round(asynchronous["prefix_hit_rate"], 3),
-        "identical_trees": same_trees(async_trees, wave_trees),
+        **compare_trees(async_trees, wave_trees),
         "async_fraction_of_raw_plain": round(asynchronous["tok_s"] / raw_plain["tok_s"], 3),
         "wave_speedup_vs_sequential": round(wave["tok_s"] / sequential["tok_s"], 2),
         "wave_fraction_of_raw": round(wave["tok_s"] / raw["tok_s"], 3),

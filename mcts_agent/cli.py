@@ -76,7 +76,9 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callabl
                 return fn(*a, **kw)
             except (typer.Exit, typer.Abort):
                 raise
-            except Exception as err:  # one line; the traceback only under -v
+            # one line; the traceback only under -v. Ctrl-C too: typer would turn it into a
+            # silent exit 130, and the user would not learn that the finished trees are saved
+            except (Exception, KeyboardInterrupt) as err:
                 raise typer.Exit(report_error(err)) from err
 
         return app.command(*args, **kwargs)(run)

@@ -192,3 +192,39 @@ def test_auto_picks_async_where_the_policy_batches_continuously(env):
     assert driver(Served(), Game(max_operand=9)) == "wave"
     assert driver(Served(), cohorts=2) == "wave"
     assert driver(Jittery(), driver="async") == "async"  # asked for: always honoured
+
+
+def test_ctrl_c_stops_an_async_cli_run_with_every_finished_tree_saved(tmp_path):
+    """A real SIGINT to ``mcts-agent search --driver async`` on the tiny reasoner: exit 130,
+    every finished tree on disk, and the same command resumes to exactly one tree per task."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "mcts_agent", "search", "--driver", "async", "--tasks",
+               "16", "--simulations", "12", "--critic", "verifier", "--no-baselines",
+               "--no-cache", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    trees_file = out / "trees.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if trees_file.exists() and len(trees_file.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    saved = [json.loads(line)["task"]["id"] for line in trees_file.read_text().splitlines()]
+    if process.returncode == 0:
+        pytest.skip("the run finished before the interrupt arrived")
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted; finished trees are saved" in stderr
+    assert 2 <= len(saved) < 16 and len(saved) == len(set(saved))
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ids = [json.loads(line)["task"]["id"] for line in trees_file.read_text().splitlines()]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == 16 and ids[:len(saved)] == saved

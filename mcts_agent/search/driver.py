@@ -192,22 +192,28 @@ class TreeSearch:
         trees: dict[int, Tree] = {}
         overlap = Overlap(self._work)
         ended: list[Tree] = []  # trees whose round has just ended
-        while True:
-            for tree in self._refill(forest, trees, pending, capacity):
-                if not overlap.start(tree, self._plant(forest, tree)):
-                    ended.append(tree)
-            if not ended:
-                if not trees:
-                    return
-                ended.append(overlap.next_ended())
-            tree = ended.pop()
-            while not self._finished(tree):
-                if overlap.start(tree, self._round(forest, tree)):
-                    break  # rounds that select nothing (converging) end at once: next one
-            else:
-                result = self._result(forest, trees.pop(tree.slot))
-                self._forget(forest, tree.slot)
-                yield result
+        try:
+            while True:
+                for tree in self._refill(forest, trees, pending, capacity):
+                    if not overlap.start(tree, self._plant(forest, tree)):
+                        ended.append(tree)
+                if not ended:
+                    if not trees:
+                        return
+                    ended.append(overlap.next_ended())
+                tree = ended.pop()
+                while not self._finished(tree):
+                    if overlap.start(tree, self._round(forest, tree)):
+                        break  # rounds that select nothing (converging) end at once: next
+                else:
+                    result = self._result(forest, trees.pop(tree.slot))
+                    self._forget(forest, tree.slot)
+                    yield result
+        finally:  # stopped early (Ctrl-C, an error, a consumer that quit): calls out finish
+            if overlap.in_flight:
+                log.warning("waiting for %d model/critic calls in flight to return "
+                            "(Ctrl-C again to quit at once)", overlap.in_flight)
+                overlap.drain()
 
     def _grow_cohorts(self, pending: Iterator[Task], cohorts: int) -> Iterator[TreeRecord]:
         """Overlap: ``cohorts`` forests grown by as many threads, sharing the task queue and the

@@ -68,8 +68,7 @@ def lockstep(rounds: Iterable[Round], work: Work) -> None:
 
 
 class Overlap:
-    """Many rounds in flight, each call on a thread of its own (daemon threads: a run stopped
-    by Ctrl-C or an error does not wait for calls still out)."""
+    """Many rounds in flight, each call on a thread of its own."""
 
     def __init__(self, work: Work) -> None:
         self._work = work
@@ -93,6 +92,14 @@ class Overlap:
                 raise error
             if not self._send(key, round, results):
                 return key
+
+    def drain(self) -> None:
+        """Wait for every call still out and drop its results (a run that stops early lets its
+        calls finish rather than leave threads inside a model as the interpreter exits)."""
+        while self.in_flight:
+            _, round, _, _ = self._returned.get()
+            self.in_flight -= 1
+            round.close()
 
     def _send(self, key: Any, round: Round, results: list | None) -> bool:
         call = advance(round, results)
