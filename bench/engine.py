@@ -135,6 +135,51 @@ def measure(mode: str, batch: int, sims: int, repeats: int, warm: bool) -> dict[
     return {"row": row, "result": result}
 
 
+def mctx_rate(batch: int, sims: int, repeats: int) -> float | None:
+    """DeepMind mctx's ``muzero_policy`` (jitted, CPU) on a jax-native game of the same shape
+    (branching 8, priors and values hashed from the path): sims/s, median of ``repeats`` after
+    compilation. Not the same trees as ours (another hash); None where jax or mctx is absent."""
+    try:
+        import jax
+        import jax.numpy as jnp
+        import mctx
+    except ImportError:
+        return None
+    width = GAME.branching
+
+    def mix(h):  # a 32-bit integer mix (lowbias32), uint32 throughout
+        h = (h ^ (h >> 16)) * jnp.uint32(0x7FEB352D)
+        h = (h ^ (h >> 15)) * jnp.uint32(0x846CA68B)
+        return h ^ (h >> 16)
+
+    def evaluate(h):
+        units = mix(h[:, None] + jnp.arange(1, width + 1, dtype=jnp.uint32)) / 2.0**32
+        return GAME.logit_scale * (2.0 * units - 1.0), mix(h ^ jnp.uint32(0x9E3779B9)) / 2.0**32
+
+    def recurrent_fn(params, rng, action, h):
+        h = mix(h * jnp.uint32(31) + action.astype(jnp.uint32) + 1)
+        logits, value = evaluate(h)
+        zeros = jnp.zeros(batch)
+        return mctx.RecurrentFnOutput(reward=zeros, discount=zeros + 1.0, prior_logits=logits,
+                                      value=value), h
+
+    @jax.jit
+    def run(key):
+        h = jnp.arange(batch, dtype=jnp.uint32)
+        logits, value = evaluate(h)
+        root = mctx.RootFnOutput(prior_logits=logits, value=value, embedding=h)
+        out = mctx.muzero_policy((), key, root, recurrent_fn, num_simulations=sims,
+                                 dirichlet_fraction=0.0)
+        return out.search_tree.node_visits
+
+    run(jax.random.PRNGKey(0)).block_until_ready()  # compile
+    times = []
+    for i in range(repeats):
+        seconds, _ = timed(lambda i=i: run(jax.random.PRNGKey(i)).block_until_ready())
+        times.append(seconds)
+    return batch * sims / statistics.median(times)
+
+
 # --------------------------------------------------------------------------- cross-check
 
 
@@ -288,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         "size": f"batch {HEADLINE_BATCH}, {headline_sims} sims",
     }
 
+    console.print("measuring DeepMind mctx (jax, jitted) on a game of the same shape…")
+    mctx_b64 = mctx_rate(HEADLINE_BATCH, headline_sims, cfg["repeats"])
+
     console.print("measuring JIT warm-up in fresh processes (twice)…")
     warmup = measure_warmup()
 
@@ -335,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     status = "[green]identical[/]" if check["identical_root_visits"] else "[red]DIFFERENT[/]"
     console.print(f"cross-check at batch {check['batch']}, {check['sims']} sims: root visit "
                   f"counts of {', '.join(check['modes'])} are {status}")
+    if mctx_b64 is not None:
+        console.print(f"DeepMind mctx (jitted muzero_policy, jax CPU), batch {HEADLINE_BATCH}, "
+                      f"{headline_sims} sims: {mctx_b64:,.0f} sims/s (ours: step-wise "
+                      f"{stepwise_b64:,.0f}, fused {fused_b64:,.0f})")
     console.print(f"bytes/node: BYTES_PER_NODE={BYTES_PER_NODE}, forest.nbytes/num_nodes="
                   f"{memory['forest_nbytes_per_node']:.1f} (allocated incl. spare capacity: "
                   f"step-wise {memory['stepwise_allocated_bytes_per_node']:.1f}, fused "
@@ -353,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         "python_sims_per_s_b64": python_b64,
         "stepwise_speedup_b64": speedup,
         "numba_fused_sims_per_s_b64": fused_b64,
+        "mctx_sims_per_s_b64": mctx_b64,
         "bytes_per_node": BYTES_PER_NODE,
         "jit_warmup_s": warmup["jit_warmup_s"],
         "headline_sims": headline_sims,
