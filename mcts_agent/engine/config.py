@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from ..settings import Settings
-from .kernels import PUCT, UCT, KernelParams
+from .kernels import ABMCTS, PUCT, UCT, KernelParams
 
 
 class EngineConfig(Settings):
@@ -34,11 +34,17 @@ class EngineConfig(Settings):
       wholly novel child beats an identical-looking sibling that is up to 0.1 better in Q.
 
     Neither term changes when a node stops to widen (progressive widening) rather than descend.
+
+    ``abmcts`` is adaptive branching (AB-MCTS, Inoue et al. 2025; Sakana's TreeQuest): at every
+    node on the way down, Thompson sampling between "generate a new child here" (the node is
+    the leaf; widen_c / widen_alpha are not used) and each existing child, from Beta posteriors
+    of values in [0, 1] (:func:`~mcts_agent.engine.kernels.ab_choose`); ``ab_prior`` is their
+    prior and ``seed`` seeds the draws. Priors, pb_c and the extra terms are not used by it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    rule: Literal["puct", "uct"] = "puct"
+    rule: Literal["puct", "uct", "abmcts"] = "puct"
     pb_c_init: float = Field(1.25, ge=0)
     pb_c_base: float = Field(19652.0, gt=0)
     uct_c: float = Field(math.sqrt(2.0), ge=0)
@@ -63,6 +69,11 @@ class EngineConfig(Settings):
         0.0, allow_inf_nan=False, description="Times the child's novelty among its siblings "
         "(Forest.set_novelty, in [0, 1]), added to its selection score; 0 = off."
     )
+    ab_prior: tuple[float, float] = Field(
+        (1.0, 1.0), description="abmcts: the Beta(alpha, beta) prior of every value (a child's "
+        "and a new child's) before any evidence; (1, 1) is uniform on [0, 1].")
+    seed: int = Field(0, ge=0, description="abmcts: seeds the Thompson draws (with each node's "
+                      "path and visits, so a tree's choices do not depend on other trees).")
     max_collisions: int = Field(
         8, ge=0, description="Descents per tree and call that may end on an already-selected "
         "leaf before the tree yields fewer leaves than asked."
@@ -70,7 +81,7 @@ class EngineConfig(Settings):
 
     def kernel_params(self) -> KernelParams:
         return KernelParams(
-            rule=PUCT if self.rule == "puct" else UCT,
+            rule={"puct": PUCT, "uct": UCT, "abmcts": ABMCTS}[self.rule],
             pb_c_init=float(self.pb_c_init),
             pb_c_base=float(self.pb_c_base),
             uct_c=float(self.uct_c),
@@ -82,4 +93,7 @@ class EngineConfig(Settings):
             max_collisions=int(self.max_collisions),
             depth_weight=float(self.depth_weight),
             diversity_weight=float(self.diversity_weight),
+            ab_alpha=float(self.ab_prior[0]),
+            ab_beta=float(self.ab_prior[1]),
+            seed=int(self.seed),
         )

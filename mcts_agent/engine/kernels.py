@@ -30,6 +30,8 @@ from .storage import CLOSED, NO_NODE, PENDING, TERMINAL, NodeArrays
 
 PUCT = 0
 UCT = 1
+ABMCTS = 2
+GOLDEN = 0x9E3779B97F4A7C15
 
 
 class KernelParams(NamedTuple):
@@ -47,6 +49,9 @@ class KernelParams(NamedTuple):
     max_collisions: int
     depth_weight: float
     diversity_weight: float
+    ab_alpha: float
+    ab_beta: float
+    seed: int
 
 
 # --------------------------------------------------------------------------- path walks
@@ -98,6 +103,57 @@ def release(a: NodeArrays, nodes: np.ndarray) -> int:
     return released
 
 
+# --------------------------------------------------------------------------- adaptive branching
+
+
+@njit(cache=True, inline="always")
+def mix(x: np.uint64) -> np.uint64:
+    """splitmix64's finaliser: a bijective 64-bit mix."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@njit(cache=True)
+def ab_choose(
+    first_child: np.ndarray, next_sibling: np.ndarray, num_children: np.ndarray,
+    visits: np.ndarray, virtual: np.ndarray, value_sum: np.ndarray, flags: np.ndarray,
+    node: int, stream: np.uint64, p: KernelParams,
+) -> int:
+    """AB-MCTS's choice at ``node`` (Thompson sampling, values in [0, 1]): ``node`` itself to
+    generate a new child there (go wider), a child to descend into (go deeper), or NO_NODE when
+    neither is possible (every child a pending leaf and ``node`` closed or pending).
+
+    Each child's value is Beta(alpha + n·m, beta + n·(1 - m)) after its n visits of mean m
+    (virtual loss included); a new child's is Beta(alpha + Σ m_c, beta + Σ (1 - m_c)) over the
+    visited children's means, what this node's generations have been worth so far. One draw
+    each; the largest wins (ties: generate, then the lowest action). The draws come from a
+    generator seeded by ``stream`` (seed, path and visits of the node), so the same tree gives
+    the same choices in any order of arrival.
+    """
+    vl, vv = p.virtual_loss, p.virtual_value
+    np.random.seed(np.uint32(stream & np.uint64(0xFFFFFFFF)))
+    gen_a, gen_b = p.ab_alpha, p.ab_beta
+    best = NO_NODE
+    best_draw = -1.0
+    c = first_child[node]
+    while c != NO_NODE:
+        n = visits[c] + vl * virtual[c]
+        m = 0.0
+        if n > 0:
+            m = min(max((value_sum[c] + vl * virtual[c] * vv) / n, 0.0), 1.0)
+            gen_a += m
+            gen_b += 1.0 - m
+        draw = np.random.beta(p.ab_alpha + n * m, p.ab_beta + n * (1.0 - m))
+        if draw > best_draw and (not flags[c] & PENDING or num_children[c] > 0):
+            best_draw = draw
+            best = c
+        c = next_sibling[c]
+    if not flags[node] & (CLOSED | PENDING) and np.random.beta(gen_a, gen_b) >= best_draw:
+        return node
+    return best
+
+
 # --------------------------------------------------------------------------- select
 
 
@@ -133,10 +189,11 @@ def select(
     parent, first_child, next_sibling = a.parent, a.first_child, a.next_sibling
     num_children, visits, virtual, flags = a.num_children, a.visits, a.virtual, a.flags
     prior, reward, value_sum = a.prior, a.reward, a.value_sum
-    height, novelty = a.height, a.novelty
+    height, novelty, action = a.height, a.novelty, a.action
     vl, vv, discount = p.virtual_loss, p.virtual_value, p.discount
     dw, nw = p.depth_weight, p.diversity_weight
     extra = dw != 0.0 or nw != 0.0  # off: the scores below are exactly the plain rule's
+    root_stream = mix(np.uint64(p.seed) * np.uint64(GOLDEN) + np.uint64(1))
     q = np.empty(max(a.widest[0], 1))  # each child's Q between PUCT's two passes
     collided = np.empty(max(p.max_collisions, 1), np.int64)
     count = 0
@@ -146,10 +203,23 @@ def select(
         while descents < k and budget[t] > 0:
             node = roots[t]
             blocked = False
+            stream = root_stream  # AB-MCTS: a hash of the path from the root
             while not flags[node] & TERMINAL:
                 nc = num_children[node]
                 if nc == 0:
                     break
+                if p.rule == ABMCTS:  # Thompson sampling decides: wider here, or deeper
+                    pick = ab_choose(first_child, next_sibling, num_children, visits, virtual,
+                                     value_sum, flags, node,
+                                     mix(stream + np.uint64(visits[node] + virtual[node])), p)
+                    if pick == node:
+                        break
+                    if pick == NO_NODE:
+                        blocked = True
+                        break
+                    stream = mix(stream ^ (np.uint64(action[pick] + 1) * np.uint64(GOLDEN)))
+                    node = pick
+                    continue
                 if (p.widen_c > 0.0 and not flags[node] & (CLOSED | PENDING)
                         and nc < p.widen_c * visits[node] ** p.widen_alpha):
                     break

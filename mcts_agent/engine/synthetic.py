@@ -15,10 +15,9 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from .kernels import GOLDEN, mix
 from .search import Evaluator, numba_evaluator
 from .storage import NO_NODE, NodeArrays
-
-GOLDEN = 0x9E3779B97F4A7C15
 
 
 class SyntheticGame(NamedTuple):
@@ -27,14 +26,6 @@ class SyntheticGame(NamedTuple):
     max_depth: int = 20
     terminal_prob: float = 0.0
     logit_scale: float = 2.0
-
-
-@njit(cache=True, inline="always")
-def mix(x: np.uint64) -> np.uint64:
-    """splitmix64's finaliser: a bijective 64-bit mix."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
 
 
 @njit(cache=True, inline="always")
