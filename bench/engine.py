@@ -180,6 +180,17 @@ def mctx_rate(batch: int, sims: int, repeats: int) -> float | None:
     return batch * sims / statistics.median(times)
 
 
+def gumbel_rate(batch: int, sims: int, repeats: int) -> float:
+    """Our Gumbel MuZero search (one simulation per tree per call, as mctx) on the synthetic
+    game: sims/s, median of ``repeats`` after a warm-up run."""
+    def run() -> Any:
+        return engine.gumbel_search(evaluator(GAME), sims, num_trees=batch,
+                                    max_num_considered_actions=16, seed=0)
+
+    run()
+    return batch * sims / statistics.median(timed(run)[0] for _ in range(repeats))
+
+
 # --------------------------------------------------------------------------- cross-check
 
 
@@ -335,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
 
     console.print("measuring DeepMind mctx (jax, jitted) on a game of the same shape…")
     mctx_b64 = mctx_rate(HEADLINE_BATCH, headline_sims, cfg["repeats"])
+    gumbel_b64 = gumbel_rate(HEADLINE_BATCH, headline_sims, cfg["repeats"])
 
     console.print("measuring JIT warm-up in fresh processes (twice)…")
     warmup = measure_warmup()
@@ -383,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     status = "[green]identical[/]" if check["identical_root_visits"] else "[red]DIFFERENT[/]"
     console.print(f"cross-check at batch {check['batch']}, {check['sims']} sims: root visit "
                   f"counts of {', '.join(check['modes'])} are {status}")
+    console.print(f"Gumbel MuZero search (ours), batch {HEADLINE_BATCH}, {headline_sims} sims: "
+                  f"{gumbel_b64:,.0f} sims/s")
     if mctx_b64 is not None:
         console.print(f"DeepMind mctx (jitted muzero_policy, jax CPU), batch {HEADLINE_BATCH}, "
                       f"{headline_sims} sims: {mctx_b64:,.0f} sims/s (ours: step-wise "
@@ -406,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         "stepwise_speedup_b64": speedup,
         "numba_fused_sims_per_s_b64": fused_b64,
         "mctx_sims_per_s_b64": mctx_b64,
+        "gumbel_sims_per_s_b64": gumbel_b64,
         "bytes_per_node": BYTES_PER_NODE,
         "jit_warmup_s": warmup["jit_warmup_s"],
         "headline_sims": headline_sims,

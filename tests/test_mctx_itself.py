@@ -22,8 +22,8 @@ from test_mctx_rule import MCTX, Table, table_evaluator  # noqa: E402
 from mcts_agent.engine import EngineConfig, Forest, search  # noqa: E402
 
 
-def mctx_search(tables: list[Table], simulations: int, discount: float):
-    """mctx's ``muzero_policy`` on ``tables`` (no root noise): root visits and Q values."""
+def recurrent_game(tables: list[Table], simulations: int, discount: float):
+    """The tables as mctx's (root, recurrent_fn): an embedding is the action path so far."""
     batch, branching = len(tables), tables[0].branching
     depth = simulations + 2
 
@@ -50,6 +50,12 @@ def mctx_search(tables: list[Table], simulations: int, discount: float):
     logits, values, _ = evaluate(np.zeros((batch, depth), np.int32), np.zeros(batch, np.int32))
     root = mctx.RootFnOutput(prior_logits=jnp.asarray(logits), value=jnp.asarray(values),
                              embedding=start)
+    return root, recurrent_fn
+
+
+def mctx_search(tables: list[Table], simulations: int, discount: float):
+    """mctx's ``muzero_policy`` on ``tables`` (no root noise): root visits and Q values."""
+    root, recurrent_fn = recurrent_game(tables, simulations, discount)
     out = mctx.muzero_policy(
         params=(), rng_key=jax.random.PRNGKey(0), root=root, recurrent_fn=recurrent_fn,
         num_simulations=simulations, dirichlet_fraction=0.0,

@@ -9,6 +9,7 @@ driven by the caller's own model loop (leaves handed out, evaluations told back 
 from .asktell import AskTell, Leaf
 from .config import EngineConfig
 from .forest import Evaluation, Forest, Selection
+from .gumbel import GumbelPolicy, gumbel_search
 from .search import numba_evaluator, search, search_fused
 from .storage import BYTES_PER_NODE, NodeArrays
 from .synthetic import SyntheticGame
@@ -19,10 +20,12 @@ __all__ = [
     "EngineConfig",
     "Evaluation",
     "Forest",
+    "GumbelPolicy",
     "Leaf",
     "NodeArrays",
     "Selection",
     "SyntheticGame",
+    "gumbel_search",
     "numba_evaluator",
     "search",
     "search_fused",
