@@ -205,15 +205,15 @@ def test_ctrl_c_stops_an_async_cli_run_with_every_finished_tree_saved(tmp_path):
 
     out = tmp_path / "run"
     command = [sys.executable, "-m", "mcts_agent", "search", "--driver", "async", "--tasks",
-               "16", "--simulations", "12", "--critic", "verifier", "--no-baselines",
-               "--no-cache", "--out", str(out)]
+               "40", "--simulations", "24", "--env-arg", "max_operand=50", "--critic",
+               "verifier", "--no-baselines", "--no-cache", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env)
     trees_file = out / "trees.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
-        if trees_file.exists() and len(trees_file.read_text().splitlines()) >= 2:
+        if trees_file.exists() and trees_file.read_text().count("\n") >= 1:
             break
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
@@ -223,8 +223,8 @@ def test_ctrl_c_stops_an_async_cli_run_with_every_finished_tree_saved(tmp_path):
         pytest.skip("the run finished before the interrupt arrived")
     assert process.returncode == 130, stderr[-2000:]
     assert "interrupted; finished trees are saved" in stderr
-    assert 2 <= len(saved) < 16 and len(saved) == len(set(saved))
+    assert 1 <= len(saved) < 40 and len(saved) == len(set(saved))
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     ids = [json.loads(line)["task"]["id"] for line in trees_file.read_text().splitlines()]
-    assert sorted(ids) == sorted(set(ids)) and len(ids) == 16 and ids[:len(saved)] == saved
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == 40 and ids[:len(saved)] == saved
