@@ -65,26 +65,21 @@ def completed_q(a: NodeArrays, p: KernelParams, node: int, logits: np.ndarray,
     """σ(completed Q) of ``node``'s children into ``out`` (their logits and visits into the
     other two); returns the number of children."""
     first_child, next_sibling = a.first_child, a.next_sibling
+    # the node's own (raw) value: its value sum less what came up through its children
+    raw = a.value_sum[node]
+    total = 0.0
+    top = -np.inf
     n = 0
     c = first_child[node]
-    top = -np.inf
     while c != NO_NODE:
         logits[n] = a.logit[c]
         visits[n] = a.visits[c]
         out[n] = a.reward[c] + p.discount * a.value_sum[c] / a.visits[c] if a.visits[c] else 0.0
+        raw -= a.visits[c] * a.reward[c] + p.discount * a.value_sum[c]
+        total += visits[n]
         top = max(top, logits[n])
         c = next_sibling[c]
         n += 1
-    # the node's own (raw) value: its value sum less what came up through its children
-    total = 0.0
-    through = a.value_sum[node]
-    for i in range(n):
-        total += visits[i]
-    c = first_child[node]
-    while c != NO_NODE:
-        through -= a.visits[c] * a.reward[c] + p.discount * a.value_sum[c]
-        c = next_sibling[c]
-    raw = through
     norm = 0.0
     for i in range(n):
         norm += np.exp(logits[i] - top)
@@ -111,18 +106,15 @@ def completed_q(a: NodeArrays, p: KernelParams, node: int, logits: np.ndarray,
 
 
 @njit(cache=True)
-def root_scores(a: NodeArrays, p: KernelParams, root: int, gumbel: np.ndarray, considered: int,
-                scores: np.ndarray) -> int:
-    """mctx's ``score_considered`` at ``root``: gumbel + logit + σ(completed Q) for the actions
-    with ``considered`` visits, -inf for the others; returns the number of actions."""
-    logits = np.empty(scores.shape[0])
-    visits = np.empty(scores.shape[0], np.int64)
-    n = completed_q(a, p, root, logits, visits, scores)
+def score_considered(gumbel: np.ndarray, logits: np.ndarray, visits: np.ndarray,
+                     considered: int, n: int, scores: np.ndarray) -> None:
+    """mctx's ``score_considered``, in place: ``scores`` holds σ(completed Q) of ``n`` root
+    actions and becomes gumbel + logit + σ(completed Q) for the actions with ``considered``
+    visits, -inf for the others."""
     top = logits[:n].max()
     for i in range(n):
         score = max(LOW_LOGIT, gumbel[i] + logits[i] - top + scores[i])
         scores[i] = score if visits[i] == considered else -np.inf
-    return n
 
 
 @njit(cache=True)
@@ -144,7 +136,8 @@ def gumbel_select(a: NodeArrays, p: KernelParams, roots: np.ndarray, trees: np.n
                 n = a.num_children[node]
                 simulation = a.visits[node] - 1  # the root's own evaluation is not one
                 considered = table[min(max_considered, n), simulation]
-                root_scores(a, p, node, gumbel[t], considered, scores)
+                completed_q(a, p, node, logits, visits, scores)
+                score_considered(gumbel[t], logits, visits, considered, n, scores)
             else:
                 n = completed_q(a, p, node, logits, visits, scores)
                 top = -np.inf
@@ -237,5 +230,5 @@ def _policy(forest: Forest, tree: int, gumbel: np.ndarray) -> GumbelPolicy:
     completed_q(forest.nodes, forest._params, root, logits, visits, scores)
     search_logits = logits + scores
     weights = np.exp(search_logits - search_logits.max())
-    root_scores(forest.nodes, forest._params, root, gumbel, int(visits.max()), scores)
+    score_considered(gumbel, logits, visits, int(visits.max()), width, scores)
     return GumbelPolicy(int(np.argmax(scores)), weights / weights.sum())

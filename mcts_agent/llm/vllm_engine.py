@@ -35,6 +35,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -315,20 +316,16 @@ class VLLMPolicy:
 
     def _call_between_steps(self, work: Callable[[], Any]) -> None:
         """Run ``work`` in the pump thread between two engine steps and wait for it."""
-        finished, failure = threading.Event(), []
+        done: Future = Future()
 
         def run() -> None:
             try:
-                work()
+                done.set_result(work())
             except BaseException as err:
-                failure.append(err)
-            finally:
-                finished.set()
+                done.set_exception(err)
 
         self._submit(run)
-        finished.wait()
-        if failure:
-            raise failure[0]
+        done.result()
 
     def metrics(self) -> dict[str, float]:
         """The engine's counters so far: prefix-cache queries and hits (tokens), prompt and

@@ -236,55 +236,69 @@ def _batch(
 
 def fit(
     model: PreTrainedModel,
-    tokenizer: Any,
-    env: Any,
+    batches: Iterator[dict[str, torch.Tensor]],
     *,
     steps: int,
-    seed: int,
-    batch_size: int,
     lr: float,
-    warmup_steps: int,
+    lr_scale: Callable[[int], float],
     log_every: int,
     eval_every: int,
-    greedy_accuracy: Callable[[], float],
-    stop_at: float | None = None,
+    evaluate: Callable[[], dict[str, float]],
+    stop: Callable[[dict[str, float]], bool] | None = None,
+    loss: Callable[[PreTrainedModel, dict[str, torch.Tensor]], torch.Tensor] | None = None,
+    eval_last: bool = True,
 ) -> tuple[list[float], list[dict[str, float]], int]:
-    """The tiny models' training loop: AdamW, linear warm-up then constant (a short run is
-    meant to stop part-way, not to converge), loss on the solution only, batches from
-    ``env.task_stream("train", seed)``. Every ``eval_every`` steps ``greedy_accuracy()`` (held-out
-    greedy decoding: it draws no random numbers, so the weights do not change) joins the
-    history, and the run stops once it reaches ``stop_at``. Returns losses, history, tokens."""
+    """The tiny models' training loop: AdamW (torch's default weight decay) at ``lr`` times
+    ``lr_scale(step)``, one batch of ``batches`` per step, ``loss(model, batch)`` (default: the
+    model's own loss). Every ``eval_every`` steps (the last one too unless ``eval_last`` is off)
+    the metrics of ``evaluate()`` join the history with the recent loss, and the run ends early
+    once ``stop(metrics)`` says so. ``evaluate`` must draw no random numbers (greedy decoding)
+    so that measuring does not change the weights. Returns losses, history, tokens seen."""
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)))
-    stream = env.task_stream("train", seed=seed)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_scale)
     losses: list[float] = []
     history: list[dict[str, float]] = []
     tokens, start = 0, time.perf_counter()
     for step in range(1, steps + 1):
-        batch = _batch(tokenizer, env, list(islice(stream, batch_size)))
-        loss = model(**batch).loss
+        batch = next(batches)
+        value = loss(model, batch) if loss is not None else model(**batch).loss
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(loss.item())
+        losses.append(value.item())
         tokens += int(batch["attention_mask"].sum())
         if log_every and (step % log_every == 0 or step == steps):
             elapsed = time.perf_counter() - start
             log.info("step %d/%d loss %.4f (%.0f s, %.0f tok/s)", step, steps,
                      np.mean(losses[-log_every:]), elapsed, tokens / elapsed)
-        if eval_every and step % eval_every == 0:
-            acc = greedy_accuracy()
+        if eval_every and step % eval_every == 0 and (eval_last or step != steps):
+            metrics = evaluate()
             history.append({"step": step, "loss": float(np.mean(losses[-eval_every:])),
-                            "greedy_accuracy": acc})
-            log.info("step %d held-out greedy accuracy %.3f", step, acc)
+                            **metrics})
+            log.info("step %d held-out %s", step,
+                     ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
             model.train()
-            if stop_at is not None and acc >= stop_at:  # imperfect on purpose: stop here
+            if stop is not None and stop(metrics):  # imperfect on purpose: stop here
                 break
     return losses, history, tokens
+
+
+def warm_up(steps: int) -> Callable[[int], float]:
+    """Linear warm-up over ``steps``, then constant (a short run is meant to stop part-way,
+    not to converge)."""
+    return lambda step: min(1.0, (step + 1) / max(1, steps))
+
+
+def task_batches(tokenizer: Any, env: Any, seed: int, size: int
+                 ) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of ``size`` training problems from ``env.task_stream("train", seed)``, the loss
+    on the solution only."""
+    stream = env.task_stream("train", seed=seed)
+    while True:
+        yield _batch(tokenizer, env, list(islice(stream, size)))
 
 
 def train(
@@ -322,10 +336,10 @@ def train(
         held_out = env.tasks(eval_problems, split="test", seed=EVAL_SEED)
         start = time.perf_counter()
         losses, history, tokens = fit(
-            model, tokenizer, env, steps=steps, seed=seed, batch_size=batch_size, lr=lr,
-            warmup_steps=warmup_steps, log_every=log_every, eval_every=eval_every,
-            greedy_accuracy=lambda: evaluate_model(model, tokenizer, held_out, k=0,
-                                                   env=env)["greedy_accuracy"])
+            model, task_batches(tokenizer, env, seed, batch_size), steps=steps, lr=lr,
+            lr_scale=warm_up(warmup_steps), log_every=log_every, eval_every=eval_every,
+            evaluate=lambda: {"greedy_accuracy": evaluate_model(
+                model, tokenizer, held_out, k=0, env=env)["greedy_accuracy"]})
         train_seconds = time.perf_counter() - start
 
         model.eval()

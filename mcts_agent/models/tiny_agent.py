@@ -53,7 +53,7 @@ from ..contracts import Task
 from ..llm.hf import HFPolicy, render_prompt
 from ..react import render_turn
 from ..registry import environments as environment_registry
-from .tiny import torch_threads
+from .tiny import fit, torch_threads
 
 AgentEnvironment = Any
 """The ``textworld-tiny`` environment: an ``environments.agent`` AgentEnvironment over a
@@ -413,37 +413,21 @@ def train(
                  np.mean([len(p) + len(t) for p, t in rows]))
 
         model = build_model(tokenizer, hidden_size=hidden_size, layers=layers, seed=seed)
-        model.train()
         n_params = sum(p.numel() for p in model.parameters())
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-        # Linear warm-up, then cosine decay to 10 %: a stop part-way still ends on a low rate.
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_scale(s, warmup_steps, steps))
-        batches = _length_batches(rows, batch_size, np.random.default_rng(seed))
-        history: list[dict[str, float]] = []
-        losses: list[float] = []
-        tokens = 0
+        batches = (_batch([rows[i] for i in indices], tokenizer.pad_token_id)
+                   for indices in _length_batches(rows, batch_size, np.random.default_rng(seed)))
+
+        def greedy_success() -> dict[str, float]:
+            return {"greedy_success": evaluate(HFPolicy(model, tokenizer), env,
+                                               test_tasks)["success"]}
+
         start = time.perf_counter()
-        for step in range(1, steps + 1):
-            batch = _batch([rows[i] for i in next(batches)], tokenizer.pad_token_id)
-            loss = _reply_loss(model, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            tokens += int(batch["attention_mask"].sum())
-            if log_every and (step % log_every == 0 or step == steps):
-                elapsed = time.perf_counter() - start
-                log.info("step %d/%d loss %.4f (%.0f s, %.0f tok/s)", step, steps,
-                         np.mean(losses[-log_every:]), elapsed, tokens / elapsed)
-            if eval_every and step % eval_every == 0 and step != steps:
-                policy = HFPolicy(model, tokenizer)
-                result = evaluate(policy, env, test_tasks)
-                model.train()
-                history.append({"step": step, "loss": float(np.mean(losses[-eval_every:])),
-                                "greedy_success": result["success"]})
-                log.info("step %d held-out greedy success %.3f", step, result["success"])
+        # linear warm-up, then cosine decay to 10 %: a stop part-way still ends on a low rate
+        losses, history, tokens = fit(
+            model, batches, steps=steps, lr=lr,
+            lr_scale=lambda s: _lr_scale(s, warmup_steps, steps), log_every=log_every,
+            eval_every=eval_every, evaluate=greedy_success, loss=_reply_loss,
+            eval_last=False)  # the last step is evaluated below, with samples
         train_seconds = time.perf_counter() - start
 
         start = time.perf_counter()

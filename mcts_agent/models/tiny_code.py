@@ -48,7 +48,9 @@ from .tiny import (
     build_model,
     fit,
     load_tiny_reasoner,
+    task_batches,
     torch_threads,
+    warm_up,
 )
 
 __all__ = ["DEFAULT_STEPS", "TINY_CODE_DIR", "build_code_model", "build_code_tokenizer",
@@ -126,10 +128,11 @@ def train(out_dir: str | Path, steps: int = DEFAULT_STEPS, seed: int = 0,
         validation = env.tasks(100, split="test", seed=VALIDATION_SEED)
         start = time.perf_counter()
         losses, history, tokens = fit(
-            model, tokenizer, env, steps=steps, seed=seed, batch_size=batch_size, lr=lr,
-            warmup_steps=warmup_steps, log_every=log_every, eval_every=eval_every,
-            stop_at=stop_at, greedy_accuracy=lambda: evaluate_code(
-                model, tokenizer, env, validation, k=0)["greedy_accuracy"])
+            model, task_batches(tokenizer, env, seed, batch_size), steps=steps, lr=lr,
+            lr_scale=warm_up(warmup_steps), log_every=log_every, eval_every=eval_every,
+            evaluate=lambda: {"greedy_accuracy": evaluate_code(
+                model, tokenizer, env, validation, k=0)["greedy_accuracy"]},
+            stop=lambda metrics: stop_at is not None and metrics["greedy_accuracy"] >= stop_at)
         train_seconds = time.perf_counter() - start
         eval_start = time.perf_counter()
         metrics = evaluate_code(model, tokenizer, env, held_out, k=eval_k, seed=seed)

@@ -174,9 +174,7 @@ class TreeSearch:
                 return
             lockstep([self._round(forest, tree) for tree in trees.values()], self._work)
             for slot in [s for s, tree in trees.items() if self._finished(tree)]:
-                result = self._result(forest, trees.pop(slot))
-                self._forget(forest, slot)
-                yield result
+                yield self._retire(forest, trees, slot)
 
     def _grow_async(self, pending: Iterator[Task], capacity: int) -> Iterator[TreeRecord]:
         """The asynchronous driver: up to ``capacity`` trees in flight, each advancing on its
@@ -184,10 +182,7 @@ class TreeSearch:
         out the moment its previous one returns, so the backend batches whatever is in flight
         instead of waiting for the slowest leaf of a wave. A tree's rounds are the wave driver's
         rounds, so the trees are the same."""
-        if is_interactive(self.env):
-            raise ValueError("driver='async' steps the environment from several threads; "
-                             "interactive agent environments hold simulators: use the wave "
-                             "driver (driver='wave')")
+        self._refuse_threads("driver='async'", "use the wave driver (driver='wave')")
         forest = Forest(self.config.engine)
         trees: dict[int, Tree] = {}
         overlap = Overlap(self._work)
@@ -206,9 +201,7 @@ class TreeSearch:
                     if overlap.start(tree, self._round(forest, tree)):
                         break  # rounds that select nothing (converging) end at once: next
                 else:
-                    result = self._result(forest, trees.pop(tree.slot))
-                    self._forget(forest, tree.slot)
-                    yield result
+                    yield self._retire(forest, trees, tree.slot)
         finally:  # stopped early (Ctrl-C, an error, a consumer that quit): calls out finish
             if overlap.in_flight:
                 log.warning("waiting for %d model/critic calls in flight to return "
@@ -221,10 +214,7 @@ class TreeSearch:
         others' model calls keep the engine busy; a backend that batches across callers (vLLM,
         an OpenAI-compatible server) decodes them together. Trees do not depend on which
         cohort grew them (their seeds are tree-local), so the results are the same."""
-        if is_interactive(self.env):
-            raise ValueError("cohorts > 1 needs an environment that can be stepped from several "
-                             "threads; interactive agent environments hold simulators: use "
-                             "cohorts=1")
+        self._refuse_threads("cohorts > 1", "use cohorts=1")
         shared, out = _SharedTasks(pending), queue.Queue()
         stop = threading.Event()
         capacity = max(1, self.config.max_trees_in_flight // cohorts)
@@ -490,10 +480,19 @@ class TreeSearch:
                     and time.perf_counter() - tree.started >= cfg.max_seconds)
                 or (cfg.mode == "data" and cfg.stop_when_solved and tree.solved))
 
-    def _forget(self, forest: Forest, slot: int) -> None:
-        """Free the Python payloads of a written tree (its engine nodes stay, 61 B each)."""
+    def _retire(self, forest: Forest, trees: dict[int, Tree], slot: int) -> TreeRecord:
+        """The record of a finished tree, whose Python payloads are then freed (its engine
+        nodes stay, 61 B each)."""
+        result = self._result(forest, trees.pop(slot))
         for node in forest.tree_nodes(slot).tolist():
             forest.payload.pop(node, None)
+        return result
+
+    def _refuse_threads(self, what: str, instead: str) -> None:
+        """Interactive environments hold one simulator each: never step them from threads."""
+        if is_interactive(self.env):
+            raise ValueError(f"{what} steps the environment from several threads; interactive "
+                             f"agent environments hold simulators: {instead}")
 
     # ------------------------------------------------------------------ the record
 
