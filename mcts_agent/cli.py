@@ -428,6 +428,51 @@ def show(
     outline(0, 0)
 
 
+@command()
+def view(
+    run: Annotated[Path, typer.Argument(help="A search run folder (or its trees.jsonl), an "
+                                        "`iterate` folder or an `eval-critic` report folder.")],
+    task: Annotated[str | None, typer.Option(help="Task id to open first.")] = None,
+    out: Annotated[Path | None, typer.Option(help="HTML file to write; default RUN/view.html."
+                                             )] = None,
+    pairs: Annotated[Path | None, typer.Option(help="Mined rows to link on the trees: the "
+                                               "folder `mcts-agent pairs` wrote or its "
+                                               "pairs.jsonl; default RUN/data.")] = None,
+    open_: Annotated[bool, typer.Option("--open", help="Open the page in a browser.")] = False,
+    watch: Annotated[bool, typer.Option(help="Serve a page on 127.0.0.1 that follows a run "
+                                        "in progress (Ctrl-C stops it).")] = False,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="--watch port (0: any free "
+                                      "one).")] = 0,
+) -> None:
+    """Look at the trees: one self-contained HTML page (works offline from disk) with the
+    task list, each tree, its nodes, pairs and baselines; dashboards for iterate and
+    eval-critic folders."""
+    import webbrowser
+
+    from .viewer import write_view
+    from .viewer.watch import serve
+
+    if watch:
+        server = serve(run, port=port, task=task, pairs=pairs)
+        console.print(f"watching [bold]{run}[/bold] at [bold]{server.url}[/bold] "
+                      "(127.0.0.1 only; Ctrl-C stops)")
+        if open_:
+            webbrowser.open(server.url)
+        try:
+            while server.thread is not None and server.thread.is_alive():
+                server.thread.join(0.5)
+        except KeyboardInterrupt:
+            console.print("stopped")
+        finally:
+            server.stop()
+        return
+    written = write_view(run, out, task=task, pairs=pairs)
+    console.print(f"page: [bold]{written[0]}[/bold]" + (
+        f" (+ {len(written) - 1} round pages beside it)" if len(written) > 1 else ""))
+    if open_:
+        webbrowser.open(written[0].resolve().as_uri())
+
+
 def _report_skipped(file: ResultFile) -> None:
     """Say how many lines of a run file were not tree records (each is logged with -v)."""
     if file.skipped:

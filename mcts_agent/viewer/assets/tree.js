@@ -160,8 +160,10 @@ class TreeView {
     g.appendChild(svg("rect", { class: "hl", x: -26, y: -ROW / 2, width: 1400, height: ROW }));
     const kids = this.children[i].length;
     if (kids) {
-      g.appendChild(svg("text", { class: "toggle", x: -22, y: 1,
-        text: this.expanded[i] ? "▾" : "▸" }));
+      g.appendChild(svg("g", { class: "toggle", "data-expanded": this.expanded[i] ? 1 : 0 },
+        svg("rect", { x: -20, y: -5, width: 10, height: 10, rx: 2 }),
+        svg("text", { x: -15, y: 0.5, "text-anchor": "middle",
+          text: this.expanded[i] ? "−" : "+" })));
     }
     if (f & FLAG.CHOSEN) g.appendChild(svg("circle", { class: "ring", r: r + 4 }));
     const fill = valueColor(this.rate(i));
