@@ -35,11 +35,12 @@ function append(node, child) {
     ? document.createTextNode(String(child)) : child);
 }
 
-function fmt(value, digits = 3) {
+/* a number for reading: integers as they are unless digits are asked for */
+function fmt(value, digits) {
   if (value === null || value === undefined) return "—";
   if (typeof value !== "number") return String(value);
-  if (Number.isInteger(value)) return value.toLocaleString("en-US");
-  return value.toFixed(digits);
+  if (digits === undefined && Number.isInteger(value)) return value.toLocaleString("en-US");
+  return value.toFixed(digits === undefined ? 3 : digits);
 }
 
 function pct(value) {

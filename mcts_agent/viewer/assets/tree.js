@@ -276,11 +276,11 @@ function renderPanel(panel, view, i) {
   const interval = t.lo[i] === null ? "" : `  [${fmt(t.lo[i], 2)}, ${fmt(t.hi[i], 2)}]`;
   panel.appendChild(table([
     ["visits", fmt(t.visits[i])],
-    ["value (90 % interval)", fmt(t.value[i]) + interval],
-    ["prior", fmt(t.prior[i])],
-    ["log-probability", fmt(t.logprob[i])],
+    ["value (90 % interval)", fmt(t.value[i], 3) + interval],
+    ["prior", fmt(t.prior[i], 3)],
+    ["log-probability", fmt(t.logprob[i], 3)],
     ["tokens", fmt(t.tokens[i])],
-    ["reward", fmt(t.reward[i])],
+    ["reward", fmt(t.reward[i], 3)],
     ["children", fmt(view.children[i].length)],
     ["answer", t.answer[i] ?? "—"],
     ["verifier", t.score[i] === null ? "not verified"
@@ -289,8 +289,8 @@ function renderPanel(panel, view, i) {
 
   panel.appendChild(el("h3", { text: "Critic" }));
   panel.appendChild(table([
-    ["critic value", fmt(t.critic[i])],
-    ["disagreement (components' max − min)", fmt(t.disagreement[i])],
+    ["critic value", fmt(t.critic[i], 3)],
+    ["disagreement (components' max − min)", fmt(t.disagreement[i], 3)],
   ]));
   if (t.feedback[i]) {
     panel.appendChild(el("div", { class: "feedback", text: t.feedback[i] }));
@@ -327,7 +327,8 @@ function stepBlock(view, i) {
   const t = view.task.nodes;
   const path = [];
   for (let p = i; p !== null; p = t.parent[p]) path.unshift(p);
-  const pre = el("pre", { class: view.envKind === "code" ? "step code" : "step" });
+  const pre = el("pre", { class: view.envKind === "code" ? "step step-text code"
+    : "step step-text" });
   if (view.envKind === "agent") {
     pre.textContent = i === 0 ? view.task.problem : t.action[i];
     return pre;
