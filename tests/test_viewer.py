@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 from viewer_runs import (
     agent_run,
     arith_run,
+    chromium_executable,
     code_run,
     critics_folder,
     iterate_folder,
@@ -34,6 +38,7 @@ from mcts_agent.viewer.synthetic import synthetic_record
 from mcts_agent.viewer.watch import serve
 
 runner = CliRunner()
+BENCH = Path(__file__).parents[1] / "bench" / "viewer.py"
 
 
 # ----------------------------------------------------------------------------- folders
@@ -380,3 +385,14 @@ def test_view_command_writes_the_page_and_reports_mistakes_in_one_line(folders, 
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.exit_code == 2 and len(lines) == 1, result.stderr
         assert lines[0].startswith("error: ") and words in lines[0]
+
+
+def test_the_viewer_benchmark_prints_its_json_line():
+    if chromium_executable() is None:
+        pytest.skip("no Chromium executable found (apt-get install chromium): the benchmark "
+                    "opens its pages in one")
+    done = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"first_paint_ms_10k", "expand_all_ms_10k", "sizes"} <= figures.keys()
