@@ -322,14 +322,18 @@ def test_an_eval_critic_report_shows_reliability_and_auroc_per_critic(folders, v
 
 
 def test_watch_follows_a_run_as_trees_are_appended(tmp_path, visit):
-    run = tmp_path / "live"
-    ResultFile(run / "trees.jsonl").append(synthetic_record(30, seed=1, task_id="first"))
+    run = tmp_path / "live"  # a run that has started: its settings, no tree yet
+    run.mkdir()
+    (run / "config.yaml").write_text("environment: {name: arith, args: {}}\n")
     server = serve(run)
     try:
         assert server.url.startswith("http://127.0.0.1:")
         v = visit(server.url)
         page = v.page
-        page.wait_for_selector('#task-list li[data-task="first"]')
+        page.wait_for_selector("text=No trees in this run yet.")
+        ResultFile(run / "trees.jsonl").append(synthetic_record(30, seed=1, task_id="first"))
+        page.wait_for_selector('#task-list li[data-task="first"]', timeout=10_000)
+        page.wait_for_selector('g.node[data-node="0"]')  # the first tree opens by itself
         ResultFile(run / "trees.jsonl").append(synthetic_record(40, seed=2, task_id="second"))
         page.wait_for_selector('#task-list li[data-task="second"]', timeout=10_000)
         assert page.locator("#task-list li").count() == 2

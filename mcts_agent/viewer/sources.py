@@ -36,8 +36,8 @@ def folder_kind(path: Path) -> Kind:
     if not path.is_dir():
         raise UserError(f"{path} does not exist; pass a run folder of `mcts-agent search`, its "
                         "trees.jsonl, an `iterate` folder or an `eval-critic` report folder")
-    if (path / "trees.jsonl").is_file():
-        return "run"
+    if (path / "trees.jsonl").is_file() or (path / "config.yaml").is_file():
+        return "run"  # a search run (config.yaml first: a run just started has no tree yet)
     if (path / "rounds.json").is_file() or any(path.glob("round_*/eval.json")):
         return "iterate"
     if (path / "critics.json").is_file():
