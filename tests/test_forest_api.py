@@ -9,6 +9,7 @@ import math
 import networkx as nx
 import numpy as np
 import pytest
+from forest_compare import assert_equal_trees
 from pydantic import ValidationError
 
 from mcts_agent.engine import (
@@ -610,6 +611,23 @@ def test_dirichlet_noise_uses_the_seed():
 
 # ----------------------------------------------------------------------------- fused search
 
+def test_trees_with_different_ids_compare_equal_and_a_change_is_seen():
+    game = SyntheticGame(seed=3, branching=4, max_depth=6)
+    stepwise = search(evaluator(game), 30, num_trees=3, leaves_per_call=2, logits=True)
+    fused = search_fused(evaluate_kernel, game, game.branching, 30, num_trees=3,
+                         leaves_per_call=2, logits=True)
+    assert not np.array_equal(stepwise.nodes.parent[:stepwise.num_nodes],
+                              fused.nodes.parent[:fused.num_nodes])  # ids do differ
+    assert_equal_trees(stepwise, fused)
+    fused.nodes.visits[fused.tree_nodes(2)[-1]] += 1
+    try:
+        assert_equal_trees(stepwise, fused)
+    except AssertionError as error:
+        assert "tree 2, field visits" in str(error)
+    else:
+        raise AssertionError("a changed visit count went unnoticed")
+
+
 
 @pytest.mark.parametrize("config", [
     EngineConfig(),
@@ -624,7 +642,7 @@ def test_search_and_search_fused_build_identical_trees(config, k):
                       logits=True)
     fused = search_fused(evaluate_kernel, game, game.branching, 70, num_trees=3, config=config,
                          leaves_per_call=k, logits=True)
-    assert_same_arrays(stepwise, fused)
+    assert_equal_trees(stepwise, fused)
     assert stepwise.nodes.visits[stepwise.roots].tolist() == [71] * 3
 
 

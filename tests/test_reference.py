@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from forest_compare import assert_equal_trees
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference_mcts import ReferenceMCTS
@@ -71,11 +72,7 @@ def test_fused_matches_stepwise(config, game, num_trees, simulations, k):
                       leaves_per_call=k, logits=True)
     fused = search_fused(evaluate_kernel, game, game.branching, simulations,
                          num_trees=num_trees, config=config, leaves_per_call=k, logits=True)
-    n = stepwise.num_nodes
-    assert fused.num_nodes == n
-    for name in stepwise.nodes._fields[:-1]:
-        np.testing.assert_array_equal(getattr(fused.nodes, name)[:n],
-                                      getattr(stepwise.nodes, name)[:n], err_msg=name)
+    assert_equal_trees(stepwise, fused)
 
 
 @settings(max_examples=40, deadline=None)

@@ -30,16 +30,37 @@ from .config import EngineConfig
 from .storage import (
     BYTES_PER_NODE,
     CLOSED,
+    EDGES_USED,
     NO_NODE,
     PENDING,
+    SCATTERED,
+    SIZE,
     TERMINAL,
+    WIDEST,
     NodeArrays,
     allocate,
     field_names,
     grow,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: children as linked sibling lists (still read)
+
+EVALUATION_ERRORS = {
+    kernels.BAD_VALUE: "values must be finite (found NaN or inf); score unknown states "
+                       "explicitly, e.g. with a neutral value",
+    kernels.BAD_REWARD: "rewards must be finite (found NaN or inf)",
+    kernels.NAN_PRIOR: "priors contain NaN",
+    kernels.POSINF_LOGIT: "log-prior of +inf: pass finite log-probabilities (or -inf to omit)",
+    kernels.BAD_PROBABILITY: "probabilities must be finite and >= 0 (or pass logits=True)",
+}
+
+
+def raise_for(code: int) -> None:
+    """Turn a kernel's error code into the ValueError it stands for."""
+    if code in EVALUATION_ERRORS:
+        raise ValueError(EVALUATION_ERRORS[code])
+    if code < 0:
+        raise RuntimeError(f"engine kernel failed with code {code}")
 
 
 @dataclass(frozen=True)
@@ -120,16 +141,18 @@ class Forest:
 
     @property
     def num_nodes(self) -> int:
-        return int(self.nodes.size[0])
+        return int(self.nodes.meta[SIZE])
 
     @property
     def nbytes(self) -> int:
         """Bytes of node storage in use (capacity may be up to twice this)."""
         return self.num_nodes * BYTES_PER_NODE
 
-    def reserve(self, extra_nodes: int) -> None:
-        """Make room for ``extra_nodes`` more nodes (done automatically by every method)."""
-        self.nodes = grow(self.nodes, self.num_nodes + int(extra_nodes))
+    def reserve(self, extra_nodes: int, extra_edges: int = 0) -> None:
+        """Make room for ``extra_nodes`` more nodes and ``extra_edges`` more slots of the edges
+        table (done automatically by every method)."""
+        self.nodes = grow(self.nodes, self.num_nodes + int(extra_nodes),
+                          int(self.nodes.meta[EDGES_USED]) + int(extra_edges))
 
     def add_trees(self, count: int = 1) -> np.ndarray:
         """Add ``count`` trees, each a lone unevaluated root; returns their tree ids."""
@@ -137,9 +160,8 @@ class Forest:
         start = self.num_nodes
         ids = np.arange(start, start + count, dtype=np.int64)
         for name in field_names():
-            getattr(self.nodes, name)[ids] = NO_NODE if name in (
-                "parent", "first_child", "next_sibling") else 0
-        self.nodes.size[0] += count
+            getattr(self.nodes, name)[ids] = NO_NODE if name in ("parent", "first_child") else 0
+        self.nodes.meta[SIZE] += count
         first_tree = self.num_trees
         self.roots = np.concatenate([self.roots, ids])
         return np.arange(first_tree, first_tree + count, dtype=np.int64)
@@ -208,7 +230,7 @@ class Forest:
                 raise ValueError(f"{name} needs one entry per new child ({total}), got {arr.shape}")
         _check_weights(weights, logits)
         _check_finite(reward, "rewards")
-        self.reserve(total)
+        self.reserve(total, kernels.edges_needed(self.nodes.num_children[parents], counts))
         children = np.empty(total, np.int64)
         if not logits:
             with np.errstate(divide="ignore"):
@@ -239,22 +261,33 @@ class Forest:
         leaves = _index_array(leaves, "leaves")
         self._check_nodes(leaves)
         n = len(leaves)
-        priors = np.asarray(evaluation.priors, np.float64)
+        priors = np.ascontiguousarray(evaluation.priors, np.float64)
         if priors.ndim != 2 or priors.shape[0] != n:
             raise ValueError(f"priors must be ({n}, num_actions), got {priors.shape}")
-        values = np.asarray(evaluation.values, np.float64)
+        values, terminal, rewards = self._evaluation_arrays(evaluation, n)
+        self._reserve_for(leaves, priors.shape[1])
+        raise_for(kernels.apply_evaluations(self.nodes, self._params, leaves, priors, logits,
+                                            values, terminal, rewards))
+
+    def _evaluation_arrays(
+        self, evaluation: Evaluation, n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Values, terminal flags and rewards of an evaluation of ``n`` leaves (shapes checked;
+        the kernels check the numbers)."""
+        values = np.ascontiguousarray(evaluation.values, np.float64)
         terminal = np.zeros(n, bool) if evaluation.terminal is None else evaluation.terminal
         rewards = np.zeros(n) if evaluation.rewards is None else evaluation.rewards
-        terminal = np.asarray(terminal, bool)
-        rewards = np.asarray(rewards, np.float64)
+        terminal = np.ascontiguousarray(terminal, bool)
+        rewards = np.ascontiguousarray(rewards, np.float64)
         if values.shape != (n,) or terminal.shape != (n,) or rewards.shape != (n,):
             raise ValueError(f"values, terminal and rewards need one entry per leaf ({n})")
-        _check_finite(values, "values")
-        _check_finite(rewards, "rewards")
-        _check_weights(priors, logits)
-        self.reserve(n * priors.shape[1])
-        kernels.apply_evaluations(self.nodes, self._params, leaves, priors, logits, values,
-                                  terminal, rewards)
+        return values, terminal, rewards
+
+    def _reserve_for(self, leaves: np.ndarray, width: int) -> None:
+        """Room for up to ``width`` new children of every leaf."""
+        counts = np.full(len(leaves), width, np.int64)
+        self.reserve(len(leaves) * width,
+                     kernels.edges_needed(self.nodes.num_children[leaves], counts))
 
     def mark_terminal(self, nodes: Sequence[int] | np.ndarray) -> None:
         """Make childless ``nodes`` terminal (e.g. a dead end where no valid action came back)."""
@@ -294,12 +327,11 @@ class Forest:
     def children(self, node: int) -> np.ndarray:
         """Child ids of ``node`` in action order."""
         self._check_nodes(node)
-        out = np.empty(int(self.nodes.num_children[node]), np.int64)
-        c = self.nodes.first_child[node]
-        for i in range(len(out)):
-            out[i] = c
-            c = self.nodes.next_sibling[c]
-        return out
+        a = self.nodes
+        first, count = int(a.first_child[node]), int(a.num_children[node])
+        if a.flags[node] & SCATTERED:
+            return a.edges[first:first + count].astype(np.int64)
+        return np.arange(first, first + count, dtype=np.int64)
 
     def mean_value(self, nodes: np.ndarray | int) -> np.ndarray:
         """Mean backed-up value of ``nodes`` (NaN where never visited)."""
@@ -450,8 +482,9 @@ class Forest:
         arrays = {name: getattr(self.nodes, name)[:n] for name in field_names()}
         meta = {"format": FORMAT_VERSION, "config": self.config.model_dump()}
         payload = np.frombuffer(pickle.dumps(self.payload, protocol=5), np.uint8)
+        edges = self.nodes.edges[: self.nodes.meta[EDGES_USED]]
         with open(path, "wb") as f:
-            np.savez_compressed(f, roots=self.roots, payload=payload,
+            np.savez_compressed(f, roots=self.roots, payload=payload, edges=edges,
                                 meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
 
     @classmethod
@@ -462,17 +495,25 @@ class Forest:
         """
         with np.load(path) as data:
             meta = json.loads(data["meta"].tobytes().decode())
-            if meta.get("format") != FORMAT_VERSION:
+            if meta.get("format") not in (1, FORMAT_VERSION):
                 raise ValueError(f"{path}: forest format {meta.get('format')} is not "
                                  f"{FORMAT_VERSION}; re-run the search with this version")
-            forest = cls(EngineConfig(**meta["config"]), capacity=len(data["parent"]))
+            n = len(data["parent"])
+            forest = cls(EngineConfig(**meta["config"]), capacity=n)
+            forest.reserve(0, 2 * n)
+            a = forest.nodes
             for name in field_names():
                 if name in data:  # files from before novelty / height: zeros, then refilled
-                    getattr(forest.nodes, name)[: len(data[name])] = data[name]
-            forest.nodes.size[0] = len(data["parent"])
+                    getattr(a, name)[:n] = data[name]
+            a.meta[SIZE] = n
             if "height" not in data:
-                kernels.fill_height(forest.nodes)
-            forest.nodes.widest[0] = data["num_children"].max(initial=0)
+                kernels.fill_height(a)
+            if meta["format"] == 1:  # linked sibling lists: rebuild the child ranges
+                kernels.link_children(a)
+            else:
+                a.edges[: len(data["edges"])] = data["edges"]
+                a.meta[EDGES_USED] = len(data["edges"])
+                a.meta[WIDEST] = data["num_children"].max(initial=0)
             forest.roots = data["roots"].astype(np.int64)
             forest.payload = pickle.load(io.BytesIO(data["payload"].tobytes()))
         return forest

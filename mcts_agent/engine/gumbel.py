@@ -27,9 +27,9 @@ from numba import njit
 
 from .config import EngineConfig
 from .forest import Forest
-from .kernels import KernelParams, backup_path
+from .kernels import KernelParams, backup_path, child_id
 from .search import Evaluator, _prepare
-from .storage import NO_NODE, TERMINAL, NodeArrays
+from .storage import SCATTERED, TERMINAL, WIDEST, NodeArrays
 
 VALUE_SCALE = 0.1  # mctx's qtransform_completed_by_mix_value defaults
 MAXVISIT_INIT = 50.0
@@ -64,22 +64,20 @@ def completed_q(a: NodeArrays, p: KernelParams, node: int, logits: np.ndarray,
                 visits: np.ndarray, out: np.ndarray) -> int:
     """σ(completed Q) of ``node``'s children into ``out`` (their logits and visits into the
     other two); returns the number of children."""
-    first_child, next_sibling = a.first_child, a.next_sibling
+    first, scattered = a.first_child[node], (a.flags[node] & SCATTERED) != 0
     # the node's own (raw) value: its value sum less what came up through its children
     raw = a.value_sum[node]
     total = 0.0
     top = -np.inf
-    n = 0
-    c = first_child[node]
-    while c != NO_NODE:
-        logits[n] = a.logit[c]
-        visits[n] = a.visits[c]
-        out[n] = a.reward[c] + p.discount * a.value_sum[c] / a.visits[c] if a.visits[c] else 0.0
+    n = a.num_children[node]
+    for i in range(n):
+        c = child_id(first, i, scattered, a.edges)
+        logits[i] = a.logit[c]
+        visits[i] = a.visits[c]
+        out[i] = a.reward[c] + p.discount * a.value_sum[c] / a.visits[c] if a.visits[c] else 0.0
         raw -= a.visits[c] * a.reward[c] + p.discount * a.value_sum[c]
-        total += visits[n]
-        top = max(top, logits[n])
-        c = next_sibling[c]
-        n += 1
+        total += visits[i]
+        top = max(top, logits[i])
     norm = 0.0
     for i in range(n):
         norm += np.exp(logits[i] - top)
@@ -124,7 +122,7 @@ def gumbel_select(a: NodeArrays, p: KernelParams, roots: np.ndarray, trees: np.n
     """One descent per tree: Sequential Halving with Gumbel at the root, the improved-policy
     rule below it. A descent that ends on a terminal node backs up its value at once (no leaf);
     returns how many leaves were written."""
-    width = max(a.widest[0], 1)
+    width = max(a.meta[WIDEST], 1)
     scores = np.empty(width)
     logits = np.empty(width)
     visits = np.empty(width, np.int64)
@@ -151,14 +149,12 @@ def gumbel_select(a: NodeArrays, p: KernelParams, roots: np.ndarray, trees: np.n
                     total += visits[i]
                 for i in range(n):
                     scores[i] = scores[i] / norm - visits[i] / (1.0 + total)
-            best, c, i = a.first_child[node], a.first_child[node], 0
-            best_score = -np.inf
-            while c != NO_NODE:  # argmax: the first of equal scores
+            first, scattered = a.first_child[node], (a.flags[node] & SCATTERED) != 0
+            best, best_score = 0, -np.inf
+            for i in range(a.num_children[node]):  # argmax: the first of equal scores
                 if scores[i] > best_score:
-                    best_score, best = scores[i], c
-                c = a.next_sibling[c]
-                i += 1
-            node = best
+                    best_score, best = scores[i], i
+            node = child_id(first, best, scattered, a.edges)
         if a.flags[node] & TERMINAL:
             value = a.value_sum[node] / a.visits[node] if a.visits[node] > 0 else 0.0
             backup_path(a.parent, a.visits, a.value_sum, a.reward, p.discount, node, value)

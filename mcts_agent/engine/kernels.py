@@ -11,12 +11,17 @@ Conventions shared by all kernels (and by the plain-Python reference in ``tests/
 * Ties between children break towards the lowest action (deterministic).
 * Optional selection terms (both off at 0): ``depth_weight · height[c]`` and
   ``diversity_weight · novelty[c]`` are added to each child's score; see
-  :class:`~mcts_agent.engine.EngineConfig`. ``height`` is kept up to date by :func:`expand`.
+  :class:`~mcts_agent.engine.EngineConfig`. ``height`` is kept up to date by :func:`attach`.
+* The children of ``x`` are ids ``first_child[x] + i``, or ``edges[first_child[x] + i]`` when
+  ``x`` is SCATTERED (see :mod:`~mcts_agent.engine.storage`).
 
-Speed note: each kernel unpacks the :class:`NodeArrays` it needs into local variables once and
-keeps its per-node loops in its own body. Reading ``nodes.field`` inside a hot loop, or passing
-many arrays to a helper per tree level, makes numba count references on every access and was
-3–5× slower here; the helpers below take only a few arrays and run once per leaf, not per child.
+Speed notes. Only the entry points take the :class:`NodeArrays` tuple; the helpers they call
+per descent or per leaf take the arrays they need as arguments. Each field read from the tuple
+inside a function costs numba an atomic reference count on entry and another on exit (250 ns
+per call for select's 13 fields, against 50 ns with the arrays passed in). Nothing is allocated
+per simulation. Where no selection is pending below a node (its ``virtual`` is 0), no extra
+selection term is on and its children are one id range, :func:`puct_dense` scans them like a
+dense row, without the virtual-loss terms.
 """
 
 from __future__ import annotations
@@ -26,12 +31,26 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from .storage import CLOSED, NO_NODE, PENDING, TERMINAL, NodeArrays
+from .storage import (
+    CLOSED,
+    EDGES_USED,
+    NO_NODE,
+    PENDING,
+    SCATTERED,
+    SIZE,
+    TERMINAL,
+    WIDEST,
+    NodeArrays,
+)
 
 PUCT = 0
 UCT = 1
 ABMCTS = 2
 GOLDEN = 0x9E3779B97F4A7C15
+
+# Codes kernels return when an evaluation is invalid (nothing has been changed by then).
+BAD_VALUE, BAD_REWARD, NAN_PRIOR, POSINF_LOGIT, BAD_PROBABILITY = -1, -2, -3, -4, -5
+NEED_ROOM = -6  # the edges table or scratch space is too small: grow the edges, call again
 
 
 class KernelParams(NamedTuple):
@@ -57,7 +76,7 @@ class KernelParams(NamedTuple):
 # --------------------------------------------------------------------------- path walks
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def add_virtual(parent: np.ndarray, virtual: np.ndarray, node: int, delta: int) -> None:
     """Add ``delta`` pending selections on the path from ``node`` to its root."""
     while node != NO_NODE:
@@ -65,7 +84,7 @@ def add_virtual(parent: np.ndarray, virtual: np.ndarray, node: int, delta: int) 
         node = parent[node]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def backup_path(
     parent: np.ndarray,
     visits: np.ndarray,
@@ -84,13 +103,13 @@ def backup_path(
         node = parent[node]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def backup(a: NodeArrays, p: KernelParams, nodes: np.ndarray, values: np.ndarray) -> None:
     for i in range(len(nodes)):
         backup_path(a.parent, a.visits, a.value_sum, a.reward, p.discount, nodes[i], values[i])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def release(a: NodeArrays, nodes: np.ndarray) -> int:
     """Remove the virtual loss of pending leaves; returns how many were pending."""
     flags, parent, virtual = a.flags, a.parent, a.virtual
@@ -101,6 +120,12 @@ def release(a: NodeArrays, nodes: np.ndarray) -> int:
             add_virtual(parent, virtual, node, -1)
             released += 1
     return released
+
+
+@njit(cache=True, inline="always")
+def child_id(first: int, i: int, scattered: bool, edges: np.ndarray) -> int:
+    """The id of a node's ``i``-th child (``first`` is its ``first_child``)."""
+    return edges[first + i] if scattered else first + i
 
 
 # --------------------------------------------------------------------------- adaptive branching
@@ -114,9 +139,9 @@ def mix(x: np.uint64) -> np.uint64:
     return x ^ (x >> np.uint64(31))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def ab_choose(
-    first_child: np.ndarray, next_sibling: np.ndarray, num_children: np.ndarray,
+    first_child: np.ndarray, edges: np.ndarray, num_children: np.ndarray,
     visits: np.ndarray, virtual: np.ndarray, value_sum: np.ndarray, flags: np.ndarray,
     node: int, stream: np.uint64, p: KernelParams,
 ) -> int:
@@ -136,8 +161,9 @@ def ab_choose(
     gen_a, gen_b = p.ab_alpha, p.ab_beta
     best = NO_NODE
     best_draw = -1.0
-    c = first_child[node]
-    while c != NO_NODE:
+    first, scattered = first_child[node], (flags[node] & SCATTERED) != 0
+    for i in range(num_children[node]):
+        c = child_id(first, i, scattered, edges)
         n = visits[c] + vl * virtual[c]
         m = 0.0
         if n > 0:
@@ -148,7 +174,6 @@ def ab_choose(
         if draw > best_draw and (not flags[c] & PENDING or num_children[c] > 0):
             best_draw = draw
             best = c
-        c = next_sibling[c]
     if not flags[node] & (CLOSED | PENDING) and np.random.beta(gen_a, gen_b) >= best_draw:
         return node
     return best
@@ -157,7 +182,158 @@ def ab_choose(
 # --------------------------------------------------------------------------- select
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
+def select_tree(
+    parent: np.ndarray, first_child: np.ndarray, edges: np.ndarray, num_children: np.ndarray,
+    visits: np.ndarray, virtual: np.ndarray, flags: np.ndarray, prior: np.ndarray,
+    reward: np.ndarray, value_sum: np.ndarray, height: np.ndarray, novelty: np.ndarray,
+    action: np.ndarray, p: KernelParams, root: int, tree: int, k: int, budget: np.ndarray,
+    mark: bool, collided: np.ndarray, out_leaf: np.ndarray, out_tree: np.ndarray, count: int,
+) -> int:
+    """Up to ``k`` descents in one tree (see :func:`select`), leaves written from
+    ``out_leaf[count]`` on; returns the new count. With ``mark`` False the leaves get no
+    PENDING flag and no virtual loss: only for a caller that updates the (single) leaf before
+    the tree's next descent."""
+    vl, vv, discount = p.virtual_loss, p.virtual_value, p.discount
+    dw, nw = p.depth_weight, p.diversity_weight
+    extra = dw != 0.0 or nw != 0.0  # off: the scores below are exactly the plain rule's
+    root_stream = mix(np.uint64(p.seed) * np.uint64(GOLDEN) + np.uint64(1))
+    descents = 0  # leaves found + terminal revisits
+    collisions = 0
+    while descents < k and budget[tree] > 0:
+        node = root
+        blocked = False
+        stream = root_stream  # AB-MCTS: a hash of the path from the root
+        while not flags[node] & TERMINAL:
+            nc = num_children[node]
+            if nc == 0:
+                break
+            first, scattered = first_child[node], (flags[node] & SCATTERED) != 0
+            if p.rule == ABMCTS:  # Thompson sampling decides: wider here, or deeper
+                pick = ab_choose(first_child, edges, num_children, visits, virtual, value_sum,
+                                 flags, node,
+                                 mix(stream + np.uint64(visits[node] + virtual[node])), p)
+                if pick == node:
+                    break
+                if pick == NO_NODE:
+                    blocked = True
+                    break
+                stream = mix(stream ^ (np.uint64(action[pick] + 1) * np.uint64(GOLDEN)))
+                node = pick
+                continue
+            if (p.widen_c > 0.0 and not flags[node] & (CLOSED | PENDING)
+                    and nc < p.widen_c * visits[node] ** p.widen_alpha):
+                break
+            pending = virtual[node] != 0  # else no child has virtual loss or is pending
+            if p.rule == PUCT and not (pending or scattered or extra):
+                node = puct_dense(visits, value_sum, reward, prior, node, first, nc, discount,
+                                  p.pb_c_init, p.pb_c_base)
+                continue
+            n_parent = visits[node] + vl * virtual[node]
+            best = NO_NODE
+            best_score = -np.inf
+            if p.rule == PUCT:
+                # min-max normalisation over the parent's value and visited children's Q
+                lo = (value_sum[node] + vl * virtual[node] * vv) / n_parent \
+                    if n_parent > 0 else 0.0
+                hi = lo
+                for i in range(nc):
+                    c = child_id(first, i, scattered, edges)
+                    n = visits[c] + vl * virtual[c]
+                    if n > 0:
+                        q = reward[c] + discount * (value_sum[c] + vl * virtual[c] * vv) / n
+                        lo = min(lo, q)
+                        hi = max(hi, q)
+                scale = max(hi - lo, 1e-8)
+                pb_c = p.pb_c_init + np.log((n_parent + p.pb_c_base + 1.0) / p.pb_c_base)
+                explore = np.sqrt(n_parent) * pb_c
+                for i in range(nc):
+                    c = child_id(first, i, scattered, edges)
+                    n = visits[c] + vl * virtual[c]
+                    score = 0.0
+                    if n > 0:
+                        q = reward[c] + discount * (value_sum[c] + vl * virtual[c] * vv) / n
+                        score = (q - lo) / scale
+                    score += explore * prior[c] / (n + 1.0)
+                    if extra:
+                        score += dw * height[c] + nw * novelty[c]
+                    if score > best_score and (not flags[c] & PENDING or num_children[c] > 0):
+                        best_score = score
+                        best = c
+            else:
+                log_n = np.log(max(n_parent, 1.0))
+                for i in range(nc):
+                    c = child_id(first, i, scattered, edges)
+                    n = visits[c] + vl * virtual[c]
+                    if n > 0:
+                        score = reward[c] + discount * (value_sum[c] + vl * virtual[c] * vv) / n
+                        score += p.uct_c * np.sqrt(log_n / n)
+                    else:
+                        score = np.inf
+                    if extra:
+                        score += dw * height[c] + nw * novelty[c]
+                    if score > best_score and (not flags[c] & PENDING or num_children[c] > 0):
+                        best_score = score
+                        best = c
+            if best == NO_NODE:  # every child is a pending leaf
+                blocked = True
+                break
+            node = best
+
+        if flags[node] & TERMINAL:
+            value = value_sum[node] / visits[node] if visits[node] > 0 else 0.0
+            backup_path(parent, visits, value_sum, reward, discount, node, value)
+            budget[tree] -= 1
+            descents += 1
+        elif blocked or flags[node] & PENDING:
+            if collisions >= p.max_collisions:
+                break
+            add_virtual(parent, virtual, node, 1)
+            collided[collisions] = node
+            collisions += 1
+        else:
+            if mark:
+                flags[node] |= PENDING
+                add_virtual(parent, virtual, node, 1)
+            out_leaf[count] = node
+            out_tree[count] = tree
+            count += 1
+            descents += 1
+            budget[tree] -= 1
+    for j in range(collisions):
+        add_virtual(parent, virtual, collided[j], -1)
+    return count
+
+
+@njit(cache=True, error_model="numpy")
+def puct_dense(visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
+               prior: np.ndarray, node: int, first: int, nc: int, discount: float,
+               pb_c_init: float, pb_c_base: float) -> int:
+    """PUCT's pick among children ``first .. first + nc - 1`` of ``node`` when nothing is
+    pending below it, no extra term is on and the children are one range: the common case,
+    scanned like a dense row (the arithmetic of :func:`select_tree`'s loop with no virtual
+    loss, so the same picks)."""
+    n_parent = np.float64(visits[node])
+    lo = value_sum[node] / n_parent if n_parent > 0 else 0.0
+    hi = lo
+    for c in range(first, first + nc):
+        if visits[c] > 0:
+            q = reward[c] + discount * value_sum[c] / np.float64(visits[c])
+            lo = min(lo, q)
+            hi = max(hi, q)
+    scale = max(hi - lo, 1e-8)
+    explore = np.sqrt(n_parent) * (pb_c_init + np.log((n_parent + pb_c_base + 1.0) / pb_c_base))
+    best, best_score = first, -np.inf
+    for c in range(first, first + nc):
+        n = np.float64(visits[c])
+        score = (reward[c] + discount * value_sum[c] / n - lo) / scale if n > 0 else 0.0
+        score += explore * prior[c] / (n + 1.0)
+        if score > best_score:
+            best, best_score = c, score
+    return best
+
+
+@njit(cache=True, error_model="numpy")
 def select(
     a: NodeArrays,
     p: KernelParams,
@@ -186,136 +362,112 @@ def select(
     takes a temporary virtual loss (removed before returning) so the next descent differs;
     after ``max_collisions`` collisions the tree yields fewer than ``k`` leaves.
     """
-    parent, first_child, next_sibling = a.parent, a.first_child, a.next_sibling
-    num_children, visits, virtual, flags = a.num_children, a.visits, a.virtual, a.flags
-    prior, reward, value_sum = a.prior, a.reward, a.value_sum
-    height, novelty, action = a.height, a.novelty, a.action
-    vl, vv, discount = p.virtual_loss, p.virtual_value, p.discount
-    dw, nw = p.depth_weight, p.diversity_weight
-    extra = dw != 0.0 or nw != 0.0  # off: the scores below are exactly the plain rule's
-    root_stream = mix(np.uint64(p.seed) * np.uint64(GOLDEN) + np.uint64(1))
-    q = np.empty(max(a.widest[0], 1))  # each child's Q between PUCT's two passes
     collided = np.empty(max(p.max_collisions, 1), np.int64)
     count = 0
     for t in trees:
-        descents = 0  # leaves found + terminal revisits
-        collisions = 0
-        while descents < k and budget[t] > 0:
-            node = roots[t]
-            blocked = False
-            stream = root_stream  # AB-MCTS: a hash of the path from the root
-            while not flags[node] & TERMINAL:
-                nc = num_children[node]
-                if nc == 0:
-                    break
-                if p.rule == ABMCTS:  # Thompson sampling decides: wider here, or deeper
-                    pick = ab_choose(first_child, next_sibling, num_children, visits, virtual,
-                                     value_sum, flags, node,
-                                     mix(stream + np.uint64(visits[node] + virtual[node])), p)
-                    if pick == node:
-                        break
-                    if pick == NO_NODE:
-                        blocked = True
-                        break
-                    stream = mix(stream ^ (np.uint64(action[pick] + 1) * np.uint64(GOLDEN)))
-                    node = pick
-                    continue
-                if (p.widen_c > 0.0 and not flags[node] & (CLOSED | PENDING)
-                        and nc < p.widen_c * visits[node] ** p.widen_alpha):
-                    break
-                n_parent = visits[node] + vl * virtual[node]
-                best = NO_NODE
-                best_score = -np.inf
-                if p.rule == PUCT:
-                    # min-max normalisation over the parent's value and visited children's Q
-                    lo = (value_sum[node] + vl * virtual[node] * vv) / n_parent \
-                        if n_parent > 0 else 0.0
-                    hi = lo
-                    c = first_child[node]
-                    j = 0
-                    while c != NO_NODE:
-                        n = visits[c] + vl * virtual[c]
-                        if n > 0:
-                            q[j] = reward[c] + discount * (value_sum[c] + vl * virtual[c] * vv) / n
-                            lo = min(lo, q[j])
-                            hi = max(hi, q[j])
-                        c = next_sibling[c]
-                        j += 1
-                    scale = max(hi - lo, 1e-8)
-                    pb_c = p.pb_c_init + np.log((n_parent + p.pb_c_base + 1.0) / p.pb_c_base)
-                    explore = np.sqrt(n_parent) * pb_c
-                    c = first_child[node]
-                    j = 0
-                    if not extra:  # two copies of one loop: the test stays out of the hot path
-                        while c != NO_NODE:
-                            n = visits[c] + vl * virtual[c]
-                            score = (q[j] - lo) / scale if n > 0 else 0.0
-                            score += explore * prior[c] / (n + 1.0)
-                            if score > best_score and (
-                                    not flags[c] & PENDING or num_children[c] > 0):
-                                best_score = score
-                                best = c
-                            c = next_sibling[c]
-                            j += 1
-                    while c != NO_NODE:
-                        n = visits[c] + vl * virtual[c]
-                        score = (q[j] - lo) / scale if n > 0 else 0.0
-                        score += explore * prior[c] / (n + 1.0)
-                        score += dw * height[c] + nw * novelty[c]
-                        if score > best_score and (not flags[c] & PENDING or num_children[c] > 0):
-                            best_score = score
-                            best = c
-                        c = next_sibling[c]
-                        j += 1
-                else:
-                    log_n = np.log(max(n_parent, 1.0))
-                    c = first_child[node]
-                    while c != NO_NODE:
-                        n = visits[c] + vl * virtual[c]
-                        if n > 0:
-                            score = reward[c] + discount * (value_sum[c] + vl * virtual[c] * vv) / n
-                            score += p.uct_c * np.sqrt(log_n / n)
-                        else:
-                            score = np.inf
-                        if extra:
-                            score += dw * height[c] + nw * novelty[c]
-                        if score > best_score and (not flags[c] & PENDING or num_children[c] > 0):
-                            best_score = score
-                            best = c
-                        c = next_sibling[c]
-                if best == NO_NODE:  # every child is a pending leaf
-                    blocked = True
-                    break
-                node = best
-
-            if flags[node] & TERMINAL:
-                value = value_sum[node] / visits[node] if visits[node] > 0 else 0.0
-                backup_path(parent, visits, value_sum, reward, discount, node, value)
-                budget[t] -= 1
-                descents += 1
-            elif blocked or flags[node] & PENDING:
-                if collisions >= p.max_collisions:
-                    break
-                add_virtual(parent, virtual, node, 1)
-                collided[collisions] = node
-                collisions += 1
-            else:
-                flags[node] |= PENDING
-                add_virtual(parent, virtual, node, 1)
-                out_leaf[count] = node
-                out_tree[count] = t
-                count += 1
-                descents += 1
-                budget[t] -= 1
-        for j in range(collisions):
-            add_virtual(parent, virtual, collided[j], -1)
+        count = select_tree(a.parent, a.first_child, a.edges, a.num_children, a.visits,
+                            a.virtual, a.flags, a.prior, a.reward, a.value_sum, a.height,
+                            a.novelty, a.action, p, roots[t], t, k, budget, True, collided,
+                            out_leaf, out_tree, count)
     return count
 
 
 # --------------------------------------------------------------------------- expand
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
+def attach(parent: np.ndarray, first_child: np.ndarray, num_children: np.ndarray,
+           flags: np.ndarray, height: np.ndarray, edges: np.ndarray, meta: np.ndarray,
+           node: int, count: int) -> int:
+    """Give ``node`` ``count`` new child ids (``meta[SIZE]`` onwards, fields not yet written);
+    returns the first. The ids extend the node's contiguous range when they directly follow
+    it, else the node's children are listed in an edges block (the caller made room)."""
+    new = meta[SIZE]
+    nc = num_children[node]
+    first = first_child[node]
+    if nc == 0:
+        first_child[node] = new
+    elif flags[node] & SCATTERED:
+        if nc + count > edges[first - 1]:  # block full: move it to one twice the size
+            offset = new_block(edges, meta, 2 * (nc + count))
+            edges[offset:offset + nc] = edges[first:first + nc]
+            first = first_child[node] = offset
+        for i in range(count):
+            edges[first + nc + i] = new + i
+    elif first + nc != new:  # the range cannot grow in place: list the children instead
+        offset = new_block(edges, meta, 2 * (nc + count))
+        for i in range(nc):
+            edges[offset + i] = first + i
+        for i in range(count):
+            edges[offset + nc + i] = new + i
+        first_child[node] = offset
+        flags[node] |= SCATTERED
+    num_children[node] = nc + count
+    meta[SIZE] = new + count
+    meta[WIDEST] = max(meta[WIDEST], nc + count)
+    # the new level may raise the ancestors' heights: stop at the first that already reaches
+    # it (O(1) per expansion unless the tree gets deeper)
+    h, x = 1, node
+    while x != NO_NODE and height[x] < h:
+        height[x] = h
+        h += 1
+        x = parent[x]
+    return new
+
+
+@njit(cache=True, error_model="numpy")
+def new_block(edges: np.ndarray, meta: np.ndarray, capacity: int) -> int:
+    """Offset of a new edges block of ``capacity`` slots (its capacity stored just before)."""
+    offset = meta[EDGES_USED] + 1
+    edges[offset - 1] = capacity
+    meta[EDGES_USED] = offset + capacity
+    return offset
+
+
+def edges_needed(num_children: np.ndarray, counts: np.ndarray) -> int:
+    """Edge slots that giving nodes with ``num_children`` children ``counts`` more may use."""
+    widened = num_children > 0
+    return int((2 * (num_children[widened] + counts[widened]) + 1).sum())
+
+
+@njit(cache=True, error_model="numpy")
+def init_children(parent: np.ndarray, action: np.ndarray, depth: np.ndarray, node: int,
+                  first: int, count: int, start: int) -> None:
+    """Parent, action (from ``start``) and depth of new children ``first ..`` of ``node``.
+
+    Every other field of a new node already holds its initial value (0, or NO_NODE for
+    ``first_child``): storage is allocated that way and ids past ``meta[SIZE]`` were never
+    used (nodes are only ever appended). Not writing them halves the stores of an expansion."""
+    level = depth[node] + 1
+    for i in range(count):
+        parent[first + i] = node
+        action[first + i] = start + i
+        depth[first + i] = level
+
+
+@njit(cache=True, error_model="numpy")
+def softmax_priors(first_child: np.ndarray, num_children: np.ndarray, flags: np.ndarray,
+                   edges: np.ndarray, logit: np.ndarray, prior: np.ndarray, node: int,
+                   weights: np.ndarray) -> None:
+    """prior = softmax(logit) over the children of ``node``; uniform if all weigh zero."""
+    first, scattered = first_child[node], (flags[node] & SCATTERED) != 0
+    nc = num_children[node]
+    top = -np.inf
+    for i in range(nc):
+        top = max(top, logit[child_id(first, i, scattered, edges)])
+    if top == -np.inf:
+        top = 0.0
+        for i in range(nc):
+            logit[child_id(first, i, scattered, edges)] = 0.0
+    total = 0.0
+    for i in range(nc):
+        weights[i] = np.exp(np.float64(logit[child_id(first, i, scattered, edges)]) - top)
+        total += weights[i]
+    for i in range(nc):
+        prior[child_id(first, i, scattered, edges)] = weights[i] / total
+
+
+@njit(cache=True, error_model="numpy")
 def expand(
     a: NodeArrays,
     parents: np.ndarray,
@@ -331,68 +483,38 @@ def expand(
     new, are renormalised together (softmax), so widening keeps priors a distribution; if every
     child weighs 0 the priors are uniform. Storage must already have room.
     """
-    parent_of, first_child, next_sibling = a.parent, a.first_child, a.next_sibling
-    num_children, action, depth, flags = a.num_children, a.action, a.depth, a.flags
-    visits, virtual, value_sum, reward_of = a.visits, a.virtual, a.value_sum, a.reward
-    logit_of, prior, height = a.logit, a.prior, a.height
-    size = a.size[0]
-    widest = a.widest[0]
+    parent, first_child, num_children, flags = a.parent, a.first_child, a.num_children, a.flags
+    widest = a.meta[WIDEST]
     for i in range(len(parents)):
         widest = max(widest, num_children[parents[i]] + counts[i])
-    weights = np.empty(widest)  # softmax scratch
+    scratch = np.empty(widest)
     j = 0
     for i in range(len(parents)):
-        node = parents[i]
-        last = first_child[node]
-        if last != NO_NODE:
-            while next_sibling[last] != NO_NODE:
-                last = next_sibling[last]
-        for _ in range(counts[i]):
-            c = size
-            size += 1
-            parent_of[c] = node
-            first_child[c] = NO_NODE
-            next_sibling[c] = NO_NODE
-            num_children[c] = 0
-            action[c] = num_children[node]
-            depth[c] = depth[node] + 1
-            visits[c] = 0
-            virtual[c] = 0
-            flags[c] = TERMINAL if terminal[j] else 0
-            logit_of[c] = logits[j]
-            reward_of[c] = reward[j]
-            value_sum[c] = 0.0
-            # height and novelty start at 0: storage is zeroed and append-only (saves 2 stores)
-            if last == NO_NODE:
-                first_child[node] = c
-            else:
-                next_sibling[last] = c
-            last = c
-            num_children[node] += 1
-            out_child[j] = c
-            j += 1
-        if counts[i] > 0:
-            softmax_priors(first_child, next_sibling, logit_of, prior, node, weights)
-            # the new level may raise the ancestors' heights: stop at the first that already
-            # reaches it (O(1) per parent unless the tree gets deeper)
-            h = 1
-            x = node
-            while x != NO_NODE and height[x] < h:
-                height[x] = h
-                h += 1
-                x = parent_of[x]
-    a.size[0] = size
-    a.widest[0] = widest
+        node, count = parents[i], counts[i]
+        if count == 0:
+            continue
+        first = attach(parent, first_child, num_children, flags, a.height, a.edges, a.meta,
+                       node, count)
+        init_children(parent, a.action, a.depth, node, first, count, num_children[node] - count)
+        for m in range(count):
+            if terminal[j + m]:
+                flags[first + m] = TERMINAL
+            a.logit[first + m] = logits[j + m]
+            a.reward[first + m] = reward[j + m]
+            out_child[j + m] = first + m
+        softmax_priors(first_child, num_children, flags, a.edges, a.logit, a.prior, node,
+                       scratch)
+        j += count
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def fill_height(a: NodeArrays) -> None:
     """Recompute ``height`` from ``parent`` (for forests saved before it existed).
 
     One backward pass: a child's id is always larger than its parent's.
     """
     parent, height = a.parent, a.height
-    n = a.size[0]
+    n = a.meta[SIZE]
     height[:n] = 0
     for i in range(n - 1, -1, -1):
         up = parent[i]
@@ -400,40 +522,99 @@ def fill_height(a: NodeArrays) -> None:
             height[up] = height[i] + 1
 
 
-@njit(cache=True)
-def softmax_priors(
-    first_child: np.ndarray, next_sibling: np.ndarray, logit: np.ndarray, prior: np.ndarray,
-    node: int, weights: np.ndarray,
+@njit(cache=True, error_model="numpy")
+def link_children(a: NodeArrays) -> None:
+    """Rebuild every node's child list from ``parent`` and ``action`` (for forests saved with
+    linked sibling lists): contiguous ranges where the ids allow, edges blocks elsewhere."""
+    n = a.meta[SIZE]
+    parent, action, first_child, num_children, flags = (a.parent, a.action, a.first_child,
+                                                        a.num_children, a.flags)
+    num_children[:n] = 0
+    first_child[:n] = NO_NODE
+    flags[:n] &= ~SCATTERED
+    a.meta[EDGES_USED] = 0
+    for c in range(n):  # pass 1: counts, and whether each child sits at first + action
+        up = parent[c]
+        if up == NO_NODE:
+            continue
+        if num_children[up] == 0:
+            first_child[up] = c - action[c]
+        elif first_child[up] + action[c] != c:
+            flags[up] |= SCATTERED
+        num_children[up] += 1
+    for x in range(n):  # pass 2: an edges block for every scattered node
+        if flags[x] & SCATTERED:
+            first_child[x] = new_block(a.edges, a.meta, num_children[x])
+    for c in range(n):
+        up = parent[c]
+        if up != NO_NODE and flags[up] & SCATTERED:
+            a.edges[first_child[up] + action[c]] = c
+    a.meta[WIDEST] = num_children[:n].max() if n else 0
+
+
+# --------------------------------------------------------------------------- evaluations
+
+
+@njit(cache=True, error_model="numpy")
+def check_evaluations(priors: np.ndarray, is_logit: bool, values: np.ndarray,
+                      rewards: np.ndarray) -> int:
+    """0, or the code of the first problem with an evaluation (see BAD_VALUE …)."""
+    for i in range(len(values)):
+        if not np.isfinite(values[i]):
+            return BAD_VALUE
+        if not np.isfinite(rewards[i]):
+            return BAD_REWARD
+        for j in range(priors.shape[1]):
+            w = priors[i, j]
+            if np.isnan(w):
+                return NAN_PRIOR
+            if is_logit and w == np.inf:
+                return POSINF_LOGIT
+            if not is_logit and not (w >= 0.0 and w < np.inf):
+                return BAD_PROBABILITY
+    return 0
+
+
+@njit(cache=True, error_model="numpy")
+def apply_leaf(
+    parent: np.ndarray, first_child: np.ndarray, num_children: np.ndarray, action: np.ndarray,
+    depth: np.ndarray, flags: np.ndarray, logit: np.ndarray, prior: np.ndarray,
+    reward: np.ndarray, visits: np.ndarray, value_sum: np.ndarray, height: np.ndarray,
+    edges: np.ndarray, meta: np.ndarray, discount: float, leaf: int, priors: np.ndarray,
+    row: int, is_logit: bool, value: float, terminal: bool, edge_reward: float,
+    scratch: np.ndarray,
 ) -> None:
-    """prior = softmax(logit) over the children of ``node``; uniform if all weigh zero."""
-    top = -np.inf
-    c = first_child[node]
-    while c != NO_NODE:
-        top = max(top, logit[c])
-        c = next_sibling[c]
-    if top == -np.inf:
-        top = 0.0
-        c = first_child[node]
-        while c != NO_NODE:
-            logit[c] = 0.0
-            c = next_sibling[c]
-    total = 0.0
-    c = first_child[node]
-    j = 0
-    while c != NO_NODE:
-        weights[j] = np.exp(np.float64(logit[c]) - top)
-        total += weights[j]
-        c = next_sibling[c]
-        j += 1
-    c = first_child[node]
-    j = 0
-    while c != NO_NODE:
-        prior[c] = weights[j] / total
-        c = next_sibling[c]
-        j += 1
+    """AlphaZero-style update of one evaluated leaf: store the edge reward, give it a child for
+    every valid prior in ``priors[row]`` (non-finite logit / zero probability = no such action)
+    and back up its
+    value. A leaf with no valid action, or ``terminal``, becomes terminal. Storage must have
+    room (and the edges table, when the leaf already has children)."""
+    reward[leaf] = edge_reward
+    if terminal:
+        flags[leaf] |= TERMINAL
+    else:
+        count = 0
+        for j in range(priors.shape[1]):
+            w = priors[row, j]
+            if (w > -np.inf) if is_logit else (w > 0.0):
+                count += 1
+        if count == 0 and num_children[leaf] == 0:
+            flags[leaf] |= TERMINAL
+        elif count:
+            first = attach(parent, first_child, num_children, flags, height, edges, meta, leaf,
+                           count)
+            init_children(parent, action, depth, leaf, first, count, num_children[leaf] - count)
+            c = first
+            for j in range(priors.shape[1]):
+                w = priors[row, j]
+                if (w > -np.inf) if is_logit else (w > 0.0):
+                    logit[c] = w if is_logit else np.log(w)
+                    c += 1
+            softmax_priors(first_child, num_children, flags, edges, logit, prior, leaf, scratch)
+    backup_path(parent, visits, value_sum, reward, discount, leaf, value)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def apply_evaluations(
     a: NodeArrays,
     p: KernelParams,
@@ -443,65 +624,118 @@ def apply_evaluations(
     values: np.ndarray,
     terminal: np.ndarray,
     rewards: np.ndarray,
-) -> None:
-    """AlphaZero-style update of evaluated leaves: store the edge reward, expand a child for
-    every valid prior in the leaf's row (non-finite logit / zero probability = invalid action),
-    release the leaf's virtual loss and back up its value. A leaf with no valid action is terminal.
-    """
-    n, width = priors.shape
-    counts = np.zeros(n, np.int64)
-    logits = np.empty(n * width)
-    j = 0
-    for i in range(n):
+) -> int:
+    """AlphaZero-style update of evaluated leaves (:func:`apply_leaf`), releasing each leaf's
+    virtual loss first. Returns 0, or an error code (and changes nothing) when the evaluation
+    is invalid."""
+    code = check_evaluations(priors, is_logit, values, rewards)
+    if code:
+        return code
+    scratch = np.empty(max(a.meta[WIDEST], 1) + priors.shape[1])
+    parent, flags, virtual = a.parent, a.flags, a.virtual
+    for i in range(len(leaves)):
         leaf = leaves[i]
-        a.reward[leaf] = rewards[i]
-        if terminal[i]:
-            a.flags[leaf] |= TERMINAL
-            continue
-        for col in range(width):
-            w = priors[i, col]
-            logit = w if is_logit else (np.log(w) if w > 0 else -np.inf)
-            if np.isfinite(logit):
-                logits[j] = logit
-                counts[i] += 1
-                j += 1
-        if counts[i] == 0 and a.num_children[leaf] == 0:
-            a.flags[leaf] |= TERMINAL
-    expand(a, leaves, counts, logits[:j], np.zeros(j, np.bool_), np.zeros(j), np.empty(j, np.int64))
-    release(a, leaves)
-    backup(a, p, leaves, values)
+        if flags[leaf] & PENDING:
+            flags[leaf] &= ~PENDING
+            add_virtual(parent, virtual, leaf, -1)
+        apply_leaf(parent, a.first_child, a.num_children, a.action, a.depth, flags, a.logit,
+                   a.prior, a.reward, a.visits, a.value_sum, a.height, a.edges, a.meta,
+                   p.discount, leaf, priors, i, is_logit, values[i], terminal[i], rewards[i],
+                   scratch)
+    return 0
+
+
+@njit(cache=True, error_model="numpy")
+def has_room(num_children: np.ndarray, meta: np.ndarray, capacity: int, edge_capacity: int,
+             leaves: np.ndarray, width: int) -> bool:
+    """Whether storage can take up to ``width`` new children of every leaf (as
+    :func:`edges_needed` counts edge slots)."""
+    edges = 0
+    for leaf in leaves:
+        if num_children[leaf]:
+            edges += 2 * (num_children[leaf] + width) + 1
+    return (meta[SIZE] + len(leaves) * width <= capacity
+            and meta[EDGES_USED] + edges <= edge_capacity)
+
+
+@njit(cache=True, error_model="numpy")
+def step(
+    a: NodeArrays, p: KernelParams, roots: np.ndarray, trees: np.ndarray, k: int,
+    budget: np.ndarray, leaves: np.ndarray, priors: np.ndarray, is_logit: bool,
+    values: np.ndarray, terminal: np.ndarray, rewards: np.ndarray, select_next: bool,
+    out_leaf: np.ndarray, out_tree: np.ndarray,
+) -> int:
+    """One wave of a step-wise search in one call: apply the evaluation of the last wave's
+    ``leaves``, then (``select_next``) select the next; waves that only revisit terminals are
+    repeated until a leaf is found or the budget is spent. Returns the number of leaves, or an
+    error code (NEED_ROOM before changing anything: grow storage and call again)."""
+    if len(leaves):
+        if not has_room(a.num_children, a.meta, len(a.parent), len(a.edges), leaves,
+                        priors.shape[1]):
+            return NEED_ROOM
+        code = apply_evaluations(a, p, leaves, priors, is_logit, values, terminal, rewards)
+        if code:
+            return code
+    if not select_next:
+        return 0
+    while True:
+        n = select(a, p, roots, trees, k, budget, out_leaf, out_tree)
+        if n or budget[trees].sum() == 0:
+            return n
 
 
 # --------------------------------------------------------------------------- whole search
 
 
-@njit  # not cache=True: numba cannot cache a kernel that takes a function argument
+@njit(error_model="numpy")  # not cached: numba keys a function argument by process
 def fused_search(a, p, roots, trees, k, budget, evaluate, context, num_actions, is_logit):
-    """Run select → evaluate → update waves until every tree's budget is spent, all compiled.
+    """Run every tree of ``trees`` to the end of its budget (one tree after the other): select
+    → evaluate → update, all compiled.
 
     ``evaluate(a, leaves, context, priors, values, terminal, rewards)`` is an ``@njit`` function
     that fills the output arrays for ``leaves``; storage must already hold every node the search
-    can create (``len(trees) + budget.sum() * num_actions`` at most). Returns the number of waves.
-    """
-    rows = len(trees) * k
-    leaves = np.empty(rows, np.int64)
-    owners = np.empty(rows, np.int64)
-    priors = np.empty((rows, num_actions), np.float64)
-    values = np.empty(rows, np.float64)
-    terminal = np.empty(rows, np.bool_)
-    rewards = np.empty(rows, np.float64)
-    waves = 0
-    while True:
-        n = select(a, p, roots, trees, k, budget, leaves, owners)
-        if n == 0:
-            if budget[trees].sum() == 0:
-                break
-            continue  # every descent of this wave was a terminal revisit
-        terminal[:n] = False
-        rewards[:n] = 0.0
-        evaluate(a, leaves[:n], context, priors[:n], values[:n], terminal[:n], rewards[:n])
-        apply_evaluations(
-            a, p, leaves[:n], priors[:n], is_logit, values[:n], terminal[:n], rewards[:n]
-        )
-        waves += 1
-    return waves
+    can create (``budget.sum() * num_actions`` more at most). Returns 0, NEED_ROOM (grow the
+    edges table and call again: the search resumes where it stopped) or an evaluation error
+    code."""
+    leaves, owners = np.empty(k, np.int64), np.empty(k, np.int64)
+    priors, values = np.empty((k, num_actions)), np.empty(k)
+    terminal, rewards = np.empty(k, np.bool_), np.empty(k)
+    collided = np.empty(max(p.max_collisions, 1), np.int64)
+    scratch = np.empty(2 * (a.meta[WIDEST] + num_actions) + 8)
+    parent, first_child, num_children, action, depth = (a.parent, a.first_child,
+                                                        a.num_children, a.action, a.depth)
+    visits, virtual, flags, logit, prior = a.visits, a.virtual, a.flags, a.logit, a.prior
+    reward, value_sum, novelty, height, edges, meta = (a.reward, a.value_sum, a.novelty,
+                                                       a.height, a.edges, a.meta)
+    mark = k > 1
+    for tree in trees:
+        while budget[tree] > 0:
+            widest = meta[WIDEST] + num_actions  # at most, after this wave
+            if meta[EDGES_USED] + k * (2 * widest + 1) > len(edges) or len(scratch) < widest:
+                return NEED_ROOM
+            n = select_tree(parent, first_child, edges, num_children, visits, virtual, flags,
+                            prior, reward, value_sum, height, novelty, action, p, roots[tree],
+                            tree, k, budget, mark, collided, leaves, owners, 0)
+            if n == 0:
+                continue  # every descent was a terminal revisit
+            terminal[:] = False
+            rewards[:] = 0.0
+            if n == k:  # whole buffers: no views to make (each costs reference counts)
+                evaluate(a, leaves, context, priors, values, terminal, rewards)
+                code = check_evaluations(priors, is_logit, values, rewards)
+            else:
+                evaluate(a, leaves[:n], context, priors[:n], values[:n], terminal[:n],
+                         rewards[:n])
+                code = check_evaluations(priors[:n], is_logit, values[:n], rewards[:n])
+            if code:
+                return code
+            for i in range(n):
+                leaf = leaves[i]
+                if mark:
+                    flags[leaf] &= ~PENDING
+                    add_virtual(parent, virtual, leaf, -1)
+                apply_leaf(parent, first_child, num_children, action, depth, flags, logit,
+                           prior, reward, visits, value_sum, height, edges, meta, p.discount,
+                           leaf, priors, i, is_logit, values[i], terminal[i], rewards[i],
+                           scratch)
+    return 0

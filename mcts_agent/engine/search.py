@@ -5,8 +5,10 @@ Two entry points with the same tree semantics (they build identical trees):
 * :func:`search` calls a Python ``evaluate(forest, leaves, rng) -> Evaluation`` once per wave,
   with up to ``leaves_per_call`` leaves from every tree in flight — how the LLM driver uses the
   engine.
-* :func:`search_fused` takes an ``@njit`` evaluator and runs every wave inside one compiled
-  call: for cheap simulators, and as the engine's speed ceiling.
+* :func:`search_fused` takes an ``@njit`` evaluator and runs the whole search inside one
+  compiled call, each tree to the end of its budget before the next: for cheap simulators, and
+  as the engine's speed ceiling. Its trees equal :func:`search`'s tree for tree; node ids
+  differ (one tree's nodes are allocated together).
 
 Each root is evaluated once first (not counted as a simulation, as in mctx); then every tree
 spends ``num_simulations`` simulations (a leaf evaluation or a terminal revisit).
@@ -14,14 +16,15 @@ spends ``num_simulations`` simulations (a leaf evaluation or a terminal revisit)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from . import kernels
 from .config import EngineConfig
-from .forest import Evaluation, Forest
+from .forest import Evaluation, Forest, raise_for
+from .storage import WIDEST
 
 Evaluator = Callable[[Forest, np.ndarray, np.random.Generator], Evaluation]
 
@@ -80,6 +83,7 @@ def search(
     dirichlet_fraction: float = 0.0,
     dirichlet_alpha: float = 0.3,
     on_wave: Callable[[Forest, int], Any] | None = None,
+    debug: bool = False,
 ) -> Forest:
     """Search every tree of ``forest`` (or of a new forest of ``num_trees`` roots).
 
@@ -90,6 +94,11 @@ def search(
     ``forest.nodes.num_children[leaf]``. ``rng`` is seeded from ``seed``: the same seed and
     callback give the same trees. ``dirichlet_fraction`` mixes AlphaZero noise into the priors
     of the roots this call evaluates. ``on_wave(forest, wave)`` runs after every wave.
+
+    Each wave is one compiled call (apply the last evaluation, select the next leaves), which
+    checks the evaluation's numbers; ``debug=True`` runs every wave through the public
+    :meth:`Forest.select` / :meth:`Forest.apply` instead and checks the forest's invariants
+    after each (slow: for finding a bug in an evaluator or in the engine).
     """
     forest = _prepare(forest, num_trees, config)
     rng = np.random.default_rng(seed)
@@ -102,17 +111,70 @@ def search(
         forest.reserve(min(forest.num_trees * num_simulations * width, PRESERVE_NODES))
     _root_noise(forest, unevaluated, dirichlet_fraction, dirichlet_alpha, rng)
     budget = np.full(forest.num_trees, int(num_simulations), np.int64)
-    wave = 0
-    while True:
-        leaves = forest.select(leaves_per_call, budget=budget)
-        if len(leaves) == 0:
-            if not budget.any():
-                return forest
-            continue  # every descent of this wave was a terminal revisit
-        forest.apply(leaves.nodes, evaluate(forest, leaves.nodes, rng), logits=logits)
-        wave += 1
+    if debug:
+        waves = _debug_waves(forest, evaluate, rng, leaves_per_call, budget, logits)
+    else:
+        waves = _waves(forest, evaluate, rng, leaves_per_call, budget, logits,
+                       pause=on_wave is not None)
+    for wave, _ in enumerate(waves, 1):
         if on_wave is not None:
             on_wave(forest, wave)
+    return forest
+
+
+def _waves(forest: Forest, evaluate: Evaluator, rng: np.random.Generator, k: int,
+           budget: np.ndarray, logits: bool, pause: bool) -> Iterator[None]:
+    """The waves of :func:`search`, one compiled :func:`kernels.step` each (applying a wave's
+    evaluation and selecting the next wave's leaves); yields once per wave, after its update.
+    With ``pause``, the update and the next selection are two calls, and the yield comes
+    between them (no leaf pending: what an ``on_wave`` observer expects)."""
+    trees = np.arange(forest.num_trees, dtype=np.int64)
+    out_leaf = np.empty(forest.num_trees * k, np.int64)
+    out_tree = np.empty_like(out_leaf)
+    nothing = (np.empty(0, np.int64), np.empty((0, 0)), logits, np.empty(0),
+               np.empty(0, np.bool_), np.empty(0))
+    args = nothing
+    def step(args: tuple, select_next: bool) -> int:
+        n = kernels.step(forest.nodes, forest._params, forest.roots, trees, k, budget, *args,
+                         select_next, out_leaf, out_tree)
+        if n == kernels.NEED_ROOM:  # checked before any change: grow, then do it again
+            forest._reserve_for(args[0], args[1].shape[1])
+            n = kernels.step(forest.nodes, forest._params, forest.roots, trees, k, budget,
+                             *args, select_next, out_leaf, out_tree)
+        raise_for(n)
+        return n
+
+    while True:
+        applied = len(args[0]) > 0
+        if pause and applied:
+            step(args, False)
+            yield
+            args = nothing
+        n = step(args, True)
+        if applied and not pause:
+            yield
+        if n == 0:
+            return
+        leaves = out_leaf[:n].copy()
+        evaluation = evaluate(forest, leaves, rng)
+        priors = np.ascontiguousarray(evaluation.priors, np.float64)
+        if priors.ndim != 2 or priors.shape[0] != n:
+            raise ValueError(f"priors must be ({n}, num_actions), got {priors.shape}")
+        args = (leaves, priors, logits, *forest._evaluation_arrays(evaluation, n))
+
+
+def _debug_waves(forest: Forest, evaluate: Evaluator, rng: np.random.Generator, k: int,
+                 budget: np.ndarray, logits: bool) -> Iterator[None]:
+    """The same waves through the public, validating methods, with invariants checked."""
+    while True:
+        leaves = forest.select(k, budget=budget)
+        if len(leaves) == 0:
+            if not budget.any():
+                return
+            continue  # every descent of this wave was a terminal revisit
+        forest.apply(leaves.nodes, evaluate(forest, leaves.nodes, rng), logits=logits)
+        forest.check_invariants()
+        yield
 
 
 def search_fused(
@@ -142,6 +204,12 @@ def search_fused(
     if len(unevaluated):
         evaluate = numba_evaluator(kernel, context, num_actions)
         forest.apply(unevaluated, evaluate(forest, unevaluated, None), logits=logits)
-    kernels.fused_search(forest.nodes, forest._params, forest.roots, trees, int(leaves_per_call),
-                         budget, kernel, context, int(num_actions), bool(logits))
-    return forest
+    k = int(leaves_per_call)
+    while True:
+        code = kernels.fused_search(forest.nodes, forest._params, forest.roots, trees, k,
+                                    budget, kernel, context, int(num_actions), bool(logits))
+        if code != kernels.NEED_ROOM:
+            raise_for(code)
+            return forest
+        width = int(forest.nodes.meta[WIDEST]) + num_actions
+        forest.reserve(0, max(k * (2 * width + 1), len(forest.nodes.edges)))

@@ -1,12 +1,18 @@
 """Structure-of-arrays node storage for a forest of search trees.
 
 All trees of a forest share one pool of nodes; a node is an integer id into every array below.
-Children form a singly linked list (``first_child`` → ``next_sibling``) so a node can gain
-children at any time (progressive widening) without moving existing nodes: node ids are stable,
-which is what lets Python payloads (step text, snapshots …) be keyed by id.
+Node ids are stable (nodes never move), which is what lets Python payloads (step text,
+snapshots …) be keyed by id.
 
-The arrays travel into numba kernels as one :class:`NodeArrays` named tuple; ``size`` and
-``widest`` are one-element arrays so kernels can update them in place.
+Children are a contiguous range of ids: the children of ``x`` are ``first_child[x] + i`` for
+``i < num_children[x]``, so selection scans them like a dense row. A node that gains children
+later (progressive widening) keeps its range while the new ids directly follow it; otherwise it
+becomes SCATTERED: its child ids move to a block of the ``edges`` table (``first_child`` is then
+the block's offset; ``edges[offset - 1]`` holds the block's capacity, doubled when full).
+
+The arrays travel into numba kernels as one :class:`NodeArrays` named tuple; ``meta`` holds the
+counters kernels update in place (``meta[SIZE]`` nodes in use, ``meta[WIDEST]`` the most children
+of any node, ``meta[EDGES_USED]`` slots of ``edges`` in use).
 """
 
 from __future__ import annotations
@@ -21,34 +27,36 @@ NO_NODE = -1
 TERMINAL = np.uint8(1)  # never expanded; selection backs up its value instead
 CLOSED = np.uint8(2)  # progressive widening may not add children
 PENDING = np.uint8(4)  # selected in the current wave, awaiting expansion / release
+SCATTERED = np.uint8(8)  # children listed in the edges table instead of a contiguous id range
+
+# Slots of ``NodeArrays.meta``.
+SIZE, WIDEST, EDGES_USED = 0, 1, 2
 
 
 class NodeArrays(NamedTuple):
     """One field per node statistic; index ``i`` of every array describes node ``i``."""
 
     parent: np.ndarray  # int32, NO_NODE for roots
-    first_child: np.ndarray  # int32
-    next_sibling: np.ndarray  # int32
+    first_child: np.ndarray  # int32, first child id (SCATTERED: offset into edges)
     num_children: np.ndarray  # int32
     action: np.ndarray  # int32, rank among the parent's children (0, 1, …)
     depth: np.ndarray  # int32, 0 at the root
     visits: np.ndarray  # int32, backups through this node
     virtual: np.ndarray  # int32, pending selections through this node (virtual loss count)
-    flags: np.ndarray  # uint8, TERMINAL | CLOSED | PENDING
+    flags: np.ndarray  # uint8, TERMINAL | CLOSED | PENDING | SCATTERED
     logit: np.ndarray  # float32, unnormalised log-prior given at expansion
     prior: np.ndarray  # float32, softmax of logit over the current siblings
     reward: np.ndarray  # float32, reward on the edge parent → node
     value_sum: np.ndarray  # float64, sum of backed-up returns seen from this node
     novelty: np.ndarray  # float32, in [0, 1]: how unlike its siblings the node is (set by caller)
     height: np.ndarray  # int32, levels of this node's subtree below it (0 for a leaf)
-    size: np.ndarray  # int64[1], number of nodes in use
-    widest: np.ndarray  # int64[1], the most children any node has (sizes kernel scratch space)
+    edges: np.ndarray  # int32, child-id blocks of SCATTERED nodes
+    meta: np.ndarray  # int64[3]: SIZE, WIDEST, EDGES_USED
 
 
 _FIELDS = {
     "parent": np.int32,
     "first_child": np.int32,
-    "next_sibling": np.int32,
     "num_children": np.int32,
     "action": np.int32,
     "depth": np.int32,
@@ -67,26 +75,30 @@ _FIELDS = {
 BYTES_PER_NODE: int = sum(np.dtype(t).itemsize for t in _FIELDS.values())
 
 
-def allocate(capacity: int) -> NodeArrays:
-    """Empty storage with room for ``capacity`` nodes."""
+def allocate(capacity: int, edge_capacity: int = 0) -> NodeArrays:
+    """Empty storage with room for ``capacity`` nodes (and ``edge_capacity`` edge slots)."""
     capacity = max(int(capacity), 1)
     arrays = {name: np.zeros(capacity, dtype) for name, dtype in _FIELDS.items()}
-    for name in ("parent", "first_child", "next_sibling"):
+    for name in ("parent", "first_child"):
         arrays[name].fill(NO_NODE)
-    return NodeArrays(**arrays, size=np.zeros(1, np.int64), widest=np.zeros(1, np.int64))
+    return NodeArrays(**arrays, edges=np.zeros(max(int(edge_capacity), 1), np.int32),
+                      meta=np.zeros(3, np.int64))
 
 
-def grow(nodes: NodeArrays, needed: int) -> NodeArrays:
-    """Storage holding ``nodes`` with room for ``needed`` nodes (doubling: amortised O(1))."""
-    capacity = len(nodes.parent)
-    if needed <= capacity:
+def grow(nodes: NodeArrays, needed: int, edges_needed: int = 0) -> NodeArrays:
+    """Storage holding ``nodes`` with room for ``needed`` nodes and ``edges_needed`` edge slots
+    in all (doubling: amortised O(1)); ``nodes`` itself when it already has the room."""
+    capacity, edge_capacity = len(nodes.parent), len(nodes.edges)
+    if needed <= capacity and edges_needed <= edge_capacity:
         return nodes
-    bigger = allocate(max(needed, 2 * capacity))
-    used = int(nodes.size[0])
+    bigger = allocate(max(needed, 2 * capacity) if needed > capacity else capacity,
+                      max(edges_needed, 2 * edge_capacity) if edges_needed > edge_capacity
+                      else edge_capacity)
+    used = int(nodes.meta[SIZE])
     for name in _FIELDS:
         getattr(bigger, name)[:used] = getattr(nodes, name)[:used]
-    bigger.size[0] = used
-    bigger.widest[0] = nodes.widest[0]
+    bigger.edges[: nodes.meta[EDGES_USED]] = nodes.edges[: nodes.meta[EDGES_USED]]
+    bigger.meta[:] = nodes.meta
     return bigger
 
 

@@ -17,7 +17,7 @@ from numba import njit
 
 from .kernels import GOLDEN, mix
 from .search import Evaluator, numba_evaluator
-from .storage import NO_NODE, NodeArrays
+from .storage import NO_NODE
 
 
 class SyntheticGame(NamedTuple):
@@ -35,25 +35,26 @@ def unit(h: np.uint64) -> float:
 
 
 @njit(cache=True)
-def node_hash(a: NodeArrays, node: int, seed: int) -> np.uint64:
+def node_hash(parent: np.ndarray, depth: np.ndarray, action: np.ndarray, node: int,
+              seed: int) -> np.uint64:
     """Hash of (seed, root id, (depth, action) of every step): walks up, allocates nothing."""
     steps = np.uint64(0)
-    while a.parent[node] != NO_NODE:
-        step = (np.uint64(a.depth[node]) << np.uint64(32)) + np.uint64(a.action[node] + 1)
-        steps += mix(step)
-        node = a.parent[node]
+    while parent[node] != NO_NODE:
+        steps += mix((np.uint64(depth[node]) << np.uint64(32)) + np.uint64(action[node] + 1))
+        node = parent[node]
     return mix(np.uint64(seed) * np.uint64(GOLDEN) + np.uint64(node) + steps)
 
 
 @njit(cache=True)
 def evaluate_kernel(a, leaves, game, priors, values, terminal, rewards):
     """The game as an ``@njit`` evaluator for :func:`~mcts_agent.engine.search_fused` (logits)."""
+    parent, depth, action = a.parent, a.depth, a.action
     priors[:, :] = -np.inf
     for i in range(len(leaves)):
         node = leaves[i]
-        h = node_hash(a, node, game.seed)
-        done = a.depth[node] >= game.max_depth or unit(mix(h ^ np.uint64(7))) < game.terminal_prob
-        if done and a.parent[node] != NO_NODE:
+        h = node_hash(parent, depth, action, node, game.seed)
+        done = depth[node] >= game.max_depth or unit(mix(h ^ np.uint64(7))) < game.terminal_prob
+        if done and parent[node] != NO_NODE:
             terminal[i] = True
             values[i] = 1.0 if unit(h) < 0.5 else 0.0
             continue
