@@ -54,14 +54,31 @@ def make_runs(base: Path) -> dict[str, Path]:
     return runs
 
 
-def shoot_run(browser, page_file: Path, target: Path, *, pick: str = "chosen") -> None:
-    """The run page with its richest task open, the tree expanded and a node's panel."""
+def most_paired_task(run: Path) -> str | None:
+    """The task with the most mined pairs (None when nothing was mined)."""
+    from collections import Counter
+
+    from mcts_agent.data import read_rows
+
+    pairs = run / "data" / "pairs.jsonl"
+    counts = Counter(row["task_id"] for row in read_rows(pairs)) if pairs.exists() else None
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def shoot_run(browser, page_file: Path, target: Path, *, task: str | None = None,
+              pick: str = "chosen") -> None:
+    """The run page with a task open (``task``, else the one with most nodes), the tree
+    expanded and a node's panel (the chosen answer, or a pair's chosen side, or a node)."""
     page = browser.new_page(viewport={"width": 1500, "height": 860})
     page.goto(page_file.as_uri())
     page.select_option("#task-sort", "nodes")
-    page.locator("#task-list li").first.click()
+    item = f'#task-list li[data-task="{task}"]' if task else "#task-list li >> nth=0"
+    page.click(item)
     page.click("#expand-all")
-    if pick == "chosen" and page.locator("#show-chosen").count():
+    paired = page.locator("g.node:has(.pair-chosen) .label")
+    if pick == "pair" and paired.count():
+        paired.first.click()
+    elif pick in ("chosen", "pair") and page.locator("#show-chosen").count():
         page.click("#show-chosen")
     else:
         nodes = page.locator("g.node")
@@ -74,11 +91,11 @@ def shoot_run(browser, page_file: Path, target: Path, *, pick: str = "chosen") -
 
 
 def shoot_dashboard(browser, page_file: Path, target: Path) -> None:
-    page = browser.new_page(viewport={"width": 1400, "height": 860})
+    page = browser.new_page(viewport={"width": 1440, "height": 1020})
     page.goto(page_file.as_uri())
     page.locator("#chart-accuracy circle").last.hover()
     page.wait_for_timeout(100)
-    page.screenshot(path=str(target), full_page=True)
+    page.screenshot(path=str(target))
     page.close()
     print(f"wrote {target}")
 
@@ -97,7 +114,8 @@ def main() -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=args.chromium,
                                              args=["--no-sandbox"])
-        shoot_run(browser, pages["math"], DOCS / "viewer-math.png")
+        shoot_run(browser, pages["math"], DOCS / "viewer-math.png",
+                  task=most_paired_task(runs["math"]), pick="pair")
         shoot_run(browser, pages["code"], DOCS / "viewer-code.png")
         shoot_run(browser, pages["agent"], DOCS / "viewer-agent.png", pick="node")
         shoot_dashboard(browser, pages["iterate"], DOCS / "viewer-iterate.png")
