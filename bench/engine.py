@@ -28,6 +28,8 @@ import argparse
 import gc
 import json
 import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # before numba starts threads (see --help)
 import platform
 import statistics
 import subprocess
@@ -42,6 +44,7 @@ for _path in (ROOT, ROOT / "tests"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+import dense_puct  # noqa: E402
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from reference_mcts import ReferenceMCTS  # noqa: E402
@@ -60,7 +63,10 @@ TARGETS = {
     "stepwise_sims_per_s_b64": 1_000_000,
     "stepwise_speedup_b64": 20.0,
     "fused_sims_per_s_b64": 3_000_000,
-    "bytes_per_node": 64,
+    "fused_vs_reference_b64": 1.0,
+    "stepwise_vs_reference_b64": 1.0,
+    "prange_sims_per_s_b64": 3_000_000,
+    "bytes_per_node": 61,
     "jit_warmup_s": 3.0,
 }
 
@@ -189,6 +195,55 @@ def gumbel_rate(batch: int, sims: int, repeats: int) -> float:
 
     run()
     return batch * sims / statistics.median(timed(run)[0] for _ in range(repeats))
+
+
+# --------------------------------------------------------------------------- dense-row yardstick
+
+
+def versus_reference(batch: int, sims: int, repeats: int) -> dict[str, Any]:
+    """The engine against ``bench/dense_puct.py`` (a plain dense-row numba PUCT) on the same
+    game, one leaf per tree per wave, timed interleaved (one run of each per round; medians).
+
+    Also the engine step-wise at K=8 and fused with ``parallel=True``. Root visits of the
+    reference and of every engine mode must be equal (the same trees)."""
+    def ours(k: int, fused: bool, parallel: bool = False) -> Callable[[], Any]:
+        if fused:
+            return lambda: engine.search_fused(evaluate_kernel, GAME, GAME.branching, sims,
+                                               num_trees=batch, leaves_per_call=k, logits=True,
+                                               parallel=parallel)
+        return lambda: engine.search(evaluator(GAME), sims, num_trees=batch,
+                                     leaves_per_call=k, logits=True)
+
+    runs = {
+        "fused_k1": ours(1, True), "reference_fused": lambda: dense_puct.fused(GAME, batch, sims),
+        "stepwise_k1": ours(1, False),
+        "reference_stepwise": lambda: dense_puct.stepwise(GAME, batch, sims),
+        "stepwise_k8": ours(8, False), "prange_k1": ours(1, True, parallel=True),
+    }
+    outputs = {name: run() for name, run in runs.items()}  # warm-up (and compile)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            times[name].append(timed(run)[0])
+    rates = {name: batch * sims / statistics.median(t) for name, t in times.items()}
+    visits = {name: np.asarray(out if isinstance(out, np.ndarray)
+                               else [out.root_visits(t) for t in range(batch)])
+              for name, out in outputs.items() if name != "stepwise_k8"}
+    identical = all(np.array_equal(v, visits["reference_fused"]) for v in visits.values())
+    return {
+        "batch": batch, "sims": sims, "repeats": repeats, "sims_per_s": rates,
+        "fused_vs_reference": rates["fused_k1"] / rates["reference_fused"],
+        "stepwise_vs_reference": rates["stepwise_k1"] / rates["reference_stepwise"],
+        "identical_root_visits": identical,
+        "threads": numba.get_num_threads(), "threading_layer": _threading_layer(),
+    }
+
+
+def _threading_layer() -> str:
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel region has run
+        return "none"
 
 
 # --------------------------------------------------------------------------- cross-check
@@ -344,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
         "size": f"batch {HEADLINE_BATCH}, {headline_sims} sims",
     }
 
+    console.print("measuring the engine against a dense-row numba PUCT (bench/dense_puct.py)…")
+    yardstick = versus_reference(HEADLINE_BATCH, headline_sims, cfg["repeats"])
+
     console.print("measuring DeepMind mctx (jax, jitted) on a game of the same shape…")
     mctx_b64 = mctx_rate(HEADLINE_BATCH, headline_sims, cfg["repeats"])
     gumbel_b64 = gumbel_rate(HEADLINE_BATCH, headline_sims, cfg["repeats"])
@@ -372,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         "stepwise_sims_per_s_b64": stepwise_b64,
         "stepwise_speedup_b64": speedup,
         "fused_sims_per_s_b64": fused_b64,
+        "fused_vs_reference_b64": yardstick["fused_vs_reference"],
+        "stepwise_vs_reference_b64": yardstick["stepwise_vs_reference"],
+        "prange_sims_per_s_b64": yardstick["sims_per_s"]["prange_k1"],
         "bytes_per_node": BYTES_PER_NODE,
         "jit_warmup_s": warmup["jit_warmup_s"],
     }
@@ -397,6 +458,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"counts of {', '.join(check['modes'])} are {status}")
     console.print(f"Gumbel MuZero search (ours), batch {HEADLINE_BATCH}, {headline_sims} sims: "
                   f"{gumbel_b64:,.0f} sims/s")
+    ys = yardstick["sims_per_s"]
+    same = "[green]identical[/]" if yardstick["identical_root_visits"] else "[red]DIFFERENT[/]"
+    console.print(f"dense-row reference, batch {HEADLINE_BATCH}, {headline_sims} sims, K=1 "
+                  f"(interleaved, median of {yardstick['repeats']}): fused ours "
+                  f"{ys['fused_k1']:,.0f} vs reference {ys['reference_fused']:,.0f} "
+                  f"(×{yardstick['fused_vs_reference']:.2f}); step-wise ours "
+                  f"{ys['stepwise_k1']:,.0f} vs {ys['reference_stepwise']:,.0f} "
+                  f"(×{yardstick['stepwise_vs_reference']:.2f}); step-wise K=8 "
+                  f"{ys['stepwise_k8']:,.0f}; fused parallel ({yardstick['threads']} threads, "
+                  f"{yardstick['threading_layer']}) {ys['prange_k1']:,.0f}; root visits {same}")
     if mctx_b64 is not None:
         console.print(f"DeepMind mctx (jitted muzero_policy, jax CPU), batch {HEADLINE_BATCH}, "
                       f"{headline_sims} sims: {mctx_b64:,.0f} sims/s (ours: step-wise "
@@ -419,6 +490,11 @@ def main(argv: list[str] | None = None) -> int:
         "python_sims_per_s_b64": python_b64,
         "stepwise_speedup_b64": speedup,
         "numba_fused_sims_per_s_b64": fused_b64,
+        "fused_vs_reference_b64": yardstick["fused_vs_reference"],
+        "stepwise_vs_reference_b64": yardstick["stepwise_vs_reference"],
+        "stepwise_k8_sims_per_s_b64": yardstick["sims_per_s"]["stepwise_k8"],
+        "prange_sims_per_s_b64": yardstick["sims_per_s"]["prange_k1"],
+        "reference": yardstick,
         "mctx_sims_per_s_b64": mctx_b64,
         "gumbel_sims_per_s_b64": gumbel_b64,
         "bytes_per_node": BYTES_PER_NODE,
@@ -446,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report))
     if not check["identical_root_visits"]:
         print(f"cross-check failed: {check['mismatched_trees']}", file=sys.stderr)
+        return 1
+    if not yardstick["identical_root_visits"]:
+        print("the engine and the dense-row reference built different trees", file=sys.stderr)
         return 1
     return 0
 

@@ -79,6 +79,11 @@ class EngineConfig(Settings):
         "leaf before the tree yields fewer leaves than asked."
     )
 
+    @property
+    def can_widen(self) -> bool:
+        """Whether a node may gain children after its first expansion."""
+        return self.widen_c > 0 or self.rule == "abmcts"
+
     def kernel_params(self) -> KernelParams:
         return KernelParams(
             rule={"puct": PUCT, "uct": UCT, "abmcts": ABMCTS}[self.rule],

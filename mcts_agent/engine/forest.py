@@ -145,8 +145,9 @@ class Forest:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of node storage in use (capacity may be up to twice this)."""
-        return self.num_nodes * BYTES_PER_NODE
+        """Bytes of node storage in use, edges blocks included (capacity may be up to twice
+        this)."""
+        return self.num_nodes * BYTES_PER_NODE + int(self.nodes.meta[EDGES_USED]) * 4
 
     def reserve(self, extra_nodes: int, extra_edges: int = 0) -> None:
         """Make room for ``extra_nodes`` more nodes and ``extra_edges`` more slots of the edges

@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .storage import (
     CLOSED,
@@ -687,32 +687,34 @@ def step(
 # --------------------------------------------------------------------------- whole search
 
 
-@njit(error_model="numpy")  # not cached: numba keys a function argument by process
-def fused_search(a, p, roots, trees, k, budget, evaluate, context, num_actions, is_logit):
-    """Run every tree of ``trees`` to the end of its budget (one tree after the other): select
-    → evaluate → update, all compiled.
+def _fused_search(a, p, roots, trees, k, budget, evaluate, context, num_actions, is_logit,
+                  metas, codes):
+    """Run every tree of ``trees`` to the end of its budget: select → evaluate → update, all
+    compiled (see :data:`fused_search` and :data:`fused_search_parallel`).
 
-    ``evaluate(a, leaves, context, priors, values, terminal, rewards)`` is an ``@njit`` function
-    that fills the output arrays for ``leaves``; storage must already hold every node the search
-    can create (``budget.sum() * num_actions`` more at most). Returns 0, NEED_ROOM (grow the
-    edges table and call again: the search resumes where it stopped) or an evaluation error
-    code."""
-    leaves, owners = np.empty(k, np.int64), np.empty(k, np.int64)
-    priors, values = np.empty((k, num_actions)), np.empty(k)
-    terminal, rewards = np.empty(k, np.bool_), np.empty(k)
-    collided = np.empty(max(p.max_collisions, 1), np.int64)
-    scratch = np.empty(2 * (a.meta[WIDEST] + num_actions) + 8)
+    ``metas`` holds the allocation counters (see ``NodeArrays.meta``): one row shared by all
+    trees (``a.meta``, one tree after the other), or one row per tree (trees in parallel,
+    each allocating in its own region). ``codes[i]`` gets 0, NEED_ROOM (grow the edges table
+    and call again: each tree resumes where it stopped) or an evaluation error code."""
     parent, first_child, num_children, action, depth = (a.parent, a.first_child,
                                                         a.num_children, a.action, a.depth)
     visits, virtual, flags, logit, prior = a.visits, a.virtual, a.flags, a.logit, a.prior
-    reward, value_sum, novelty, height, edges, meta = (a.reward, a.value_sum, a.novelty,
-                                                       a.height, a.edges, a.meta)
+    reward, value_sum, novelty, height, edges = a.reward, a.value_sum, a.novelty, a.height, a.edges
     mark = k > 1
-    for tree in trees:
+    for i in prange(len(trees)):
+        tree = trees[i]
+        meta = metas[min(np.int64(i), len(metas) - 1)]  # one row for all, or one per tree
+        leaves, owners = np.empty(k, np.int64), np.empty(k, np.int64)
+        priors, values = np.empty((k, num_actions)), np.empty(k)
+        terminal, rewards = np.empty(k, np.bool_), np.empty(k)
+        collided = np.empty(max(p.max_collisions, 1), np.int64)
+        scratch = np.empty(2 * (meta[WIDEST] + num_actions) + 8)
+        codes[i] = 0
         while budget[tree] > 0:
             widest = meta[WIDEST] + num_actions  # at most, after this wave
             if meta[EDGES_USED] + k * (2 * widest + 1) > len(edges) or len(scratch) < widest:
-                return NEED_ROOM
+                codes[i] = NEED_ROOM
+                break
             n = select_tree(parent, first_child, edges, num_children, visits, virtual, flags,
                             prior, reward, value_sum, height, novelty, action, p, roots[tree],
                             tree, k, budget, mark, collided, leaves, owners, 0)
@@ -722,20 +724,67 @@ def fused_search(a, p, roots, trees, k, budget, evaluate, context, num_actions, 
             rewards[:] = 0.0
             if n == k:  # whole buffers: no views to make (each costs reference counts)
                 evaluate(a, leaves, context, priors, values, terminal, rewards)
-                code = check_evaluations(priors, is_logit, values, rewards)
+                codes[i] = check_evaluations(priors, is_logit, values, rewards)
             else:
                 evaluate(a, leaves[:n], context, priors[:n], values[:n], terminal[:n],
                          rewards[:n])
-                code = check_evaluations(priors[:n], is_logit, values[:n], rewards[:n])
-            if code:
-                return code
-            for i in range(n):
-                leaf = leaves[i]
+                codes[i] = check_evaluations(priors[:n], is_logit, values[:n], rewards[:n])
+            if codes[i]:
+                break
+            for j in range(n):
+                leaf = leaves[j]
                 if mark:
                     flags[leaf] &= ~PENDING
                     add_virtual(parent, virtual, leaf, -1)
                 apply_leaf(parent, first_child, num_children, action, depth, flags, logit,
                            prior, reward, visits, value_sum, height, edges, meta, p.discount,
-                           leaf, priors, i, is_logit, values[i], terminal[i], rewards[i],
+                           leaf, priors, j, is_logit, values[j], terminal[j], rewards[j],
                            scratch)
-    return 0
+
+
+# Not cached: numba keys a function argument by process, so a cache entry would never be hit.
+#: One tree after the other, all allocating from ``a.meta`` (``metas = a.meta[None]``).
+fused_search = njit(error_model="numpy")(_fused_search)
+#: Trees in parallel threads (``prange``), each allocating in its own region of the pool, which
+#: :func:`compact` then closes up; only for searches that cannot widen a node (no edges blocks).
+fused_search_parallel = njit(error_model="numpy", parallel=True)(_fused_search)
+
+
+@njit(cache=True, error_model="numpy")
+def compact(a: NodeArrays, metas: np.ndarray, bases: np.ndarray, roots: np.ndarray,
+            trees: np.ndarray) -> None:
+    """Close the gaps a parallel search left between the trees' regions: tree ``trees[i]``
+    used ids ``bases[i] .. metas[i, SIZE]``; they move down to follow the previous tree's, so
+    the ids are those a search of one tree after the other would have given."""
+    size = a.meta[SIZE]
+    for i in range(len(trees)):
+        start, end = bases[i], metas[i, SIZE]
+        shift = start - size
+        if shift:
+            for ints in (a.parent, a.first_child, a.num_children, a.action, a.depth, a.visits,
+                         a.virtual, a.height):
+                move(ints, start, end, size)
+            move(a.flags, start, end, size)
+            move(a.logit, start, end, size)
+            move(a.prior, start, end, size)
+            move(a.reward, start, end, size)
+            move(a.value_sum, start, end, size)
+            move(a.novelty, start, end, size)
+            for c in range(size, size + end - start):  # ids inside the region move too
+                if a.parent[c] >= start:
+                    a.parent[c] -= shift
+                if a.num_children[c]:
+                    a.first_child[c] -= shift
+            root = roots[trees[i]]
+            if a.num_children[root] and a.first_child[root] >= start:
+                a.first_child[root] -= shift
+        size += end - start
+        a.meta[WIDEST] = max(a.meta[WIDEST], metas[i, WIDEST])
+    a.meta[SIZE] = size
+
+
+@njit(cache=True, error_model="numpy")
+def move(array: np.ndarray, start: int, end: int, to: int) -> None:
+    """``array[to:to + end - start] = array[start:end]`` for ``to <= start`` (overlap-safe)."""
+    for j in range(end - start):
+        array[to + j] = array[start + j]

@@ -24,7 +24,7 @@ import numpy as np
 from . import kernels
 from .config import EngineConfig
 from .forest import Evaluation, Forest, raise_for
-from .storage import WIDEST
+from .storage import SIZE, WIDEST
 
 Evaluator = Callable[[Forest, np.ndarray, np.random.Generator], Evaluation]
 
@@ -188,6 +188,7 @@ def search_fused(
     config: EngineConfig | None = None,
     leaves_per_call: int = 8,
     logits: bool = False,
+    parallel: bool = False,
 ) -> Forest:
     """Like :func:`search`, but with an ``@njit`` evaluator and every wave in compiled code.
 
@@ -195,6 +196,13 @@ def search_fused(
     arrays (``priors`` is ``(len(leaves), num_actions)``; ``terminal`` and ``rewards`` arrive
     as False / 0) from the :class:`~mcts_agent.engine.storage.NodeArrays` ``nodes`` and any
     numba-compatible ``context`` (e.g. a named tuple of settings).
+
+    ``parallel=True`` searches the trees in numba's threads (``prange``; the evaluator must
+    be thread-safe, and ``NUMBA_NUM_THREADS`` sets how many). It builds the same forest, ids
+    included. It applies where no node can gain children later (``widen_c`` 0, not
+    ``abmcts``); otherwise the trees are searched one after the other. With numba's OpenMP
+    layer, set ``OMP_WAIT_POLICY=passive`` (spin-waiting threads made each parallel region cost
+    ~16 ms on 2 cores).
     """
     forest = _prepare(forest, num_trees, config)
     trees = np.arange(forest.num_trees, dtype=np.int64)
@@ -204,12 +212,34 @@ def search_fused(
     if len(unevaluated):
         evaluate = numba_evaluator(kernel, context, num_actions)
         forest.apply(unevaluated, evaluate(forest, unevaluated, None), logits=logits)
-    k = int(leaves_per_call)
+    k, num_actions = int(leaves_per_call), int(num_actions)
+    if parallel and not forest.config.can_widen:
+        _fused_parallel(forest, trees, k, budget, kernel, context, num_actions, bool(logits))
+        return forest
+    codes = np.zeros(len(trees), np.int64)
     while True:
-        code = kernels.fused_search(forest.nodes, forest._params, forest.roots, trees, k,
-                                    budget, kernel, context, int(num_actions), bool(logits))
-        if code != kernels.NEED_ROOM:
-            raise_for(code)
+        kernels.fused_search(forest.nodes, forest._params, forest.roots, trees, k, budget,
+                             kernel, context, num_actions, bool(logits), forest.nodes.meta[None],
+                             codes)
+        if not (codes == kernels.NEED_ROOM).any():
+            raise_for(int(codes.min()))
             return forest
         width = int(forest.nodes.meta[WIDEST]) + num_actions
         forest.reserve(0, max(k * (2 * width + 1), len(forest.nodes.edges)))
+
+
+def _fused_parallel(forest: Forest, trees: np.ndarray, k: int, budget: np.ndarray,
+                    kernel: Callable, context: Any, num_actions: int, logits: bool) -> None:
+    """The trees in parallel threads, each allocating in its own region (room for its whole
+    budget), then the regions closed up: the ids of a search of one tree after the other."""
+    bases = forest.num_nodes + np.concatenate([[0], np.cumsum(budget[trees] * num_actions)[:-1]])
+    width = int(forest.nodes.meta[WIDEST]) + num_actions  # no widening: the most it can be
+    forest.reserve(int((budget[trees] * num_actions).sum()), k * (2 * width + 1))
+    a = forest.nodes
+    metas = np.repeat(a.meta[None], len(trees), axis=0)
+    metas[:, SIZE] = bases
+    codes = np.zeros(len(trees), np.int64)
+    kernels.fused_search_parallel(a, forest._params, forest.roots, trees, k, budget, kernel,
+                                  context, num_actions, logits, metas, codes)
+    kernels.compact(a, metas, bases, forest.roots, trees)
+    raise_for(int(codes.min()))
