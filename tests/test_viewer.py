@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -380,6 +381,11 @@ def test_view_command_writes_the_page_and_reports_mistakes_in_one_line(folders, 
     assert out.is_file() and "page:" in result.stdout
     data = page_data(folders["arith"])
     assert len(data["tasks"]) == len(ResultFile(folders["arith"] / "trees.jsonl").read())
+    moved = tmp_path / "mined"  # --pairs: rows kept elsewhere than RUN/data
+    shutil.copytree(folders["arith"] / "data", moved)
+    given = page_data(folders["arith"], pairs=moved)
+    assert [t["pairs"] for t in given["tasks"]] == [t["pairs"] for t in data["tasks"]]
+    assert any(t["pairs"] for t in given["tasks"])
     for args, words in ((["view", str(tmp_path / "nope")], "does not exist"),
                         (["view", str(tmp_path)], "holds no trees.jsonl"),
                         (["view", str(folders["arith"]), "--task", "nope"], "no tree for task"),
@@ -400,3 +406,12 @@ def test_the_viewer_benchmark_prints_its_json_line():
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert {"first_paint_ms_10k", "expand_all_ms_10k", "sizes"} <= figures.keys()
+
+
+def test_an_iterate_run_in_its_first_round_shows_the_rounds_measured_so_far(tmp_path):
+    (tmp_path / "round_0").mkdir()
+    (tmp_path / "round_0" / "eval.json").write_text(json.dumps(
+        {"round": 0, "model": "m", "greedy_acc": 0.4, "pass_at_k": 0.6, "k": 4}))
+    data = page_data(tmp_path)
+    assert data["kind"] == "iterate"
+    assert [(r["round"], r["greedy_acc"], r["trees"]) for r in data["rounds"]] == [(0, 0.4, None)]
