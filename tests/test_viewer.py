@@ -9,11 +9,14 @@ must log no console error. Folders are made by small scripted runs (``viewer_run
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -415,3 +418,34 @@ def test_an_iterate_run_in_its_first_round_shows_the_rounds_measured_so_far(tmp_
     data = page_data(tmp_path)
     assert data["kind"] == "iterate"
     assert [(r["round"], r["greedy_acc"], r["trees"]) for r in data["rounds"]] == [(0, 0.4, None)]
+
+
+def test_a_run_with_an_eval_critic_report_has_a_critics_tab(folders, tmp_path, visit):
+    run = tmp_path / "run"
+    shutil.copytree(folders["arith"], run)
+    shutil.copytree(folders["critics"], run / "critics")
+    v = visit(page_file(run))
+    page = v.page
+    assert not page.locator("#critics-view").is_visible()
+    page.click('button[data-tab="critics"]')
+    assert page.locator("#critics-view #chart-reliability").is_visible()
+    assert not page.locator("#trees-view").is_visible()
+    v.assert_offline_and_clean()
+
+
+def test_view_watch_serves_on_localhost_until_interrupted(folders):
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mcts_agent", "view", str(folders["arith"]), "--watch"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "COLUMNS": "300"}, preexec_fn=lambda: signal.signal(
+            signal.SIGINT, signal.SIG_DFL))
+    try:
+        line = child.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
+        with urllib.request.urlopen(url + "data.json", timeout=10) as reply:
+            data = json.loads(reply.read())
+        assert len(data["tasks"]) == len(ResultFile(folders["arith"] / "trees.jsonl").read())
+    finally:
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+    assert "stopped" in out, err
