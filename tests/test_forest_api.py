@@ -21,7 +21,13 @@ from mcts_agent.engine import (
     search,
     search_fused,
 )
-from mcts_agent.engine.storage import NO_NODE, PENDING, field_names
+from mcts_agent.engine.storage import (
+    EDGES_USED,
+    NO_NODE,
+    PENDING,
+    SCATTERED,
+    field_names,
+)
 from mcts_agent.engine.synthetic import evaluate_kernel, evaluator
 
 
@@ -32,6 +38,9 @@ def assert_same_arrays(a: Forest, b: Forest) -> None:
         np.testing.assert_array_equal(getattr(a.nodes, name)[:n], getattr(b.nodes, name)[:n],
                                       err_msg=name)
     np.testing.assert_array_equal(a.roots, b.roots)
+    np.testing.assert_array_equal(a.nodes.meta, b.nodes.meta)
+    used = a.nodes.meta[EDGES_USED]
+    np.testing.assert_array_equal(a.nodes.edges[:used], b.nodes.edges[:used])
 
 
 def arrays_differ(a: Forest, b: Forest) -> bool:
@@ -505,6 +514,112 @@ def test_save_load_round_trip(tmp_path):
     assert loaded.payload == forest.payload
 
 
+def scattered_forest() -> Forest:
+    """Two roots whose children interleave: root 0's later children cannot follow its first."""
+    forest = Forest(num_trees=2)
+    forest.expand([0], [2], [0.5, 0.5])  # ids 2, 3
+    forest.expand([1], [2], [0.5, 0.5])  # ids 4, 5
+    forest.expand([1], [1], [1.0])  # id 6 follows 4, 5: root 1's range grows in place
+    forest.expand([0], [3], [1.0, 1.0, 1.0])  # ids 7, 8, 9: root 0's children get listed
+    return forest
+
+
+def test_children_stay_in_action_order_when_they_cannot_be_one_range():
+    forest = scattered_forest()
+    assert forest.children(1).tolist() == [4, 5, 6]
+    assert not forest.nodes.flags[1] & SCATTERED
+    assert forest.children(0).tolist() == [2, 3, 7, 8, 9]
+    assert forest.nodes.flags[0] & SCATTERED
+    assert forest.nodes.action[forest.children(0)].tolist() == [0, 1, 2, 3, 4]
+    # a full block moves to a bigger one; the children and their priors come along
+    forest.expand([0], [7], np.ones(7))
+    kids = forest.children(0)
+    assert kids.tolist() == [2, 3, 7, 8, 9, *range(10, 17)]
+    assert forest.nodes.action[kids].tolist() == list(range(12))
+    assert forest.nodes.prior[kids].sum() == pytest.approx(1.0, abs=1e-6)
+    assert forest.nodes.prior[kids][-1] == pytest.approx(forest.nodes.prior[kids][2])
+    forest.check_invariants()
+
+
+def test_search_selects_among_listed_children_like_among_a_range():
+    game = SyntheticGame(seed=4, branching=3, max_depth=6)
+    config = EngineConfig(widen_c=1.0, widen_alpha=0.5)
+    forest = search(evaluator(game), 60, num_trees=4, config=config, leaves_per_call=3,
+                    logits=True)
+    scattered = np.flatnonzero(forest.nodes.flags[:forest.num_nodes] & SCATTERED)
+    assert len(scattered) > 0  # interleaved trees widen: some children are listed
+    fused = search_fused(evaluate_kernel, game, game.branching, 60, num_trees=4,
+                         config=config, leaves_per_call=3, logits=True)
+    assert_equal_trees(forest, fused)  # fused allocates tree by tree: other layouts
+
+
+def test_forests_saved_with_sibling_lists_still_load(tmp_path):
+    forest = scattered_forest()
+    forest.save(tmp_path / "v2.npz")
+    with np.load(tmp_path / "v2.npz") as data:
+        arrays = {name: data[name] for name in data.files if name != "edges"}
+    # format 1 kept children as a linked list: first_child -> next_sibling
+    n = forest.num_nodes
+    first, following = np.full(n, NO_NODE, np.int32), np.full(n, NO_NODE, np.int32)
+    for node in range(n):
+        kids = forest.children(node)
+        if len(kids):
+            first[node] = kids[0]
+            following[kids[:-1]] = kids[1:]
+    arrays.update(first_child=first, next_sibling=following,
+                  flags=arrays["flags"] & ~SCATTERED,
+                  meta=np.frombuffer(arrays["meta"].tobytes().replace(b'"format": 2',
+                                                                       b'"format": 1'), np.uint8))
+    np.savez(tmp_path / "v1.npz", **arrays)
+    loaded = Forest.load(tmp_path / "v1.npz")
+    for node in range(n):
+        assert loaded.children(node).tolist() == forest.children(node).tolist()
+    assert loaded.nodes.meta[EDGES_USED] == 6  # root 0's five children listed, no room spare
+    loaded.expand([0], [1], [1.0])
+    assert loaded.children(0).tolist() == [2, 3, 7, 8, 9, 10]
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_parallel_fused_search_gives_the_serial_forest_ids_included(k):
+    game = SyntheticGame(seed=8, branching=4, max_depth=7, terminal_prob=0.1)
+    serial = search_fused(evaluate_kernel, game, game.branching, 80, num_trees=5,
+                          leaves_per_call=k, logits=True)
+    parallel = search_fused(evaluate_kernel, game, game.branching, 80, num_trees=5,
+                            leaves_per_call=k, logits=True, parallel=True)
+    assert_same_arrays(serial, parallel)
+    parallel.check_invariants()
+
+
+def test_parallel_fused_search_of_a_widening_config_runs_tree_by_tree():
+    game = SyntheticGame(seed=8, branching=4, max_depth=7)
+    config = EngineConfig(widen_c=1.0)
+    serial, parallel = (search_fused(evaluate_kernel, game, game.branching, 50, num_trees=3,
+                                     config=config, leaves_per_call=2, logits=True,
+                                     parallel=flag) for flag in (False, True))
+    assert_same_arrays(serial, parallel)
+
+
+def test_debug_search_checks_every_wave_and_builds_the_same_trees():
+    game = SyntheticGame(seed=2, branching=5, max_depth=6, terminal_prob=0.1)
+    waves = []
+    fast = search(evaluator(game), 40, num_trees=3, leaves_per_call=3, logits=True,
+                  on_wave=lambda f, w: waves.append(w))
+    checked = search(evaluator(game), 40, num_trees=3, leaves_per_call=3, logits=True,
+                     debug=True)
+    assert_same_arrays(fast, checked)
+    assert waves == list(range(1, len(waves) + 1)) and len(waves) >= 10
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_search_rejects_a_nan_value_from_the_evaluator(debug):
+    def evaluate(forest, leaves, rng):
+        values = np.full(len(leaves), np.nan if forest.num_nodes > 20 else 0.5)
+        return Evaluation(np.ones((len(leaves), 3)), values)
+
+    with pytest.raises(ValueError, match="values must be finite"):
+        search(evaluate, 30, num_trees=2, leaves_per_call=2, debug=debug)
+
+
 def test_load_rejects_other_format_versions(tmp_path):
     forest, _ = searched_forest()
     forest.save(tmp_path / "f.npz")
@@ -558,7 +673,7 @@ def test_storage_grows_from_capacity_one():
         search(evaluator(game), 60, forest=forest, leaves_per_call=5, logits=True)
     assert_same_arrays(tiny, big)
     assert len(tiny.nodes.parent) >= tiny.num_nodes
-    assert tiny.nbytes == tiny.num_nodes * BYTES_PER_NODE
+    assert tiny.nbytes == tiny.num_nodes * BYTES_PER_NODE + 4 * tiny.nodes.meta[EDGES_USED]
     # the wave API grows storage too
     forests = [Forest(num_trees=2, capacity=1), Forest(num_trees=2, capacity=4096)]
     for forest in forests:

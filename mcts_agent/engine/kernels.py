@@ -751,11 +751,11 @@ fused_search_parallel = njit(error_model="numpy", parallel=True)(_fused_search)
 
 
 @njit(cache=True, error_model="numpy")
-def compact(a: NodeArrays, metas: np.ndarray, bases: np.ndarray, roots: np.ndarray,
-            trees: np.ndarray) -> None:
+def compact(a: NodeArrays, metas: np.ndarray, bases: np.ndarray, trees: np.ndarray) -> None:
     """Close the gaps a parallel search left between the trees' regions: tree ``trees[i]``
     used ids ``bases[i] .. metas[i, SIZE]``; they move down to follow the previous tree's, so
-    the ids are those a search of one tree after the other would have given."""
+    the ids are those a search of one tree after the other would have given. (No node gained
+    children twice, so a node's first child is the one with action 0.)"""
     size = a.meta[SIZE]
     for i in range(len(trees)):
         start, end = bases[i], metas[i, SIZE]
@@ -771,13 +771,13 @@ def compact(a: NodeArrays, metas: np.ndarray, bases: np.ndarray, roots: np.ndarr
             move(a.value_sum, start, end, size)
             move(a.novelty, start, end, size)
             for c in range(size, size + end - start):  # ids inside the region move too
-                if a.parent[c] >= start:
-                    a.parent[c] -= shift
+                up = a.parent[c]
+                if up >= start:
+                    a.parent[c] = up - shift
+                elif a.action[c] == 0:  # the first child of a node from before the search
+                    a.first_child[up] -= shift
                 if a.num_children[c]:
                     a.first_child[c] -= shift
-            root = roots[trees[i]]
-            if a.num_children[root] and a.first_child[root] >= start:
-                a.first_child[root] -= shift
         size += end - start
         a.meta[WIDEST] = max(a.meta[WIDEST], metas[i, WIDEST])
     a.meta[SIZE] = size

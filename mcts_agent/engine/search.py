@@ -241,5 +241,5 @@ def _fused_parallel(forest: Forest, trees: np.ndarray, k: int, budget: np.ndarra
     codes = np.zeros(len(trees), np.int64)
     kernels.fused_search_parallel(a, forest._params, forest.roots, trees, k, budget, kernel,
                                   context, num_actions, logits, metas, codes)
-    kernels.compact(a, metas, bases, forest.roots, trees)
+    kernels.compact(a, metas, bases, trees)
     raise_for(int(codes.min()))
