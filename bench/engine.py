@@ -19,6 +19,15 @@ Modes, all measured in the same process:
   semantics (measured at fewer sizes / runs when slow; batch 64 always shares a size with numba).
 
 The three must build the same trees: root visit counts are compared at one size (asserted).
+
+Beside them, at the headline size with one leaf per tree per wave, ``bench/dense_puct.py`` (a
+plain dense-row numba PUCT, each tree to completion: the yardstick of issue 17) is timed
+interleaved with the engine's fused, step-wise, step-wise K=8 and parallel fused searches
+(``fused_vs_reference_b64``, ``stepwise_vs_reference_b64``, ``stepwise_k8_sims_per_s_b64``,
+``prange_sims_per_s_b64``); its root visits must equal the engine's (asserted). The parallel
+search runs with ``OMP_WAIT_POLICY=passive`` unless set otherwise (numba's OpenMP threads
+spin-wait by default, which made each parallel region cost ~16 ms on 2 cores).
+
 The last line printed is one JSON object with the figures and the targets' pass / fail.
 """
 
