@@ -34,15 +34,26 @@ from mcts_agent.viewer.synthetic import synthetic_record
 NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
+def wait_for_timing(page, name: str, timeout: float = 30.0) -> float:
+    """Poll the page (from outside: its content security policy forbids the eval that
+    Playwright's ``wait_for_function`` polls with) until it has measured ``name``."""
+    deadline = time.monotonic() + timeout
+    while (value := page.evaluate(f"() => window.viewerTimings.{name}")) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the page never measured {name}")
+        page.wait_for_timeout(10)
+    return value
+
+
 def measure(browser, page_file: Path) -> dict[str, float]:
     """One load of the page: first paint, expand all and a scroll, in milliseconds."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(page_file.as_uri())
-    page.wait_for_function("window.viewerTimings.treePainted !== undefined")
+    wait_for_timing(page, "treePainted")
     page.click("#expand-all")
-    page.wait_for_function("window.viewerTimings.expandAll !== undefined")
+    wait_for_timing(page, "expandAll")
     scroll = page.evaluate("""() => new Promise(done => {
         const box = document.getElementById('tree-scroll'), start = performance.now();
         box.scrollTop = box.scrollHeight;

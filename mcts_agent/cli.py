@@ -454,11 +454,11 @@ def view(
 
     if watch:
         server = serve(run, port=port, task=task, pairs=pairs)
-        console.print(f"watching [bold]{run}[/bold] at [bold]{server.url}[/bold] "
-                      "(127.0.0.1 only; Ctrl-C stops)")
-        if open_:
-            webbrowser.open(server.url)
-        try:
+        try:  # the address is printed inside: a Ctrl-C as soon as it shows is a clean stop
+            console.print(f"watching [bold]{run}[/bold] at [bold]{server.url}[/bold] "
+                          "(127.0.0.1 only; Ctrl-C stops)")
+            if open_:
+                webbrowser.open(server.url)
             while server.thread is not None and server.thread.is_alive():
                 server.thread.join(0.5)
         except KeyboardInterrupt:
