@@ -459,3 +459,29 @@ def test_view_watch_serves_on_localhost_until_interrupted(folders):
         child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=30)
     assert "stopped" in out, err
+
+
+def test_watch_follows_an_iterate_run_round_by_round(folders, tmp_path, visit):
+    run = tmp_path / "iterate"
+    shutil.copytree(folders["iterate"], run)
+    rows = json.loads((run / "rounds.json").read_text())
+    (run / "rounds.json").write_text(json.dumps(rows[:2]))  # round 2 still running
+    server = serve(run)
+    try:
+        v = visit(server.url)
+        page = v.page
+        page.wait_for_selector("#rounds-table")
+        assert page.locator("#rounds-table tr").count() == 1 + 2
+        (run / "rounds.json").write_text(json.dumps(rows))  # round 2 ends
+        deadline = time.monotonic() + 10
+        while page.locator("#rounds-table tr").count() != 1 + len(rows):
+            assert time.monotonic() < deadline, "the dashboard did not show the new round"
+            page.wait_for_timeout(50)
+        page.click("a.round-link")  # round 1's trees, served and followed too
+        page.wait_for_selector("#task-list li")
+        assert page.url == server.url + "round/1/"
+        assert page.locator("#task-list li").count() == len(
+            ResultFile(run / "round_1" / "search" / "trees.jsonl").read())
+        v.assert_offline_and_clean(allowed_prefix=server.url)
+    finally:
+        server.stop()

@@ -1,13 +1,16 @@
 """``mcts-agent view --watch``: a page that follows a run in progress.
 
 A small HTTP server on 127.0.0.1 (never another interface) serves the page at ``/`` and
-its data at ``/data.json``; the data is rebuilt when ``trees.jsonl`` has grown or changed
-(the page polls once a second and shows the new trees).
+its data at ``/data.json``; the data is rebuilt when the file it comes from has grown or
+changed (``trees.jsonl`` of a search, ``rounds.json`` of an ``iterate`` run), and the page
+polls once a second. An ``iterate`` run's rounds are served, and followed, at
+``/round/K/``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,16 +23,47 @@ from .sources import file_version, folder_kind, trees_path
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
+_ROUND = re.compile(r"^/round/(\d+)/(data\.json)?$")
+
+
+class WatchedSource:
+    """One path's page data, rebuilt only when the file it is read from changed."""
+
+    def __init__(self, path: Path, options: dict[str, Any]) -> None:
+        self.path, self.options = path, options
+        self._lock = threading.Lock()
+        self._version: str | None = None
+        self._data: dict[str, Any] = {}
+
+    def watched_file(self) -> Path:
+        """The file whose growth means new data."""
+        kind = folder_kind(self.path) if self.path.exists() else "run"
+        if kind == "iterate":
+            return self.path / "rounds.json"
+        if kind == "critics":
+            return self.path / "critics.json" if self.path.is_dir() else self.path
+        return trees_path(self.path)
+
+    def data(self) -> dict[str, Any]:
+        with self._lock:
+            version = file_version(self.watched_file())
+            if version != self._version:
+                self._data = page_data(self.path, **self.options)
+                self._data["version"] = version
+                if self._data["kind"] == "iterate":
+                    for row in self._data["rounds"]:
+                        row["trees_href"] = f"round/{row['round']}/" if row["trees"] else None
+                self._version = version
+            return self._data
 
 
 class WatchServer:
     """Serves ``path``'s page on ``127.0.0.1:port`` (0: a free port) from a thread."""
 
     def __init__(self, path: str | Path, *, port: int = 0, **options: Any) -> None:
-        self.path, self.options = Path(path), options
-        self._lock = threading.Lock()
-        self._version: str | None = None
-        self._data: dict[str, Any] = {}
+        self.path = Path(path)
+        self.main = WatchedSource(self.path, options)
+        self._rounds: dict[int, WatchedSource] = {}
         self.server = ThreadingHTTPServer((HOST, port), self._handler())
         self.thread: threading.Thread | None = None
 
@@ -38,24 +72,25 @@ class WatchServer:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}/"
 
-    def watched_file(self) -> Path:
-        """The file whose growth means new data."""
-        kind = folder_kind(self.path)
-        if kind == "iterate":
-            return self.path / "rounds.json"
-        if kind == "critics":
-            return self.path / "critics.json" if self.path.is_dir() else self.path
-        return trees_path(self.path)
-
     def data(self) -> dict[str, Any]:
-        """The page's data, rebuilt only when the watched file changed."""
-        with self._lock:
-            version = file_version(self.watched_file())
-            if version != self._version:
-                self._data = page_data(self.path, **self.options)
-                self._data["version"] = version
-                self._version = version
-            return self._data
+        """The main page's data (rebuilt when its file changed)."""
+        return self.main.data()
+
+    def source(self, route: str) -> tuple[WatchedSource, bool] | None:
+        """The source a URL path shows and whether it asks for the data (else the page);
+        None for an unknown path."""
+        if route in ("/", "/index.html", "/data.json"):
+            return self.main, route == "/data.json"
+        found = _ROUND.match(route)
+        if found is None or self.main.data()["kind"] != "iterate":
+            return None
+        r = int(found.group(1))
+        search = self.path / f"round_{r}" / "search"
+        if not search.is_dir():
+            return None
+        if r not in self._rounds:
+            self._rounds[r] = WatchedSource(search, {})
+        return self._rounds[r], found.group(2) is not None
 
     def start(self) -> str:
         """Serve in a daemon thread; the page's URL."""
@@ -73,14 +108,15 @@ class WatchServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                route = self.path.split("?", 1)[0]
-                if route in ("/", "/index.html"):
-                    self._send(render(watcher.data(), watch=True), "text/html")
-                elif route == "/data.json":
-                    self._send(embed_json({**watcher.data(), "watch": True}),
-                               "application/json")
-                else:
+                found = watcher.source(self.path.split("?", 1)[0])
+                if found is None:
                     self.send_error(404)
+                    return
+                source, wants_data = found
+                if wants_data:
+                    self._send(embed_json({**source.data(), "watch": True}), "application/json")
+                else:
+                    self._send(render(source.data(), watch=True), "text/html")
 
             def _send(self, text: str, kind: str) -> None:
                 body = text.encode("utf-8")
@@ -106,4 +142,4 @@ def serve(path: str | Path, *, port: int = 0, **options: Any) -> WatchServer:
     return server
 
 
-__all__ = ["HOST", "WatchServer", "serve"]
+__all__ = ["HOST", "WatchServer", "WatchedSource", "serve"]

@@ -287,18 +287,51 @@ function spliceBlock(task, s, link) {
     el("div", { class: "part good", text: "good continuation:\n" + steps(good) }));
 }
 
-function boot() {
-  const data = JSON.parse(document.getElementById("viewer-data").textContent);
-  const root = document.getElementById("app");
-  timings.dataParsed = performance.now();
-  if (data.kind === "run") window.viewerApp = new RunApp(root, data);
-  else if (data.kind === "iterate") iterateDashboard(root, data);
-  else if (data.kind === "critics") {
+function dashboard(root, data) {
+  root.textContent = "";
+  if (data.kind === "iterate") iterateDashboard(root, data);
+  else {
     root.appendChild(el("header", { class: "top" }, el("h1", { text: "mcts-agent · critics" }),
       el("span", { class: "source", text: data.source })));
     const main = el("main");
     main.appendChild(el("div", { class: "view active" }, criticsDashboard(data.critics)));
     root.appendChild(main);
+  }
+  if (data.watch) {
+    root.querySelector("header.top").appendChild(el("span", { class: "live", id: "live",
+      text: "● live" }));
+  }
+}
+
+/* --watch on a dashboard: draw it again when the server has newer rounds */
+function watchDashboard(root, data) {
+  let version = data.version;
+  const poll = async () => {
+    try {
+      const reply = await fetch("data.json", { cache: "no-store" });
+      const fresh = await reply.json();
+      if (fresh.version !== version) {
+        version = fresh.version;
+        dashboard(root, fresh);
+        timings.updates = (timings.updates || 0) + 1;
+      }
+    } catch (err) {
+      const live = document.getElementById("live");
+      if (live) live.textContent = "○ server gone";
+    }
+    setTimeout(poll, 1000);
+  };
+  setTimeout(poll, 1000);
+}
+
+function boot() {
+  const data = JSON.parse(document.getElementById("viewer-data").textContent);
+  const root = document.getElementById("app");
+  timings.dataParsed = performance.now();
+  if (data.kind === "run") window.viewerApp = new RunApp(root, data);
+  else {
+    dashboard(root, data);
+    if (data.watch) watchDashboard(root, data);
   }
   afterPaint(() => { timings.firstPaint = performance.now(); });
 }
