@@ -485,3 +485,22 @@ def test_watch_follows_an_iterate_run_round_by_round(folders, tmp_path, visit):
         v.assert_offline_and_clean(allowed_prefix=server.url)
     finally:
         server.stop()
+
+
+def test_arrow_keys_walk_the_tree(folders, visit):
+    record = max(ResultFile(folders["arith"] / "trees.jsonl").read(), key=lambda r: len(r.nodes))
+    v = visit(page_file(folders["arith"], task=record.task.id))
+    page = v.page
+    page.click("#collapse-all")
+    page.click('g.node[data-node="0"] .label')
+    children = record.children()
+    first = page.locator("g.node").nth(1).get_attribute("data-node")  # the first child
+    page.keyboard.press("ArrowDown")
+    assert page.locator("#node-panel h2").inner_text() == f"Node #{first}"
+    page.keyboard.press("ArrowLeft")  # back to its parent, the root
+    assert page.locator("#node-panel h2").inner_text() == "Root"
+    page.keyboard.press("ArrowLeft")  # the root closes
+    assert page.locator("g.node").count() == 1
+    page.keyboard.press("ArrowRight")  # and opens again
+    assert page.locator("g.node").count() == 1 + len(children[0])
+    v.assert_offline_and_clean()

@@ -42,6 +42,11 @@ class RunApp {
     if (first) this.open(first.id);
     else this.center.appendChild(el("div", { class: "note", text: "No trees in this run yet." }));
     if (data.watch) this.watch();
+    document.addEventListener("keydown", (event) => {
+      if (!this.view || event.target.closest("input, select, textarea")) return;
+      if (!this.treesView.classList.contains("active")) return;
+      if (this.view.onKey(event.key)) event.preventDefault();
+    });
   }
 
   header() {
@@ -236,7 +241,7 @@ function fillToolbar(bar, view) {
     el("span", {}, dot(valueColor(0)), " value 0 "), el("span", {}, dot(valueColor(0.5)), " 0.5 "),
     el("span", {}, dot(valueColor(1)), " 1"), el("span", {}, dot("#fff", "square"), " terminal"),
     el("span", { text: "size: visits · ✓/✗ verifier · ⊘ dead end · ⎇ grafted · ★ answer · " +
-      "▲▼ pair · blue: principal variation" })));
+      "▲▼ pair · blue: principal variation · arrow keys move" })));
 }
 
 /* the task's mined pairs and splices, as lists under the toolbar */

@@ -244,6 +244,23 @@ class TreeView {
     this.expandPath(i);
     renderPanel(this.panel, this, i);
   }
+
+  /* arrows: ↑/↓ the previous / next row, → open (then the first child), ← close (then the
+     parent) */
+  onKey(key) {
+    const i = this.selected === null ? 0 : this.selected;
+    const row = this.rowOf[i];
+    if (key === "ArrowDown" && row + 1 < this.rows.length) this.select(this.rows[row + 1]);
+    else if (key === "ArrowUp" && row > 0) this.select(this.rows[row - 1]);
+    else if (key === "ArrowRight" && this.children[i].length) {
+      if (this.expanded[i]) this.select(this.children[i][0]);
+      else { this.expanded[i] = 1; this.select(i); }
+    } else if (key === "ArrowLeft") {
+      if (this.expanded[i] && this.children[i].length) { this.expanded[i] = 0; this.select(i); }
+      else if (i > 0) this.select(this.task.nodes.parent[i]);
+    } else return false;
+    return true;
+  }
 }
 
 /* ----------------------------------------------------------------------- the node panel */
