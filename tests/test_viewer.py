@@ -504,3 +504,18 @@ def test_arrow_keys_walk_the_tree(folders, visit):
     page.keyboard.press("ArrowRight")  # and opens again
     assert page.locator("g.node").count() == 1 + len(children[0])
     v.assert_offline_and_clean()
+
+
+def test_find_a_step_in_a_big_tree(tmp_path, visit):
+    record = synthetic_record(2_000, seed=3)
+    ResultFile(tmp_path / "trees.jsonl").append(record)
+    target = max(range(len(record.nodes)), key=lambda i: record.nodes[i].depth)
+    wanted = record.nodes[target].action
+    v = visit(page_file(tmp_path))
+    page = v.page
+    page.fill("#find-node", wanted)
+    page.press("#find-node", "Enter")
+    assert page.locator("#find-count").inner_text() == "1 of 1"
+    assert page.locator("#node-panel h2").inner_text() == f"Node #{target}"
+    assert "selected" in page.locator(f'g.node[data-node="{target}"]').get_attribute("class")
+    v.assert_offline_and_clean()

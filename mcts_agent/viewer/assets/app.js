@@ -234,6 +234,7 @@ function fillToolbar(bar, view) {
   if (view.task.chosen !== null) {
     button("show-chosen", "Chosen answer", () => view.select(view.task.chosen));
   }
+  bar.appendChild(findBox(view));
   const dot = (fill, shape) => svg("svg", { width: 12, height: 12 }, shape === "square"
     ? svg("rect", { x: 1, y: 1, width: 10, height: 10, fill, stroke: "#333" })
     : svg("circle", { cx: 6, cy: 6, r: 5, fill, stroke: "#333" }));
@@ -242,6 +243,32 @@ function fillToolbar(bar, view) {
     el("span", {}, dot(valueColor(1)), " 1"), el("span", {}, dot("#fff", "square"), " terminal"),
     el("span", { text: "size: visits · ✓/✗ verifier · ⊘ dead end · ⎇ grafted · ★ answer · " +
       "▲▼ pair · blue: principal variation · arrow keys move" })));
+}
+
+/* find steps by their text: Enter goes to the next match (its path opens) */
+function findBox(view) {
+  const count = el("span", { class: "find-count", id: "find-count" });
+  let matches = [], at = -1, query = "";
+  const input = el("input", { id: "find-node", type: "search", placeholder: "find a step…",
+    size: 18 });
+  input.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter") return;
+    const wanted = input.value.trim().toLowerCase();
+    if (wanted !== query) {
+      query = wanted;
+      const actions = view.task.nodes.action;
+      matches = [];
+      if (wanted) for (let i = 0; i < view.n; i++) {
+        if (actions[i].toLowerCase().includes(wanted)) matches.push(i);
+      }
+      at = -1;
+    }
+    if (!matches.length) { count.textContent = query ? "no match" : ""; return; }
+    at = (at + 1) % matches.length;
+    view.select(matches[at]);
+    count.textContent = `${at + 1} of ${matches.length}`;
+  });
+  return el("span", { class: "find" }, input, " ", count);
 }
 
 /* the task's mined pairs and splices, as lists under the toolbar */
