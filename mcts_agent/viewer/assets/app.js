@@ -241,8 +241,8 @@ function fillToolbar(bar, view) {
   bar.appendChild(el("div", { class: "legend" },
     el("span", {}, dot(valueColor(0)), " value 0 "), el("span", {}, dot(valueColor(0.5)), " 0.5 "),
     el("span", {}, dot(valueColor(1)), " 1"), el("span", {}, dot("#fff", "square"), " terminal"),
-    el("span", { text: "size: visits · ✓/✗ verifier · ⊘ dead end · ⎇ grafted · ★ answer · " +
-      "▲▼ pair · blue: principal variation · arrow keys move" })));
+    ...["size: visits", "✓/✗ verifier", "⊘ dead end", "⎇ grafted", "★ answer", "▲▼ pair",
+      "blue: principal variation", "arrow keys move"].map((text) => el("span", { text }))));
 }
 
 /* find steps by their text: Enter goes to the next match (its path opens) */
