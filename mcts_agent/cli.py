@@ -278,6 +278,14 @@ def search_command(
     allow_changed: Annotated[bool, typer.Option(
         help="Resume into a run folder whose trees were searched with other settings "
         "(config.yaml keeps the earlier ones under history).")] = False,
+    ray: Annotated[str | None, typer.Option(
+        help="Grow the trees on a Ray cluster (pip install 'mcts-agent[ray]'): local (start "
+        "one here), auto (the one `ray start` runs) or HOST:PORT. This process writes "
+        "trees.jsonl. More settings under ray: in --config.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="--ray: search actors, each with its own policy (default 2).")] = None,
+    gpus_per_worker: Annotated[float | None, typer.Option(
+        min=0, help="--ray: GPUs per actor (use with --device cuda).")] = None,
 ) -> None:
     """Tree search on an environment's tasks with a language model; resumable."""
     settings = load_settings(SearchConfig, config, "search", {
@@ -296,6 +304,13 @@ def search_command(
                            "search": settings.model_dump(mode="json")}, allow_changed)
     critic_specs = critic or ["rollout"]
     check_critic_names(critic_specs)
+    cluster = ray_settings(config, ray, workers, gpus_per_worker, device)
+    if cluster is not None:  # the trees grow on the cluster; this process writes them
+        summary = _search_on_ray(spec, task_list, split, settings, cluster, critic_specs,
+                                 model=model, backend=_backend_config(backend, backend_arg),
+                                 device=device, rollouts=rollouts, out=out,
+                                 baselines=baselines, allow_changed=allow_changed)
+        return _report_search(summary, out, environment)
     policy = load_policy(model, backend=_backend_config(backend, backend_arg), device=device,
                          cache=out / "responses.sqlite" if cache else None)
     try:
@@ -310,6 +325,12 @@ def search_command(
                 on_result=lambda r: bar.advance(job), cache=cache, allow_changed=allow_changed)
     finally:
         _close(policy)
+    _report_search(summary, out, environment)
+
+
+def _report_search(summary: RunSummary, out: Path, environment: Any) -> None:
+    """The search's table and where its trees are; an environment that failed every step is
+    an error."""
     _print_search_summary(summary)
     console.print(f"trees: [bold]{out / 'trees.jsonl'}[/bold]  ·  look at one with "
                   f"[bold]mcts-agent show {out}[/bold]")
@@ -317,6 +338,60 @@ def search_command(
         raise UserError(f"environment {environment.name!r} raised on every step of all "
                         f"{summary.searched} trees searched (first: {summary.first_error}); fix "
                         "the environment (-v logs each failure)")
+
+
+def ray_settings(config: Path | None, address: str | None, workers: int | None,
+                 gpus_per_worker: float | None, device: str | None) -> Any:
+    """The cluster a run asks for (``--ray`` or a ``ray:`` section in ``--config``), as a
+    :class:`~mcts_agent.scale.RayConfig`; None to search in this process."""
+    from .scale import RAY_MISSING, RayConfig, ray_available
+
+    section = _yaml_section(config, "ray")
+    if address is None and section is None:
+        if workers is not None or gpus_per_worker is not None:
+            raise ConfigError("--workers and --gpus-per-worker go with --ray (local, auto or "
+                              "HOST:PORT)")
+        return None
+    if not ray_available():
+        raise UserError(RAY_MISSING)
+    overrides = {"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker}
+    cluster = load_settings(RayConfig, None, "ray", {**(section or {}), **{
+        k: v for k, v in overrides.items() if v is not None}})
+    if cluster.gpus_per_worker and device == "cpu":
+        raise ConfigError(f"--gpus-per-worker {cluster.gpus_per_worker:g} with --device cpu "
+                          "leaves the GPUs idle: pass --device cuda")
+    return cluster
+
+
+def _yaml_section(path: Path | None, section: str) -> dict[str, Any] | None:
+    """The ``section:`` mapping of a YAML settings file, None when it has none."""
+    if path is None:
+        return None
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read {path}: {_one_line(str(err))}") from err
+    value = loaded.get(section) if isinstance(loaded, dict) else None
+    if value is not None and not isinstance(value, dict):
+        raise ConfigError(f"{path}: {section}: must hold a mapping of {section} settings")
+    return value
+
+
+def _search_on_ray(spec: PluginSpec, tasks: list, split: str, settings: SearchConfig,
+                   cluster: Any, critic: list[str], *, out: Path, **options: Any) -> RunSummary:
+    """``search --ray``: the trees grown by the cluster's workers, with the usual progress."""
+    from .scale.ray_search import run_ray_search
+
+    done_before = len(ResultFile(out / "trees.jsonl").done_ids() & {t.id for t in tasks})
+    with Progress(TextColumn("[bold]searching on Ray"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("trees"), TimeElapsedColumn(), console=console) as bar:
+        job = bar.add_task("trees", total=len(tasks), completed=done_before)
+        summary, _ = run_ray_search(
+            spec, ray=cluster, tasks=tasks, split=split, config=settings, critic=critic,
+            out_dir=out, on_result=lambda r: bar.advance(job),
+            report=lambda line: bar.console.print(line, highlight=False, markup=False),
+            **options)
+    return summary
 
 
 def _close(policy: Any) -> None:
@@ -822,6 +897,12 @@ def iterate_command(
     config: Annotated[Path | None, typer.Option(help="YAML file: iterate settings, with "
                                                 "search:, pairs:, train: and backend: "
                                                 "sections.")] = None,
+    ray: Annotated[str | None, typer.Option(
+        help="Search and evaluate on a Ray cluster: local, auto or HOST:PORT (training "
+        "stays a TRL run here). More settings under ray: in --config.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="--ray: search actors.")] = None,
+    gpus_per_worker: Annotated[float | None, typer.Option(
+        min=0, help="--ray: GPUs per actor.")] = None,
 ) -> None:
     """Self-improvement: rounds of search → pairs → training → held-out evaluation."""
     from .train.iterate import IterateConfig, iterate
@@ -840,6 +921,13 @@ def iterate_command(
             merged[section][key] = value
     merged["backend"].update({k: parse_value(v) for k, v in _key_texts(
         backend_arg or [], "--backend-arg").items()})
+    cluster = {k: v for k, v in (("address", ray), ("workers", workers),
+                                 ("gpus_per_worker", gpus_per_worker)) if v is not None}
+    if cluster and ray is None and merged.get("ray") is None:
+        raise ConfigError("--workers and --gpus-per-worker go with --ray (local, auto or "
+                          "HOST:PORT)")
+    if cluster:
+        merged["ray"] = {**(merged.get("ray") or {}), **cluster}
     settings = IterateConfig(**merged)
     searched = sum(len(ResultFile(f).done_ids()) for f in out.glob("round_*/search/trees.jsonl"))
     with Progress(TextColumn("[bold]trees searched"), BarColumn(), MofNCompleteColumn(),

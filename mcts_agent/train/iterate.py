@@ -33,6 +33,7 @@ from ..llm.load import BackendConfig, load_policy
 from ..metrics import PolicyMetrics, evaluate_policy
 from ..models.tiny import TINY_ARITH_DIR
 from ..registry import PluginSpec, environments
+from ..scale import RayConfig
 from ..search import SearchConfig
 from ..search.run import SPEED_ONLY, run_search
 from ..settings import Settings
@@ -93,6 +94,10 @@ class IterateConfig(Settings):
         description="DPO + NLL with a large beta by default: on the shipped tiny reasoner plain "
         "DPO at beta 0.1 wrecked held-out accuracy (35.5 % → 13 %) while beta 5 with NLL "
         "raised it (→ 45 %); see docs/results.md.")
+    ray: RayConfig | None = Field(
+        None, description="Run each round's search and the held-out evaluation on a Ray "
+        "cluster (pip install 'mcts-agent[ray]'); training stays a TRL run in this process. "
+        "Speed only: a run may resume with or without it.")
 
 
 def iterate(config: IterateConfig, out_dir: str | Path, report: Report = log.info,
@@ -105,19 +110,25 @@ def iterate(config: IterateConfig, out_dir: str | Path, report: Report = log.inf
     env = environments.create(config.env, **config.env_args)
     held_out = load_tasks(env, config.eval_tasks, split="test")
     start = model = config.model or str(TINY_ARITH_DIR)
-    policies = _PolicyCache(config.device, config.backend)
-    rows = [_evaluate(out / "round_0", env, policies, model, held_out, config, report, 0)]
-    _write_table(out, rows)
-    for r in range(1, config.rounds + 1):
-        folder = out / f"round_{r}"
-        search = _search(folder / "search", env, policies, model, config, r, report, on_tree)
-        data, mined = _mine(folder / "data", env, search, config, r, report)
-        trained = _train(folder / "model", policies, model, start, data, config, r, report)
-        model = str(folder / "model") if trained else model
-        row = _evaluate(folder, env, policies, model, held_out, config, report, r)
-        row.update(search=search, mined=mined, trained=trained)
-        rows.append(_flatten(row))
+    policies = (_RayPolicies(config, model, report) if config.ray is not None
+                else _PolicyCache(config.device, config.backend))
+    try:
+        rows = [_evaluate(out / "round_0", env, policies, model, held_out, config, report, 0)]
         _write_table(out, rows)
+        for r in range(1, config.rounds + 1):
+            folder = out / f"round_{r}"
+            search = _search(folder / "search", env, policies, model, config, r, report,
+                             on_tree)
+            data, mined = _mine(folder / "data", env, search, config, r, report)
+            trained = _train(folder / "model", policies, model, start, data, config, r, report)
+            model = str(folder / "model") if trained else model
+            row = _evaluate(folder, env, policies, model, held_out, config, report, r)
+            row.update(search=search, mined=mined, trained=trained)
+            rows.append(_flatten(row))
+            _write_table(out, rows)
+    finally:
+        if isinstance(policies, _RayPolicies):
+            policies.close()
     return rows
 
 
@@ -149,10 +160,44 @@ class _PolicyCache:
             self.model = self.policy = None
 
 
+class _RayPolicies:
+    """``iterate`` on a Ray cluster: one pool of search workers for the whole run (started
+    when first needed), switched to each round's model; evaluation goes through the workers'
+    policies too."""
+
+    def __init__(self, config: IterateConfig, model: str, report: Report) -> None:
+        self.config, self.model, self.report = config, model, report
+        self.pool: Any = None
+
+    def get(self, model: str) -> Policy:
+        from ..scale.ray_search import PoolPolicy, WorkerJob, WorkerPool
+
+        cfg = self.config
+        if self.pool is None:
+            job = WorkerJob(PluginSpec(cfg.env, dict(cfg.env_args)), model, cfg.backend,
+                            cfg.device, ("rollout",), cfg.rollouts, cfg.search,
+                            None if cfg.ray.gpus_per_worker else int(cfg.ray.cpus_per_worker))
+            self.pool = WorkerPool(job, cfg.ray, self.report)
+        elif model != self.pool.job.model:
+            self.pool.configure(model, self.pool.job.config)
+        self.model = model
+        return PoolPolicy(self.pool, self.pool.describe()["policy"])
+
+    def release(self) -> None:
+        """Training runs here; the workers keep their own resources."""
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
+
+Policies = _PolicyCache | _RayPolicies
+
+
 # --------------------------------------------------------------------------- the four steps
 
 
-def _search(folder: Path, env: Any, policies: _PolicyCache, model: str, config: IterateConfig,
+def _search(folder: Path, env: Any, policies: Policies, model: str, config: IterateConfig,
             r: int, report: Report, on_tree: Callable[[TreeRecord], Any] | None
             ) -> dict[str, Any]:
     summary_file = folder / "summary.json"
@@ -162,6 +207,16 @@ def _search(folder: Path, env: Any, policies: _PolicyCache, model: str, config: 
     seed = config.seed * 1000 + r  # fresh problems and samples every round
     tasks = load_tasks(env, config.tasks_per_round, split="train", seed=seed)
     report(f"round {r}: searching {len(tasks)} training tasks")
+    if isinstance(policies, _RayPolicies):
+        from ..scale.ray_search import run_ray_search
+
+        policies.get(model)
+        summary, _ = run_ray_search(PluginSpec(config.env, dict(config.env_args)), tasks=tasks,
+                                    split="train", pool=policies.pool,
+                                    config=config.search.model_copy(update={"seed": seed}),
+                                    rollouts=config.rollouts, out_dir=folder, baselines=False,
+                                    on_result=on_tree)
+        return summary.to_dict()
     summary, _ = run_search(env, tasks=tasks, split="train",
                             env_spec=PluginSpec(config.env, dict(config.env_args)),
                             policy=policies.get(model),
@@ -191,7 +246,7 @@ def _mine(folder: Path, env: Any, search: dict[str, Any], config: IterateConfig,
     return folder / f"{name}.jsonl", dict(stats)
 
 
-def _train(folder: Path, policies: _PolicyCache, model: str, start: str, data: Path,
+def _train(folder: Path, policies: Policies, model: str, start: str, data: Path,
            config: IterateConfig, r: int, report: Report) -> dict[str, Any] | None:
     done = folder / "training.json"
     if (marker := read_marker(done)) is not None and isinstance(marker.get("report"), dict):
@@ -207,7 +262,7 @@ def _train(folder: Path, policies: _PolicyCache, model: str, start: str, data: P
     return train_policy(model, rows, folder, train, reference=reference).to_dict()
 
 
-def _evaluate(folder: Path, env: Any, policies: _PolicyCache, model: str, tasks: list,
+def _evaluate(folder: Path, env: Any, policies: Policies, model: str, tasks: list,
               config: IterateConfig, report: Report, r: int) -> dict[str, Any]:
     done = folder / "eval.json"
     if (row := read_marker(done)) is not None:
@@ -234,7 +289,7 @@ def _claim(out: Path, config: IterateConfig) -> None:
     wanted = config.model_dump(mode="json")
     if settings.exists():
         before = yaml.safe_load(settings.read_text())
-        changed = sorted(k for k in wanted if k != "rounds"
+        changed = sorted(k for k in wanted if k not in ("rounds", "ray")
                          and _comparable(before.get(k)) != _comparable(wanted[k]))
         if changed:
             raise RunMismatchError(f"{out} holds a run with other settings ({', '.join(changed)});"

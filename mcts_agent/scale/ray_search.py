@@ -1,0 +1,435 @@
+"""Tree search sharded over Ray actors; the driver writes the one ``trees.jsonl``.
+
+:func:`run_ray_search` is :func:`~mcts_agent.search.run.run_search` with the trees grown by a
+:class:`WorkerPool`: the same run folder, settings check, summary and resume. A worker that
+dies loses only the trees it had in flight; they go back to the queue and another worker (a
+replacement is started) grows them again, with the same seeds, so the trees do not change.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..contracts import Environment, Task, load_tasks
+from ..errors import UserError
+from ..files import write_atomic
+from ..llm.base import Candidate, GenerationRequest
+from ..llm.load import BackendConfig, load_policy
+from ..registry import PluginSpec, environments
+from ..search.config import SearchConfig
+from ..search.critic_specs import build_critic, describe_critic
+from ..search.discriminator import build_discriminator
+from ..search.driver import TreeSearch, _already_done
+from ..search.run import RunSummary, _summarise, claim_run_folder
+from ..trees import ResultFile, TreeRecord
+from . import RAY_MISSING, RayConfig, ray_available
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[str], Any]
+
+
+def _ray() -> Any:
+    if not ray_available():
+        raise UserError(RAY_MISSING)
+    import ray
+
+    return ray
+
+
+# --------------------------------------------------------------------------- the cluster
+
+
+def start_ray(config: RayConfig) -> float:
+    """Connect to the cluster ``config.address`` names (``local``: start one here with explicit
+    CPUs, a small object store and no dashboard); nothing if Ray is already initialised in
+    this process. Returns the seconds it took."""
+    ray = _ray()
+    started = time.perf_counter()
+    if ray.is_initialized():
+        return 0.0
+    quiet = dict(logging_level=logging.WARNING, log_to_driver=False)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, private cluster
+    try:
+        if config.address == "local":
+            cpus = config.num_cpus or max(1, math.ceil(config.workers * config.cpus_per_worker))
+            ray.init(num_cpus=cpus, object_store_memory=config.object_store_mb * 2**20,
+                     include_dashboard=False, **quiet)
+        else:
+            ray.init(address=config.address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise UserError(f"cannot reach the Ray cluster at {config.address!r}: "
+                        f"{' '.join(str(err).split())[:200]}; start it with `ray start --head` "
+                        "or use --ray local") from err
+    return time.perf_counter() - started
+
+
+# --------------------------------------------------------------------------- a worker
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What every worker builds: the environment, the policy, the critic and the search."""
+
+    env: PluginSpec
+    model: str | None = None
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    device: str | None = None
+    critic: tuple[str, ...] = ("rollout",)
+    rollouts: int = 4
+    config: SearchConfig = field(default_factory=SearchConfig)
+    threads: int | None = None
+
+
+class SearchWorker:
+    """One actor's share of the run: its own environment, policy, critic and tree search.
+
+    ``policy_server`` (a :class:`PolicyServer` actor handle) replaces the worker's own model by
+    calls to a shared one."""
+
+    def __init__(self, job: WorkerJob, policy_server: Any = None) -> None:
+        if job.threads:
+            import torch
+
+            torch.set_num_threads(job.threads)
+        self.job = job
+        self.server = policy_server
+        self.env = environments.create(job.env.name, **(job.env.args or {}))
+        self.policy: Any = None
+        self.configure(job.model, job.config)
+
+    def configure(self, model: str | None, config: SearchConfig) -> None:
+        """Search with ``model`` (loaded if it changed: the next round of ``iterate``) and
+        ``config`` (a round's seed) from now on."""
+        job = self.job
+        if self.policy is None or model != job.model:
+            self.policy = None
+            self.policy = (RemotePolicy(self.server) if self.server is not None else
+                           load_policy(model, backend=job.backend, device=job.device))
+        self.job = job = WorkerJob(job.env, model, job.backend, job.device, job.critic,
+                                   job.rollouts, config, job.threads)
+        self.critic = build_critic(list(job.critic), self.policy, config, job.rollouts)
+        discriminator = build_discriminator(config.discriminator, self.policy, seed=config.seed)
+        self.search_ = TreeSearch(self.env, self.policy, self.critic, config, discriminator)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def describe(self) -> dict[str, Any]:
+        """The policy and critic, as the run folder's settings record them."""
+        return {"policy": self.policy.name, "critic": describe_critic(self.critic)}
+
+    def search(self, tasks: list[Task]) -> Iterator[TreeRecord]:
+        """Grow ``tasks``' trees; yield each as it finishes."""
+        yield from self.search_.run(tasks)
+
+    def propose(self, requests: list[GenerationRequest]) -> list[list[Candidate]]:
+        """This worker's policy answering ``requests`` (evaluation, baselines)."""
+        return self.policy.propose(requests)
+
+
+class PolicyServer:
+    """One policy shared by every worker (a Ray actor; calls from several workers at once are
+    batched by the backend where it merges concurrent calls)."""
+
+    def __init__(self, model: str | None, backend: BackendConfig, device: str | None) -> None:
+        self.policy = load_policy(model, backend=backend, device=device)
+
+    def name(self) -> str:
+        return self.policy.name
+
+    def propose(self, requests: list[GenerationRequest]) -> list[list[Candidate]]:
+        return self.policy.propose(requests)
+
+
+class RemotePolicy:
+    """A :class:`~mcts_agent.llm.base.Policy` whose calls go to a :class:`PolicyServer`."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.name = _ray().get(server.name.remote())
+
+    def propose(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
+        return _ray().get(self.server.propose.remote(list(requests)))
+
+
+# --------------------------------------------------------------------------- the pool
+
+
+@dataclass
+class _Worker:
+    number: int
+    actor: Any
+    pid: int
+    chunk: list[Task] = field(default_factory=list)  # its tasks not yet returned
+
+
+class WorkerPool:
+    """``config.workers`` :class:`SearchWorker` actors; dead ones are replaced, their trees in
+    flight regrown elsewhere. ``report`` gets one line per event worth telling the user."""
+
+    def __init__(self, job: WorkerJob, config: RayConfig,
+                 report: Report = log.warning) -> None:
+        self.ray = _ray()
+        self.job, self.config, self.report = job, config, report
+        self.start_seconds = start_ray(config)
+        self.replacements_left = (config.workers if config.max_replacements is None
+                                  else config.max_replacements)
+        self.deaths = 0
+        self._numbers = iter(range(1, 1 << 30))
+        self.server = None
+        if config.shared_policy:
+            self.server = self.ray.remote(PolicyServer).options(
+                num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker,
+                max_concurrency=64).remote(job.model, job.backend, job.device)
+        started = time.perf_counter()
+        self.workers = [self._start() for _ in range(config.workers)]
+        self.actor_start_seconds = time.perf_counter() - started
+
+    def _start(self) -> _Worker:
+        cfg = self.config
+        gpus = 0 if cfg.shared_policy else cfg.gpus_per_worker
+        actor = self.ray.remote(SearchWorker).options(
+            num_cpus=cfg.cpus_per_worker, num_gpus=gpus).remote(self.job, self.server)
+        try:
+            pid = self.ray.get(actor.pid.remote())
+        except self.ray.exceptions.RayActorError as err:
+            raise UserError(f"a search worker failed to start: {_cause(err)}") from err
+        return _Worker(next(self._numbers), actor, pid)
+
+    # ------------------------------------------------------------------ public
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers (in worker order)."""
+        return [w.pid for w in self.workers]
+
+    def describe(self) -> dict[str, Any]:
+        return self.ray.get(self.workers[0].actor.describe.remote())
+
+    def configure(self, model: str | None, config: SearchConfig) -> None:
+        """Every worker searches with ``model`` and ``config`` from now on."""
+        self.job = WorkerJob(self.job.env, model, self.job.backend, self.job.device,
+                             self.job.critic, self.job.rollouts, config, self.job.threads)
+        self.ray.get([w.actor.configure.remote(model, config) for w in self.workers])
+
+    def search(self, tasks: Sequence[Task]) -> Iterator[TreeRecord]:
+        """Every task's tree, grown on the workers, yielded as each arrives (any order)."""
+        chunks = collections.deque(_chunks(list(tasks), self._chunk_size(len(tasks))))
+        events: queue.Queue = queue.Queue()
+        idle = list(self.workers)
+        busy: dict[int, _Worker] = {}
+        while chunks or busy:
+            while chunks and idle:
+                worker = idle.pop(0)
+                worker.chunk = chunks.popleft()
+                busy[worker.number] = worker
+                threading.Thread(target=self._stream, args=(worker, events),
+                                 daemon=True).start()
+            kind, worker, payload = events.get()
+            if kind == "tree":
+                worker.chunk = [t for t in worker.chunk if t.id != payload.task.id]
+                yield payload
+            elif kind == "done":
+                idle.append(busy.pop(worker.number))
+            elif kind == "died":
+                busy.pop(worker.number)
+                if worker.chunk:
+                    chunks.appendleft(worker.chunk)
+                idle.append(self._replace(worker, payload))
+            else:  # an error inside the search (the user's or a plug-in's), not Ray's
+                raise payload
+
+    def propose(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
+        """``requests`` answered by the workers' policies, split evenly among them (seeds are
+        per request, so the answers do not depend on the split)."""
+        requests = list(requests)
+        parts = _chunks(requests, max(1, math.ceil(len(requests) / len(self.workers))))
+        answers: list[list[list[Candidate]]] = [[] for _ in parts]
+        pending = dict(enumerate(parts))
+        while pending:
+            calls = {i: (w, w.actor.propose.remote(pending[i]))
+                     for i, w in zip(list(pending), self._cycle(len(pending)), strict=False)}
+            for i, (worker, ref) in calls.items():
+                try:
+                    answers[i] = self.ray.get(ref)
+                    del pending[i]
+                except self.ray.exceptions.RayActorError as err:
+                    if worker in self.workers:
+                        self._replace(worker, err)
+        return [candidates for part in answers for candidates in part]
+
+    def close(self) -> None:
+        """Stop every actor of this pool."""
+        for worker in self.workers:
+            self.ray.kill(worker.actor)
+        if self.server is not None:
+            self.ray.kill(self.server)
+        self.workers = []
+
+    # ------------------------------------------------------------------ internals
+
+    def _cycle(self, n: int) -> list[_Worker]:
+        return [self.workers[i % len(self.workers)] for i in range(n)]
+
+    def _chunk_size(self, tasks: int) -> int:
+        if self.config.chunk is not None:
+            return self.config.chunk
+        per_worker = math.ceil(tasks / len(self.workers)) if tasks else 1
+        return max(1, min(self.job.config.max_trees_in_flight, per_worker))
+
+    def _stream(self, worker: _Worker, events: queue.Queue) -> None:
+        """Read one chunk's trees from ``worker`` into ``events`` (a thread per busy worker)."""
+        ray = self.ray
+        try:
+            for ref in worker.actor.search.remote(list(worker.chunk)):
+                events.put(("tree", worker, ray.get(ref)))
+        except ray.exceptions.RayActorError as err:
+            events.put(("died", worker, err))
+            return
+        except Exception as err:  # re-raised in the driver's thread
+            events.put(("error", worker, _unwrap(err)))
+            return
+        events.put(("done", worker, None))
+
+    def _replace(self, dead: _Worker, err: BaseException) -> _Worker:
+        """Start a worker in place of ``dead`` (one line to the user); refused once the run has
+        replaced ``max_replacements`` workers."""
+        self.deaths += 1
+        lost = len(dead.chunk)
+        if self.replacements_left <= 0:
+            raise UserError(f"search worker {dead.number} (pid {dead.pid}) died ({_cause(err)})"
+                            f" and {self.deaths - 1} were replaced before; giving up (finished "
+                            "trees are saved: the same command resumes)")
+        self.replacements_left -= 1
+        self.workers.remove(dead)
+        fresh = self._start()
+        self.workers.append(fresh)
+        self.report(f"search worker {dead.number} (pid {dead.pid}) died ({_cause(err)}); its "
+                    f"{lost} trees in flight are grown again; worker {fresh.number} "
+                    f"(pid {fresh.pid}) replaces it")
+        return fresh
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _cause(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    for marker in ("killed", "out of memory", "OOM", "SIGKILL", "exited", "unexpectedly"):
+        if marker.lower() in text.lower():
+            return {"unexpectedly": "its process exited unexpectedly"}.get(marker, marker)
+    return text[:120] or type(err).__name__
+
+
+def _unwrap(err: Exception) -> Exception:
+    """A worker's own exception (a UserError, a plug-in's bug) rather than Ray's wrapper."""
+    cause = getattr(err, "cause", None)
+    return cause if isinstance(cause, Exception) else err
+
+
+# --------------------------------------------------------------------------- a whole run
+
+
+class PoolPolicy:
+    """The workers' policies as one :class:`~mcts_agent.llm.base.Policy` (evaluation and the
+    baselines run on the cluster through it)."""
+
+    def __init__(self, pool: WorkerPool, name: str) -> None:
+        self.pool, self.name = pool, name
+
+    def propose(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
+        return self.pool.propose(requests)
+
+
+def run_ray_search(
+    env: str | PluginSpec,
+    *,
+    ray: RayConfig | None = None,
+    tasks: list[Task] | int = 20,
+    split: str = "test",
+    model: str | Path | None = None,
+    backend: BackendConfig | None = None,
+    device: str | None = None,
+    config: SearchConfig | None = None,
+    critic: Sequence[str] = ("rollout",),
+    rollouts: int = 4,
+    out_dir: str | Path | None = None,
+    baselines: bool = True,
+    on_result: Callable[[TreeRecord], Any] | None = None,
+    allow_changed: bool = False,
+    pool: WorkerPool | None = None,
+    report: Report = log.warning,
+) -> tuple[RunSummary, list[TreeRecord]]:
+    """:func:`~mcts_agent.search.run.run_search` on a Ray cluster.
+
+    The environment is named (``env``, or a :class:`PluginSpec` with arguments) and the critic
+    given as specs (``critic``, as ``--critic`` takes them): each worker builds its own. A
+    ``pool`` passed in is reused (and left running; ``iterate`` keeps one for all rounds),
+    else one is started and stopped here. The run folder, its settings check, resume and
+    summary are the single-process run's; the trees are the same trees."""
+    config = config or SearchConfig()
+    spec = env if isinstance(env, PluginSpec) else PluginSpec(env, {})
+    environment = environments.create(spec.name, **(spec.args or {}))
+    if isinstance(tasks, int):
+        tasks = load_tasks(environment, tasks, split=split)
+    own = pool is None
+    if pool is not None and pool.job.config != config:
+        pool.configure(pool.job.model, config)
+    if pool is None:
+        job = WorkerJob(spec, str(model) if model is not None else None,
+                        backend or BackendConfig(), device, tuple(critic), rollouts, config,
+                        _threads(ray or RayConfig()))
+        pool = WorkerPool(job, ray or RayConfig(), report)
+    try:
+        described = pool.describe()
+        if out_dir is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            settings = {"environment": spec.to_json(), **described, "split": split,
+                        "search": config.model_dump(mode="json")}
+            claim_run_folder(Path(out_dir), settings, len(tasks), allow_changed)
+        return _run(environment, tasks, pool, described["policy"], config, out_dir, baselines,
+                    on_result)
+    finally:
+        if own:
+            pool.close()
+
+
+def _run(environment: Environment, tasks: list[Task], pool: WorkerPool, policy_name: str,
+         config: SearchConfig, out_dir: str | Path | None, baselines: bool,
+         on_result: Callable[[TreeRecord], Any] | None) -> tuple[RunSummary, list[TreeRecord]]:
+    results_file = ResultFile(Path(out_dir) / "trees.jsonl") if out_dir is not None else None
+    started = time.perf_counter()
+    done = results_file.done() if results_file is not None else {}
+    pending = [task for task in tasks if not _already_done(task, done)]
+    fresh = []
+    for record in pool.search(pending):
+        if results_file is not None:
+            results_file.append(record)
+        if on_result is not None:
+            on_result(record)
+        fresh.append(record)
+    seconds = time.perf_counter() - started
+    by_id = {r.task.id: r for r in (results_file if results_file is not None else fresh)}
+    results = [by_id[t.id] for t in tasks if t.id in by_id]
+    summary = _summarise(environment, PoolPolicy(pool, policy_name), config, tasks, results,
+                         fresh, baselines, seconds)
+    if out_dir is not None:
+        write_atomic(Path(out_dir) / "summary.json", json.dumps(summary.to_dict(), indent=2))
+    return summary, results
+
+
+def _threads(config: RayConfig) -> int | None:
+    """torch threads of a worker on CPUs: its reserved CPUs (at least one)."""
+    return None if config.gpus_per_worker else max(1, int(config.cpus_per_worker))
