@@ -1,0 +1,170 @@
+"""Search on a Ray cluster: the same trees as one process, whatever dies along the way.
+
+One local cluster (2 CPUs, a small object store, no dashboard) serves the module; the search
+workers hold the shipped tiny reasoner. The reference is a single-process run of the same
+tasks with the same seed; trees are compared by :func:`mcts_agent.scale.compare.tree_differences`
+(every step, visit and count exactly; log-probabilities to 1e-4, as the drivers are compared).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mcts_agent.cli import app
+from mcts_agent.scale import RayConfig, ray_available
+from mcts_agent.scale.compare import tree_differences
+from mcts_agent.search import ResultFile, SearchConfig
+from mcts_agent.search.run import run_search
+
+pytestmark = pytest.mark.skipif(
+    not ray_available(), reason="Ray is not installed (pip install -e '.[ray]'; .ci/run "
+    "installs it with the test extra)")
+
+CONFIG = SearchConfig(simulations=4, expand_n=2, max_depth=6, max_step_tokens=20)
+TASKS = 6
+SMALL = ["--simulations", "4", "--expand-n", "2", "--max-step-tokens", "20", "--rollouts", "2",
+         "--no-baselines", "--no-cache"]
+runner = CliRunner(env={"COLUMNS": "240"})
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster for this module, started as the runs start one (timed)."""
+    import ray
+
+    from mcts_agent.scale.ray_search import start_ray
+
+    seconds = start_ray(RayConfig(workers=2, object_store_mb=200))
+    assert seconds < 60
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, policy):
+    """The single-process run's trees (the ones every Ray run must write)."""
+    out = tmp_path_factory.mktemp("single")
+    run_search("arith", tasks=TASKS, policy=policy, config=CONFIG, rollouts=2, out_dir=out,
+               baselines=False, cache=False)
+    return ResultFile(out / "trees.jsonl").read()
+
+
+def ray_run(out: Path, **options):
+    from mcts_agent.scale.ray_search import run_ray_search
+
+    return run_ray_search("arith", tasks=TASKS, config=CONFIG, rollouts=2, out_dir=out,
+                          baselines=False, **options)
+
+
+def once_each(out: Path) -> list:
+    records = ResultFile(out / "trees.jsonl").read()
+    counts = Counter(r.task.id for r in records)
+    assert len(counts) == TASKS and set(counts.values()) == {1}, counts
+    return records
+
+
+def test_importing_the_toolkit_never_imports_ray():
+    code = ("import sys, mcts_agent, mcts_agent.cli, mcts_agent.scale, mcts_agent.train.iterate;"
+            "print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_two_workers_write_the_single_process_trees(cluster, reference, tmp_path):
+    summary, results = ray_run(tmp_path, ray=RayConfig(workers=2))
+    assert summary.searched == TASKS and len(results) == TASKS
+    assert tree_differences(once_each(tmp_path), reference) == []
+    settings = (tmp_path / "config.yaml").read_text()
+    assert "tiny-arith" in settings and "rollout" in settings  # policy and critic recorded
+    again, _ = ray_run(tmp_path, ray=RayConfig(workers=2))  # resumed: nothing to do
+    assert again.searched == 0 and tree_differences(once_each(tmp_path), reference) == []
+
+
+def test_a_killed_worker_loses_only_its_trees_in_flight(cluster, reference, tmp_path):
+    from mcts_agent.registry import PluginSpec
+    from mcts_agent.scale.ray_search import WorkerJob, WorkerPool
+
+    lines: list[str] = []
+    job = WorkerJob(PluginSpec("arith", {}), rollouts=2, config=CONFIG, threads=1)
+    pool = WorkerPool(job, RayConfig(workers=2, chunk=1), report=lines.append)
+    victim = pool.pids()[1]
+    killed = []
+
+    def kill_once(record):
+        if not killed:
+            os.kill(victim, signal.SIGKILL)
+            killed.append(record.task.id)
+
+    try:
+        summary, _ = ray_run(tmp_path, pool=pool, on_result=kill_once)
+    finally:
+        pool.close()
+    assert killed and summary.tasks == TASKS
+    assert tree_differences(once_each(tmp_path), reference) == []
+    assert len(lines) == 1 and f"(pid {victim}) died" in lines[0], lines
+    assert "grown again" in lines[0] and "replaces it" in lines[0]
+
+
+def test_a_killed_driver_resumes_with_the_same_command(reference, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "mcts_agent", "search", "--tasks", str(TASKS), *SMALL,
+               "--ray", "local", "--workers", "2", "--out", str(out)]
+    env = {**os.environ, "COLUMNS": "240"}
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    trees = out / "trees.jsonl"
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and first.poll() is None:
+        if trees.exists() and trees.read_bytes().count(b"\n") >= 1:
+            break
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    written = trees.read_bytes().count(b"\n")
+    assert 1 <= written < TASKS, "the first run should die mid-run"
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert f"{written} done before" in " ".join(second.stdout.split())
+    assert tree_differences(once_each(out), reference) == []
+
+
+def test_cli_errors_are_one_line(tmp_path, monkeypatch):
+    result = runner.invoke(app, ["search", "--workers", "2", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "go with --ray" in result.output
+    result = runner.invoke(app, ["search", "--ray", "local", "--gpus-per-worker", "1",
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--device cuda" in result.output
+    monkeypatch.setattr("mcts_agent.scale.ray_available", lambda: False)
+    result = runner.invoke(app, ["search", "--ray", "local", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "pip install 'mcts-agent[ray]'" in result.output
+
+
+def test_iterate_searches_and_evaluates_on_the_cluster(cluster, tmp_path):
+    from mcts_agent.data import PairConfig
+    from mcts_agent.train.config import TrainConfig
+    from mcts_agent.train.iterate import IterateConfig, iterate
+
+    config = IterateConfig(
+        rounds=1, tasks_per_round=4, eval_tasks=4, eval_k=2, rollouts=2,
+        search=SearchConfig(simulations=4, expand_n=2, stop_when_solved=False,
+                            max_step_tokens=20, max_depth=5),
+        pairs=PairConfig(min_margin=0.1),
+        train=TrainConfig(epochs=1, batch_size=4, learning_rate=1e-4, threads=1),
+        ray=RayConfig(workers=2))
+    lines: list[str] = []
+    rows = iterate(config, tmp_path / "run", report=lines.append)
+    assert [row["round"] for row in rows] == [0, 1]
+    assert len(ResultFile(tmp_path / "run/round_1/search/trees.jsonl").read()) == 4
+    assert json.loads((tmp_path / "run/round_1/eval.json").read_text())["tasks"] == 4
+    assert not [line for line in lines if "died" in line]
