@@ -81,5 +81,6 @@ class HybridCritic:
                 tokens=sum(a.tokens for a in mine),
                 completions=tuple(text for a in mine for text in a.completions),
                 disagreement=float(spread[i]),
-                details={"components": dict(zip(names, values[i].tolist(), strict=True))}))
+                explanation=next((a.explanation for a in mine if a.explanation), None),
+                components=dict(zip(names, values[i].tolist(), strict=True))))
         return out

@@ -567,7 +567,7 @@ class JudgeCritic:
         details.update(score=mean, spread=max(scores) - min(scores),
                        explanation=speaker.explanation, feedback=speaker.feedback)
         return Assessment(value, feedback=speaker.feedback or speaker.explanation,
-                          tokens=tokens, details=details)
+                          tokens=tokens, details=details, explanation=speaker.explanation)
 
     def _seed(self, node: CriticInput, attempt: int) -> int:
         key = f"{self.seed}/{node.task.id}/{node.state!r}/{node.done}/{attempt}"

@@ -369,7 +369,9 @@ class Assessment:
     ``tokens``: tokens the critic generated for it (counted in the tree's budget);
     ``completions``: finished rollout texts the driver grafts into the tree (rStar-Math);
     ``disagreement``: a hybrid's spread of component values; ``details``: anything else
-    (raw scores, judge output), stored by nobody and read by nobody in the core."""
+    (raw scores, judge output), stored by nobody and read by nobody in the core;
+    ``explanation``: a judge's reasoning behind the value (kept in the tree, shown by the
+    viewer); ``components``: a hybrid's value from each of its critics, by name (kept too)."""
 
     value: float
     feedback: str | None = None
@@ -377,6 +379,8 @@ class Assessment:
     completions: tuple[str, ...] = ()
     disagreement: float | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    explanation: str | None = None
+    components: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.value, bool) or not isinstance(self.value, (int, float)) or not (

@@ -49,8 +49,9 @@ class NodeRecord:
     ``value`` (mean backed-up value; None if never visited), ``prior``, ``logprob`` (summed
     over the step's tokens), ``tokens``, ``reward`` (on the edge into it), ``terminal``,
     ``critic`` (the critic's value), ``feedback`` (its text), ``disagreement`` (a hybrid
-    critic's spread), ``answer`` (of a finished state) and ``score`` (the verifier's, data
-    mode)."""
+    critic's spread), ``answer`` (of a finished state), ``score`` (the verifier's, data
+    mode), ``explanation`` (a judge's reasoning) and ``components`` (a hybrid critic's value
+    from each of its critics, by name)."""
 
     parent: int | None
     action: str
@@ -67,6 +68,8 @@ class NodeRecord:
     disagreement: float | None = None
     answer: str | None = None
     score: float | None = None
+    explanation: str | None = None
+    components: dict[str, float] | None = None
 
     @property
     def rate(self) -> float | None:
@@ -196,9 +199,11 @@ _NODE_TYPES: dict[str, tuple[type, ...]] = {
     "tokens": (int,), "reward": (float, int), "terminal": (bool,),
     "critic": (float, int, type(None)), "feedback": (str, type(None)),
     "disagreement": (float, int, type(None)), "answer": (str, type(None)),
-    "score": (float, int, type(None)),
+    "score": (float, int, type(None)), "explanation": (str, type(None)),
+    "components": (dict, type(None)),
 }
-_OPTIONAL_NODE_FIELDS = {"critic", "feedback", "disagreement", "answer", "score"}
+_OPTIONAL_NODE_FIELDS = {"critic", "feedback", "disagreement", "answer", "score", "explanation",
+                         "components"}
 _FLOATS = {"value", "prior", "logprob", "reward", "critic", "disagreement", "score"}
 
 
@@ -250,6 +255,10 @@ def _node(i: int, item: dict, earlier: list[NodeRecord]) -> NodeRecord:
     if (i == 0) != (parent is None) or (parent is not None and not 0 <= parent < i):
         raise RecordError(f"node {i} has parent {parent!r}; the root (node 0) has none and "
                           "every other node's parent comes before it")
+    if values["components"] is not None and not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            for k, v in values["components"].items()):
+        raise RecordError(f"node {i}: 'components' maps critic names to numbers")
     if parent is not None and values["depth"] != earlier[parent].depth + 1:
         raise RecordError(f"node {i} has depth {values['depth']}, its parent "
                           f"{earlier[parent].depth}")

@@ -71,7 +71,8 @@ def test_a_hybrid_sums_tokens_joins_completions_and_types_its_disagreement():
     [out] = hybrid.evaluate([node])
     assert out.tokens == 7 and out.completions == ("x", "y", "z")
     assert out.disagreement == pytest.approx(0.6)
-    assert set(out.details) == {"components"}  # nothing typed is left in details
+    assert out.components == pytest.approx({"a": 0.2, "b": 0.8})
+    assert not out.details  # nothing typed is left in details
 
 
 def test_the_verifier_passes_its_fallbacks_results_through_unchanged():

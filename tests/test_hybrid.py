@@ -66,7 +66,7 @@ def test_hybrid_combines_batched_critics_and_measures_disagreement(policy):
     out = hybrid.evaluate(nodes)
     assert judge.calls == 1  # one batched call per component
     for a in out:
-        parts = a.details["components"]
+        parts = a.components
         assert a.value == pytest.approx((parts["rollout"] + 0.9) / 2)
         assert a.disagreement == pytest.approx(abs(parts["rollout"] - 0.9))
         assert a.feedback == "looks fine"
@@ -77,7 +77,7 @@ def test_hybrid_combines_batched_critics_and_measures_disagreement(policy):
     fitted = HybridWeights(["rollout", "judge"], [1.0, 0.0], bias=0.0)
     again = HybridCritic({"rollout": rollout, "judge": judge}, fitted).evaluate(nodes)
     for a in again:  # weight 0 on the judge: the rollout value, through logit and back
-        assert a.value == pytest.approx(np.clip(a.details["components"]["rollout"], 1e-4,
+        assert a.value == pytest.approx(np.clip(a.components["rollout"], 1e-4,
                                                 1 - 1e-4), abs=1e-9)
     with pytest.raises(ValueError, match="not given"):
         HybridCritic({"rollout": rollout}, fitted)
@@ -237,6 +237,25 @@ def test_expansions_of_a_judged_node_carry_its_childrens_feedback(policy):
     TreeSearch(ENV, plain, critic, config.model_copy(update={"sibling_feedback": 0})).run(
         [TASK]).__next__()
     assert all(p.startswith("Q: ") for p in plain.prompts)
+
+
+def test_a_searched_tree_keeps_each_components_value_and_the_judges_explanation(policy):
+    class Explaining(Constant):
+        def evaluate(self, nodes):
+            return [Assessment(self.value, "try the product first", tokens=1,
+                               explanation="the sum came before the product") for _ in nodes]
+
+    critic = HybridCritic({"judge": Explaining("judge", 0.9), "plain": Constant("plain", 0.3)})
+    config = SearchConfig(mode="inference", simulations=6, expand_n=2, seed=0)
+    [result] = TreeSearch(ENV, policy, critic, config).run([TASK])
+    scored = [n for n in result.nodes[1:] if n.critic is not None]
+    assert scored
+    for node in scored:
+        assert node.components == pytest.approx({"judge": 0.9, "plain": 0.3})
+        assert node.explanation == "the sum came before the product"
+        assert node.disagreement == pytest.approx(0.6)
+    again = type(result).from_json(json.loads(json.dumps(result.to_json())))
+    assert again.nodes == result.nodes
 
 
 # ----------------------------------------------------------------------------- pairs

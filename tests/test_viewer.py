@@ -260,7 +260,8 @@ def test_an_agent_tree_shows_observations_and_splices(folders, visit):
 def test_text_from_the_tree_is_never_markup(tmp_path, visit):
     hostile = '</script><script>window.pwned = 1</script><img src="http://example.com/x">'
     root = NodeRecord(None, "", 0, 2, 0.5, 1.0, 0.0, 0, 0.0, False)
-    step = NodeRecord(0, hostile, 1, 1, 0.5, 1.0, -1.0, 3, 0.0, True, feedback=hostile)
+    step = NodeRecord(0, hostile, 1, 1, 0.5, 1.0, -1.0, 3, 0.0, True, feedback=hostile,
+                      explanation=hostile + " (why)")
     ResultFile(tmp_path / "trees.jsonl").append(TreeRecord(
         Task("t<1>", hostile), "data", (root, step), None, False, TreeStats(nodes=2)))
     v = visit(page_file(tmp_path))
@@ -268,6 +269,25 @@ def test_text_from_the_tree_is_never_markup(tmp_path, visit):
     assert page.evaluate("window.pwned") is None
     page.click('g.node[data-node="1"] .label')
     assert hostile in page.locator("#node-panel .feedback").inner_text()
+    assert hostile in page.locator("#node-panel .explanation").inner_text()
+    v.assert_offline_and_clean()
+
+
+def test_the_node_panel_shows_each_critic_component_and_the_judges_explanation(tmp_path, visit):
+    root = NodeRecord(None, "", 0, 2, 0.5, 1.0, 0.0, 0, 0.0, False)
+    step = NodeRecord(0, "2 + 3 = 5", 1, 1, 0.5, 1.0, -1.0, 3, 0.0, True, critic=0.6,
+                      disagreement=0.6, feedback="check the sum again",
+                      explanation="the sum is right but the order is not",
+                      components={"judge": 0.9, "rollout": 0.3})
+    ResultFile(tmp_path / "trees.jsonl").append(TreeRecord(
+        Task("t1", "2 + 3 = ?"), "inference", (root, step), "5", None, TreeStats(nodes=2)))
+    v = visit(page_file(tmp_path))
+    v.page.click('g.node[data-node="1"] .label')
+    panel = v.page.locator("#node-panel")
+    text = panel.inner_text()
+    assert "· judge\t0.900" in text and "· rollout\t0.300" in text
+    assert panel.locator(".explanation").inner_text() == "the sum is right but the order is not"
+    assert panel.locator(".feedback").inner_text() == "check the sum again"
     v.assert_offline_and_clean()
 
 

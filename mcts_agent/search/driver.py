@@ -76,6 +76,8 @@ class Node:
     critic: float | None = None
     feedback: str | None = None
     disagreement: float | None = None  # a hybrid critic's spread of component values
+    explanation: str | None = None  # a judge's reasoning
+    components: dict[str, float] | None = None  # a hybrid critic's value per component
     answer: str | None = None
     score: float | None = None
     local: int = 0  # creation order within its own tree (engine ids interleave across trees)
@@ -277,6 +279,8 @@ class TreeSearch:
         for (_, kid), assessment in zip(children, assessments, strict=True):
             kid.critic, kid.feedback = assessment.value, assessment.feedback
             kid.disagreement = assessment.disagreement
+            kid.explanation = assessment.explanation
+            kid.components = dict(assessment.components) if assessment.components else None
             tree.tokens += assessment.tokens
         ids = forest.expand(
             leaves, [len(kids) for kids in broods],
@@ -510,7 +514,7 @@ class TreeSearch:
                 prior=float(a.prior[node]), logprob=p.logprob, tokens=p.tokens,
                 reward=p.reward, terminal=bool(forest.is_terminal(node)), critic=p.critic,
                 feedback=p.feedback, disagreement=p.disagreement, answer=p.answer,
-                score=p.score))
+                score=p.score, explanation=p.explanation, components=p.components))
         answer = choose_answer(nodes, self.config.mode)
         chosen = self._discriminate(forest, tree, ids, nodes)
         if chosen is not None:

@@ -103,6 +103,9 @@ def node_columns(record: TreeRecord) -> dict[str, list[Any]]:
         "critic": [_round(n.critic) for n in nodes],
         "disagreement": [_round(n.disagreement) for n in nodes],
         "feedback": [n.feedback for n in nodes],
+        "explanation": [n.explanation for n in nodes],
+        "components": [None if n.components is None else
+                       {name: _round(v) for name, v in n.components.items()} for n in nodes],
         "answer": [n.answer for n in nodes],
         "score": [_round(n.score) for n in nodes],
         "flags": flags,

@@ -305,13 +305,19 @@ function renderPanel(panel, view, i) {
   ]));
 
   panel.appendChild(el("h3", { text: "Critic" }));
+  const components = Object.entries(t.components[i] || {});
   panel.appendChild(table([
     ["critic value", fmt(t.critic[i], 3)],
+    ...components.map(([name, value]) => [`· ${name}`, fmt(value, 3)]),
     ["disagreement (components' max − min)", fmt(t.disagreement[i], 3)],
   ]));
-  if (t.feedback[i]) {
+  if (t.explanation[i]) {
+    panel.appendChild(el("div", { class: "explanation", text: t.explanation[i] }));
+  }
+  if (t.feedback[i] && t.feedback[i] !== t.explanation[i]) {
     panel.appendChild(el("div", { class: "feedback", text: t.feedback[i] }));
-  } else {
+  }
+  if (!t.explanation[i] && !t.feedback[i]) {
     panel.appendChild(el("div", { class: "empty", text: "no explanation or feedback" }));
   }
 
