@@ -5,6 +5,7 @@ Searches use a scripted policy (answers known in advance) so every rule is visib
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -18,6 +19,7 @@ from mcts_agent.errors import RunMismatchError
 from mcts_agent.llm.base import Candidate, GenerationRequest
 from mcts_agent.registry import PluginSpec
 from mcts_agent.search import ResultFile, SearchConfig, TreeSearch
+from mcts_agent.search.baselines import Attempt, TaskBaseline, read_baselines
 from mcts_agent.search.run import run_search
 
 
@@ -43,12 +45,12 @@ class Solver:
         return [Candidate(text, -1.0, 3, "stop", "\n", (1, 2, 3))] * request.n
 
 
-def search(out, tasks, **settings):
+def search(out, tasks, baselines=False, **settings):
     env = ArithEnvironment(max_operand=9)
     config = SearchConfig(**{"simulations": 4, "expand_n": 2, **settings})
     return run_search(env, tasks=tasks, env_spec=PluginSpec("arith", {"max_operand": 9}),
                       policy=Solver(), config=config, critic=VerifierCritic(), out_dir=out,
-                      baselines=False, cache=False)
+                      baselines=baselines, cache=False)
 
 
 @pytest.fixture
@@ -128,3 +130,37 @@ def test_a_prompt_that_does_not_fit_is_its_own_outcome(tasks):
     assert not results["huge"].solved
     for task in tasks:
         assert results[task.id].status == "finished" and results[task.id].solved
+
+
+# ----------------------------------------------------------------------------- baselines.jsonl
+
+
+def test_each_tasks_baselines_are_written_beside_the_summary(tmp_path, tasks):
+    summary, _ = search(tmp_path, tasks, baselines=True)
+    rows, skipped = read_baselines(tmp_path / "baselines.jsonl")
+    assert skipped == 0 and sorted(rows) == sorted(t.id for t in tasks)
+    assert sum(r.greedy_correct for r in rows.values()) == summary.greedy_solved
+    assert sum(r.best_correct for r in rows.values()) == summary.best_of_n_solved
+    assert sum(r.best_tokens for r in rows.values()) == summary.baseline_tokens
+    assert "per_task" not in json.loads((tmp_path / "summary.json").read_text())
+
+
+def test_best_of_n_answers_with_a_verified_sample_in_data_mode_and_the_vote_otherwise():
+    env, task = ArithEnvironment(), Task("t", "1+1")
+    greedy = Attempt(task, ["x"], ["3"], [0.0], 4)
+    sampled = Attempt(task, ["a", "b", "c"], ["3", "2", "3"], [0.0, 1.0, 0.0], 12)
+    data = TaskBaseline.of(greedy, sampled, env, "data")
+    assert (data.best_answer, data.best_correct, data.samples) == ("2", True, 3)
+    vote = TaskBaseline.of(greedy, sampled, env, "inference")
+    assert (vote.best_answer, vote.best_correct) == ("3", False)
+    assert (vote.greedy_answer, vote.greedy_correct, vote.greedy_tokens) == ("3", False, 4)
+
+
+def test_unreadable_baseline_lines_are_skipped_and_counted(tmp_path):
+    good = TaskBaseline("t1", "2", True, 3, 2, "2", True, 6)
+    path = tmp_path / "baselines.jsonl"
+    path.write_text("\n".join([json.dumps(good.__dict__), "{not json", json.dumps(
+        {**good.__dict__, "samples": "two"}), ""]))
+    rows, skipped = read_baselines(path)
+    assert rows == {"t1": good} and skipped == 2
+    assert read_baselines(tmp_path / "missing.jsonl") == ({}, 0)

@@ -24,7 +24,7 @@ def test_run_search_writes_trees_config_and_summary(policy, tmp_path, mode):
     assert summary.greedy_solved is not None and summary.best_of_n_solved is not None
     assert summary.tokens > 0 and summary.nodes > 4
     assert {p.name for p in tmp_path.iterdir()} == {"trees.jsonl", "config.yaml", "summary.json",
-                                                   "responses.sqlite"}
+                                                   "baselines.jsonl", "responses.sqlite"}
     assert json.loads((tmp_path / "summary.json").read_text())["mcts_solved"] == summary.mcts_solved
     for result in results:
         assert result.nodes[0].parent is None and result.nodes[0].visits >= 1

@@ -34,6 +34,7 @@ from viewer_runs import (
 from environments.agent.babyai_game import babyai
 from mcts_agent.cli import app
 from mcts_agent.contracts import Task
+from mcts_agent.search.baselines import read_baselines
 from mcts_agent.trees import NodeRecord, ReplayedTree, ResultFile, TreeRecord, TreeStats
 from mcts_agent.viewer import page_data, write_view
 from mcts_agent.viewer.model import CHOSEN, DEAD_END, GRAFTED, ON_PV, TERMINAL, tree_view
@@ -151,6 +152,17 @@ def test_the_baselines_of_the_run_stand_beside_the_search(folders, visit):
     assert f"greedy {summary['greedy_solved']}/{summary['tasks']}" in text
     assert f"best-of-N (same tokens) {summary['best_of_n_solved']}/{summary['tasks']}" in text
     assert f"MCTS solved {summary['mcts_solved']}/{summary['tasks']}" in text
+    # and per task: what greedy and best-of-N answered (baselines.jsonl), beside the tree
+    baselines, skipped = read_baselines(folders["arith"] / "baselines.jsonl")
+    assert skipped == 0 and len(baselines) == summary["tasks"]
+    assert sum(b.greedy_correct for b in baselines.values()) == summary["greedy_solved"]
+    assert sum(b.best_correct for b in baselines.values()) == summary["best_of_n_solved"]
+    task, row = next(iter(baselines.items()))
+    v.page.click(f'li[data-task="{task}"]')
+    shown = v.page.locator("#task-baselines").inner_text()
+    mark = "✓" if row.greedy_correct else "✗"
+    assert f"greedy: {row.greedy_answer or '—'} {mark}" in shown
+    assert f"best-of-{row.samples}: " in shown and f"({row.best_tokens:,} tokens)" in shown
     v.assert_offline_and_clean()
 
 

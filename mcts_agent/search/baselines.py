@@ -6,10 +6,13 @@ so their answers are judged exactly like the tree's.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..contracts import (
@@ -23,6 +26,8 @@ from ..contracts import (
 from ..episodes import play_episodes, play_text
 from ..llm.base import GenerationRequest, Policy
 from .discriminator import FinishedTrajectory, VisibleTestsDiscriminator
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,20 +72,93 @@ class Attempt:
         return self.scores[self.answers.index(best)] == 1.0
 
     def picked_correct(self, env: Environment) -> bool:
-        """Inference mode, no reference used to pick: code (a ``TestedEnvironment`` whose
-        task shows tests) picks among the finished samples by the tree's own rule
-        (:class:`~mcts_agent.search.discriminator.VisibleTestsDiscriminator`; the first sample
-        wins remaining ties); other environments with answers take the majority answer."""
+        """Inference mode, no reference used to pick: whether :meth:`picked` is right."""
+        best = self.picked(env)
+        return best is not None and self.scores[best] == 1.0
+
+    def picked(self, env: Environment) -> int | None:
+        """Inference mode, no reference used to pick: the sample best-of-N answers with. Code (a
+        ``TestedEnvironment`` whose task shows tests) picks among the finished samples by the
+        tree's own rule (:class:`~mcts_agent.search.discriminator.VisibleTestsDiscriminator`;
+        the first sample wins remaining ties); other environments with answers take the first
+        sample of the majority answer. None when no sample finished."""
         finished = [i for i, answer in enumerate(self.answers) if answer is not None]
-        if (not isinstance(env, TestedEnvironment) or not self.states or not finished
+        if not finished:
+            return None
+        if (not isinstance(env, TestedEnvironment) or not self.states
                 or env.visible_score(env.reset(self.task), self.task) is None):  # no tests
-            return self.majority_correct
+            votes = Counter(self.answers[i] for i in finished)
+            return self.answers.index(votes.most_common(1)[0][0])
         candidates = [FinishedTrajectory(
             self.task, env, self.states[i], i, None, 0,
             logprob=self.logprobs[i] if self.logprobs else None,
             tokens=self.sample_tokens[i] if self.sample_tokens else 0) for i in finished]
-        best = finished[VisibleTestsDiscriminator().choose(candidates)]
-        return self.scores[best] == 1.0
+        return finished[VisibleTestsDiscriminator().choose(candidates)]
+
+
+@dataclass(frozen=True)
+class TaskBaseline:
+    """One task's baselines beside its tree (a line of a run's ``baselines.jsonl``): the greedy
+    solution, and best-of-N at the tokens the tree spent. ``best_answer`` is the answer
+    best-of-N gives: the first verified one in data mode, the picked sample's in inference mode
+    (:meth:`Attempt.picked`)."""
+
+    task: str
+    greedy_answer: str | None
+    greedy_correct: bool
+    greedy_tokens: int
+    samples: int
+    best_answer: str | None
+    best_correct: bool
+    best_tokens: int
+
+    @classmethod
+    def of(cls, greedy: Attempt, sampled: Attempt, env: Environment, mode: str) -> TaskBaseline:
+        if mode == "data" or not sampled.answers:
+            best = next((i for i, s in enumerate(sampled.scores) if s == 1.0), None)
+            correct = best is not None
+            if best is None and sampled.answers:
+                best = sampled.picked(env)
+        else:
+            best = sampled.picked(env)
+            correct = best is not None and sampled.scores[best] == 1.0
+        return cls(greedy.task.id, greedy.answers[0] if greedy.answers else None,
+                   greedy.any_correct, greedy.tokens, len(sampled.answers),
+                   None if best is None else sampled.answers[best], correct, sampled.tokens)
+
+    @classmethod
+    def from_json(cls, data: Any) -> TaskBaseline:
+        """Read one line; ``ValueError`` saying what is wrong when it is not a baseline."""
+        kinds = {"task": str, "greedy_answer": (str, type(None)), "greedy_correct": bool,
+                 "greedy_tokens": int, "samples": int, "best_answer": (str, type(None)),
+                 "best_correct": bool, "best_tokens": int}
+        if not isinstance(data, dict):
+            raise ValueError(f"a baseline is a JSON object, got {type(data).__name__}")
+        for key, kind in kinds.items():
+            if not isinstance(data.get(key), kind) or (kind is int and isinstance(
+                    data.get(key), bool)):
+                raise ValueError(f"baseline field {key!r} is missing or not {kind}")
+        return cls(**{key: data[key] for key in kinds})
+
+
+def read_baselines(path: str | Path) -> tuple[dict[str, TaskBaseline], int]:
+    """The baselines of ``path`` (a run's ``baselines.jsonl``) by task id, and how many lines
+    were skipped as unreadable (logged); nothing when the file does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return {}, 0
+    rows, skipped = {}, 0
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = TaskBaseline.from_json(json.loads(line))
+        except ValueError as err:  # json.JSONDecodeError is a ValueError
+            skipped += 1
+            log.warning("%s:%d: skipped: %s", path, number, err)
+            continue
+        rows[row.task] = row
+    return rows, skipped
 
 
 def sample_solutions(

@@ -26,7 +26,7 @@ from ..llm.cache import CachedPolicy
 from ..llm.load import load_policy
 from ..registry import PluginSpec, environments
 from ..trees import ResultFile, TreeRecord
-from .baselines import best_of_n, sample_solutions
+from .baselines import TaskBaseline, best_of_n, sample_solutions
 from .config import SearchConfig
 from .critic_specs import build_critic, describe_critic
 from .discriminator import build_discriminator
@@ -60,9 +60,21 @@ class RunSummary:
     statuses: dict[str, int] = field(default_factory=dict)
     environment_errors: int = 0
     first_error: str | None = None
+    per_task: list[TaskBaseline] = field(default_factory=list, repr=False)  # baselines.jsonl
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """``summary.json``'s content (the per-task baselines go to ``baselines.jsonl``)."""
+        out = asdict(self)
+        del out["per_task"]
+        return out
+
+    def save(self, out_dir: str | Path) -> None:
+        """Write ``summary.json`` and, when baselines ran, ``baselines.jsonl`` (one line per
+        task: what greedy and best-of-N answered; the viewer shows them beside each tree)."""
+        write_atomic(Path(out_dir) / "summary.json", json.dumps(self.to_dict(), indent=2))
+        if self.per_task:
+            write_atomic(Path(out_dir) / "baselines.jsonl", "".join(
+                json.dumps(asdict(row)) + "\n" for row in self.per_task))
 
 def default_critic(policy: Policy, config: SearchConfig, rollouts: int) -> Critic:
     """Data mode: the verifier at finished states, Monte Carlo rollouts elsewhere. Inference
@@ -145,7 +157,7 @@ def _run(environment: Environment, tasks: list[Task], policy: Policy, config: Se
     results = [by_id[t.id] for t in tasks if t.id in by_id]  # a resumed run's earlier trees too
     summary = _summarise(environment, policy, config, tasks, results, fresh, baselines, seconds)
     if out_dir is not None:
-        write_atomic(Path(out_dir) / "summary.json", json.dumps(summary.to_dict(), indent=2))
+        summary.save(out_dir)
     return summary, results
 
 
@@ -154,6 +166,7 @@ def _summarise(env: Environment, policy: Policy, config: SearchConfig, tasks: li
                seconds: float) -> RunSummary:
     tokens = {r.task.id: r.stats.tokens for r in results}
     greedy = best = baseline_tokens = None
+    per_task: list[TaskBaseline] = []
     if baselines and tasks:
         max_tokens = config.max_step_tokens * config.max_depth
         turns = dict(max_turns=config.max_depth, max_step_tokens=config.max_step_tokens)
@@ -169,6 +182,9 @@ def _summarise(env: Environment, policy: Policy, config: SearchConfig, tasks: li
         greedy = sum(g.any_correct for g in greedy_runs)
         best = sum(judge(a) for a in sampled)
         baseline_tokens = sum(a.tokens for a in sampled)
+        mode = "data" if config.mode == "data" or not has_answers(env) else "inference"
+        per_task = [TaskBaseline.of(g, a, env, mode)
+                    for g, a in zip(greedy_runs, sampled, strict=True)]
     errors = [r for r in results if r.stats.counts.get("environment_errors")]
     return RunSummary(
         config.mode, len(results), sum(bool(r.solved) for r in results), greedy, best,
@@ -176,7 +192,8 @@ def _summarise(env: Environment, policy: Policy, config: SearchConfig, tasks: li
         searched=len(fresh), searched_tokens=sum(r.stats.tokens for r in fresh),
         statuses=dict(Counter(r.status for r in results)),
         environment_errors=sum(r.stats.counts["environment_errors"] for r in errors),
-        first_error=next((r.stats.first_error for r in errors if r.stats.first_error), None))
+        first_error=next((r.stats.first_error for r in errors if r.stats.first_error), None),
+        per_task=per_task)
 
 
 # --------------------------------------------------------------------------- the run folder

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from ..data.pairs import wilson_interval
 from ..trees import NodeRecord, TreeRecord
+
+if TYPE_CHECKING:
+    from ..search.baselines import TaskBaseline
 
 TERMINAL, GRAFTED, DEAD_END, ON_PV, CHOSEN = 1, 2, 4, 8, 16
 """Bits of a node's ``flags`` column (the page reads the same numbers)."""
@@ -114,9 +118,11 @@ def node_columns(record: TreeRecord) -> dict[str, list[Any]]:
 
 def tree_view(record: TreeRecord, pairs: Iterable[Mapping[str, Any]] = (),
               splices: Iterable[Mapping[str, Any]] = (),
-              observations: Mapping[int, str] | None = None) -> dict[str, Any]:
+              observations: Mapping[int, str] | None = None,
+              baseline: TaskBaseline | None = None) -> dict[str, Any]:
     """One task's tree as the page draws it; ``pairs`` / ``splices``: the run's mined rows
-    for this task; ``observations``: what the environment answered after each node (agents)."""
+    for this task; ``observations``: what the environment answered after each node (agents);
+    ``baseline``: what greedy and best-of-N answered on the task."""
     stats = record.stats
     return {
         "id": record.task.id,
@@ -136,6 +142,7 @@ def tree_view(record: TreeRecord, pairs: Iterable[Mapping[str, Any]] = (),
         "pairs": [pair_view(row) for row in pairs],
         "splices": [splice_view(row) for row in splices],
         "observations": {str(k): v for k, v in (observations or {}).items()},
+        "baseline": None if baseline is None else asdict(baseline),
     }
 
 

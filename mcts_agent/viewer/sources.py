@@ -68,10 +68,13 @@ def run_data(path: Path, pairs: Path | None = None, *, observations: bool = True
     kind = environment_kind(env)
     pair_rows = _rows_by_task(_pairs_file(folder, pairs, "pairs"))
     splice_rows = _rows_by_task(_pairs_file(folder, None, "spliced"))
+    from ..search.baselines import read_baselines
+
     budget = [MAX_REPLAYED_NODES]
+    baselines, _ = read_baselines(folder / "baselines.jsonl")
     tasks = [tree_view(r, pair_rows.get(r.task.id, ()), splice_rows.get(r.task.id, ()),
                        _observations(r, env, budget) if observations and kind == "agent"
-                       else None)
+                       else None, baselines.get(r.task.id))
              for r in records]
     critics = folder / "critics" / "critics.json"
     return {

@@ -215,8 +215,22 @@ function taskHead(task) {
   fact("seconds", fmt(task.stats.seconds, 2));
   for (const [k, v] of Object.entries(task.stats.counts)) if (v) fact(k.replace(/_/g, " "), fmt(v));
   if (task.stats.first_error) fact("first error", task.stats.first_error);
-  return el("div", { class: "task-head", id: "task-head" },
+  const head = el("div", { class: "task-head", id: "task-head" },
     el("div", { class: "problem", text: task.problem }), facts);
+  if (task.baseline) head.appendChild(baselineFacts(task.baseline));
+  return head;
+}
+
+/* what greedy decoding and best-of-N answered on this task (the run's baselines.jsonl) */
+function baselineFacts(b) {
+  const mark = (correct) => (correct ? " ✓" : " ✗");
+  const answer = (a) => (a === null ? "—" : oneLine(a, 40));
+  return el("div", { class: "facts task-baselines", id: "task-baselines" },
+    el("span", {}, "greedy: ", el("b", { text: answer(b.greedy_answer) + mark(b.greedy_correct) }),
+      ` (${fmt(b.greedy_tokens)} tokens)`),
+    el("span", {}, `best-of-${b.samples}: `,
+      el("b", { text: answer(b.best_answer) + mark(b.best_correct) }),
+      ` (${fmt(b.best_tokens)} tokens)`));
 }
 
 function fillToolbar(bar, view) {
