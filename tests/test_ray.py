@@ -116,6 +116,20 @@ def test_a_killed_worker_loses_only_its_trees_in_flight(cluster, reference, tmp_
     assert "grown again" in lines[0] and "replaces it" in lines[0]
 
 
+def test_a_shared_policy_actor_serves_every_worker(cluster, reference, tmp_path):
+    shared = RayConfig(workers=2, shared_policy=True, cpus_per_worker=0.5)
+    summary, _ = ray_run(tmp_path, ray=shared)
+    assert summary.searched == TASKS
+    assert tree_differences(once_each(tmp_path), reference) == []
+
+
+def test_a_pool_the_cluster_cannot_hold_is_refused_at_once(cluster, tmp_path):
+    from mcts_agent.errors import UserError
+
+    with pytest.raises(UserError, match=r"cannot hold 3 workers: they need 3 CPUs \(it has 2\)"):
+        ray_run(tmp_path, ray=RayConfig(workers=3))
+
+
 def test_a_killed_driver_resumes_with_the_same_command(reference, tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "mcts_agent", "search", "--tasks", str(TASKS), *SMALL,

@@ -144,10 +144,19 @@ class PolicyServer:
     batched by the backend where it merges concurrent calls)."""
 
     def __init__(self, model: str | None, backend: BackendConfig, device: str | None) -> None:
+        self.backend, self.device = backend, device
         self.policy = load_policy(model, backend=backend, device=device)
 
     def name(self) -> str:
         return self.policy.name
+
+    def load(self, model: str | None) -> None:
+        """Serve ``model`` from now on (``iterate``: the round's trained weights)."""
+        if hasattr(self.policy, "reload"):
+            self.policy.reload(model)
+        else:
+            self.policy = None
+            self.policy = load_policy(model, backend=self.backend, device=self.device)
 
     def propose(self, requests: list[GenerationRequest]) -> list[list[Candidate]]:
         return self.policy.propose(requests)
@@ -189,13 +198,30 @@ class WorkerPool:
         self.deaths = 0
         self._numbers = iter(range(1, 1 << 30))
         self.server = None
+        self._served = job.model
         if config.shared_policy:
             self.server = self.ray.remote(PolicyServer).options(
                 num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker,
                 max_concurrency=64).remote(job.model, job.backend, job.device)
+        self._check_resources()
         started = time.perf_counter()
         self.workers = [self._start() for _ in range(config.workers)]
         self.actor_start_seconds = time.perf_counter() - started
+
+    def _check_resources(self) -> None:
+        """Refuse at once a pool the whole cluster cannot hold (Ray would wait for it forever;
+        a pool that only waits for busy resources to free up is let through)."""
+        cfg = self.config
+        actors = cfg.workers + (1 if cfg.shared_policy else 0)
+        need = {"CPU": actors * cfg.cpus_per_worker,
+                "GPU": (1 if cfg.shared_policy else cfg.workers) * cfg.gpus_per_worker}
+        have = self.ray.cluster_resources()
+        short = [f"{need[k]:g} {k}s (it has {have.get(k, 0):g})" for k in need
+                 if need[k] > have.get(k, 0) + 1e-9]
+        if short:
+            raise UserError(f"the Ray cluster cannot hold {cfg.workers} workers: they need "
+                            f"{' and '.join(short)}; lower --workers, --gpus-per-worker or "
+                            "cpus_per_worker, or add nodes (`ray status` lists them)")
 
     def _start(self) -> _Worker:
         cfg = self.config
@@ -221,6 +247,9 @@ class WorkerPool:
         """Every worker searches with ``model`` and ``config`` from now on."""
         self.job = WorkerJob(self.job.env, model, self.job.backend, self.job.device,
                              self.job.critic, self.job.rollouts, config, self.job.threads)
+        if self.server is not None and model != self._served:
+            self.ray.get(self.server.load.remote(model))
+            self._served = model
         self.ray.get([w.actor.configure.remote(model, config) for w in self.workers])
 
     def search(self, tasks: Sequence[Task]) -> Iterator[TreeRecord]:
