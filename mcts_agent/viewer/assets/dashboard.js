@@ -55,18 +55,25 @@ function lineChart(title, rows, xKey, series, { percent = false, width = 430, he
     return g;
   });
   card.appendChild(plot);
+  card.appendChild(legendRow(series.map((s) => ({ label: s.label, key: s.key })), groups));
+  return card;
+}
+
+/* one clickable entry per plotted group: a click hides or shows the group */
+function legendRow(entries, groups) {
   const legend = el("div", { class: "legend-row" });
-  series.forEach((s, k) => {
-    const item = el("span", { class: "legend-item", "data-series": s.key,
-      style: `color:${PALETTE[k % PALETTE.length]}; margin-right:10px`, text: "● " + s.label });
+  entries.forEach(({ label, key }, k) => {
+    const attrs = { class: "legend-item", style: `color:${PALETTE[k % PALETTE.length]};` +
+      " margin-right:10px", text: "● " + label };
+    if (key !== undefined) attrs["data-series"] = key;
+    const item = el("span", attrs);
     item.addEventListener("click", () => {
       item.classList.toggle("off");
       groups[k].classList.toggle("hidden");
     });
     legend.appendChild(item);
   });
-  card.appendChild(legend);
-  return card;
+  return legend;
 }
 
 function iterateDashboard(root, data) {
@@ -166,15 +173,8 @@ function reliabilityChart(critics, size = 320) {
     return g;
   });
   card.appendChild(plot);
-  const legend = el("div", { class: "legend-row" });
-  critics.forEach((c, k) => {
-    const item = el("span", { class: "legend-item", style: `color:${PALETTE[k % PALETTE.length]};` +
-      " margin-right:10px", text: `● ${c.name} (ECE ${fmt(c.ece, 3)})` });
-    item.addEventListener("click", () => { item.classList.toggle("off");
-      groups[k].classList.toggle("hidden"); });
-    legend.appendChild(item);
-  });
-  card.appendChild(legend);
+  card.appendChild(legendRow(critics.map((c) => ({ label: `${c.name} (ECE ${fmt(c.ece, 3)})` })),
+    groups));
   return card;
 }
 
