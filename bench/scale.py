@@ -8,7 +8,9 @@ each holding its own copy of the tiny reasoner on one CPU thread: a CPU-bound mo
 workers on two cores should approach twice the trees per second. The same tasks are searched
 in one process first (one torch thread), which gives Ray's overhead per tree, and the trees
 of all three runs are compared (``identical_trees``: every step, visit and count exactly,
-log-probabilities to 1e-4). The last line printed is one JSON object.
+log-probabilities to 1e-4). ``worker_cpu_share_N``: the CPU time the workers used over
+wall time × N; under 1, other jobs on the machine took part of their cores. The last line
+printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -52,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         torch.set_num_threads(1)
+        policy = load_policy()
+        run_search("arith", tasks=2, policy=policy, config=config, rollouts=2,  # warm-up (JIT)
+                   out_dir=Path(tmp, "warm-up"), baselines=False, cache=False)
         started = time.perf_counter()
-        run_search("arith", tasks=args.tasks, policy=load_policy(), config=config, rollouts=2,
+        run_search("arith", tasks=args.tasks, policy=policy, config=config, rollouts=2,
                    out_dir=Path(tmp, "single"), baselines=False, cache=False)
         runs["single"] = {"seconds": time.perf_counter() - started, "start_s": 0.0}
         # 3 logical CPUs: both pools stay up (1 + 2 actors); each actor runs one torch thread
@@ -68,11 +73,14 @@ def main(argv: list[str] | None = None) -> int:
             for repeat in range(args.repeats):
                 for workers, pool in pools.items():
                     name = f"ray{workers}"
+                    cpu = _cpu(pool)
                     summary, _ = run_ray_search(
                         "arith", tasks=args.tasks, config=config, pool=pool, baselines=False,
                         out_dir=Path(tmp, name if repeat == 0 else f"{name}-{repeat}"),
                         rollouts=2)
-                    runs[name]["seconds"] = min(runs[name]["seconds"], summary.seconds)
+                    if summary.seconds < runs[name]["seconds"]:
+                        runs[name].update(seconds=summary.seconds, cpu_share=round(
+                            (_cpu(pool) - cpu) / (summary.seconds * workers), 3))
         finally:
             for pool in pools.values():
                 pool.close()
@@ -85,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         "trees_per_s_single": round(rate["single"], 3),
         "trees_per_s_1": round(rate["ray1"], 3), "trees_per_s_2": round(rate["ray2"], 3),
         "scaling_2": round(rate["ray2"] / rate["ray1"], 3),
+        # the same ratio had every worker had its whole core (see worker_cpu_share_N)
+        "scaling_2_per_cpu_second": round((rate["ray2"] / runs["ray2"]["cpu_share"])
+                                          / (rate["ray1"] / runs["ray1"]["cpu_share"]), 3),
         "ray_overhead_s": {
             "cluster_start": round(start_s, 2),
             "workers_start_1": round(runs["ray1"]["start_s"], 2),
@@ -92,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             "per_tree": round((runs["ray1"]["seconds"] - runs["single"]["seconds"])
                               / args.tasks, 4)},
         "identical_trees": not differences,
+        "worker_cpu_share_1": runs["ray1"]["cpu_share"],
+        "worker_cpu_share_2": runs["ray2"]["cpu_share"],
         "load_average_before": round(load_before, 2),
     }
     _table(runs, rate, args.tasks)
@@ -99,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         print("first differences:", differences[:5])
     print(json.dumps(report))
     return 0
+
+
+def _cpu(pool) -> float:
+    """CPU seconds the pool's workers have used so far, together."""
+    return sum(pool.ray.get([w.actor.cpu_seconds.remote() for w in pool.workers]))
 
 
 def _table(runs: dict[str, dict], rate: dict[str, float], tasks: int) -> None:

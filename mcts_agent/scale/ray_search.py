@@ -60,9 +60,9 @@ def start_ray(config: RayConfig) -> float:
     if ray.is_initialized():
         return 0.0
     quiet = dict(logging_level=logging.WARNING, log_to_driver=False)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, private cluster
     try:
         if config.address == "local":
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # private to this process
             cpus = config.num_cpus or max(1, math.ceil(config.workers * config.cpus_per_worker))
             ray.init(num_cpus=cpus, object_store_memory=config.object_store_mb * 2**20,
                      include_dashboard=False, **quiet)
@@ -113,7 +113,9 @@ class SearchWorker:
         """Search with ``model`` (loaded if it changed: the next round of ``iterate``) and
         ``config`` (a round's seed) from now on."""
         job = self.job
-        if self.policy is None or model != job.model:
+        if self.policy is not None and model != job.model and hasattr(self.policy, "reload"):
+            self.policy.reload(model)  # vLLM: the same engine, new weights
+        elif self.policy is None or model != job.model:
             self.policy = None
             self.policy = (RemotePolicy(self.server) if self.server is not None else
                            load_policy(model, backend=job.backend, device=job.device))
@@ -125,6 +127,10 @@ class SearchWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def cpu_seconds(self) -> float:
+        """CPU time this worker's process has used (benchmarks: did it get its cores?)."""
+        return time.process_time()
 
     def describe(self) -> dict[str, Any]:
         """The policy and critic, as the run folder's settings record them."""
