@@ -130,10 +130,13 @@ def test_a_pool_the_cluster_cannot_hold_is_refused_at_once(cluster, tmp_path):
         ray_run(tmp_path, ray=RayConfig(workers=3))
 
 
-def test_a_killed_driver_resumes_with_the_same_command(reference, tmp_path):
+def test_a_killed_driver_resumes_with_the_same_command(cluster, reference, tmp_path):
+    """Both drivers connect to the module's cluster by its address (as to a real cluster);
+    the first one's workers die with it."""
+    address = cluster.get_runtime_context().gcs_address
     out = tmp_path / "run"
     command = [sys.executable, "-m", "mcts_agent", "search", "--tasks", str(TASKS), *SMALL,
-               "--ray", "local", "--workers", "2", "--out", str(out)]
+               "--ray", address, "--workers", "2", "--out", str(out)]
     env = {**os.environ, "COLUMNS": "240"}
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
