@@ -157,8 +157,9 @@ def test_a_killed_driver_resumes_with_the_same_command(cluster, reference, tmp_p
 
 
 def test_cli_errors_are_one_line(tmp_path, monkeypatch):
-    result = runner.invoke(app, ["search", "--workers", "2", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "go with --ray" in result.output
+    for command in ("search", "iterate"):
+        result = runner.invoke(app, [command, "--workers", "2", "--out", str(tmp_path)])
+        assert result.exit_code == 2 and "go with --ray" in result.output
     result = runner.invoke(app, ["search", "--ray", "local", "--gpus-per-worker", "1",
                                  "--out", str(tmp_path)])
     assert result.exit_code == 2 and "--device cuda" in result.output
