@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             for repeat in range(args.repeats):
                 for workers, pool in pools.items():
                     name = f"ray{workers}"
+                    pool.configure(job.model, config)  # fresh critics: no cached values
                     cpu = _cpu(pool)
                     summary, _ = run_ray_search(
                         "arith", tasks=args.tasks, config=config, pool=pool, baselines=False,

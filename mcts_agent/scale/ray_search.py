@@ -211,7 +211,7 @@ class WorkerPool:
                 max_concurrency=64).remote(job.model, job.backend, job.device)
         self._check_resources()
         started = time.perf_counter()
-        self.workers = [self._start() for _ in range(config.workers)]
+        self.workers = self._start(config.workers)
         self.actor_start_seconds = time.perf_counter() - started
 
     def _check_resources(self) -> None:
@@ -229,16 +229,18 @@ class WorkerPool:
                             f"{' and '.join(short)}; lower --workers, --gpus-per-worker or "
                             "cpus_per_worker, or add nodes (`ray status` lists them)")
 
-    def _start(self) -> _Worker:
+    def _start(self, count: int = 1) -> list[_Worker]:
+        """Start ``count`` workers at once (their models load in parallel)."""
         cfg = self.config
         gpus = 0 if cfg.shared_policy else cfg.gpus_per_worker
-        actor = self.ray.remote(SearchWorker).options(
+        actors = [self.ray.remote(SearchWorker).options(
             num_cpus=cfg.cpus_per_worker, num_gpus=gpus).remote(self.job, self.server)
+            for _ in range(count)]
         try:
-            pid = self.ray.get(actor.pid.remote())
+            pids = self.ray.get([actor.pid.remote() for actor in actors])
         except self.ray.exceptions.RayActorError as err:
             raise UserError(f"a search worker failed to start: {_cause(err)}") from err
-        return _Worker(next(self._numbers), actor, pid)
+        return [_Worker(next(self._numbers), a, p) for a, p in zip(actors, pids, strict=True)]
 
     # ------------------------------------------------------------------ public
 
@@ -348,7 +350,7 @@ class WorkerPool:
                             "trees are saved: the same command resumes)")
         self.replacements_left -= 1
         self.workers.remove(dead)
-        fresh = self._start()
+        fresh, = self._start()
         self.workers.append(fresh)
         self.report(f"search worker {dead.number} (pid {dead.pid}) died ({_cause(err)}); its "
                     f"{lost} trees in flight are grown again; worker {fresh.number} "
