@@ -155,6 +155,8 @@ def load_settings(
         if not isinstance(loaded, dict) or not isinstance(loaded.get(section, loaded), dict):
             raise ConfigError(f"{path} must hold a mapping of {section} settings")
         data = dict(loaded.get(section, loaded))
+        if section not in loaded and section != "ray":
+            data.pop("ray", None)  # a cluster's own section beside top-level settings
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return kind(**data)
