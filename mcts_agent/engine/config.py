@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 from pydantic import ConfigDict, Field
 
 from ..settings import Settings
-from .kernels import ABMCTS, PUCT, UCT, KernelParams
+from .kernels import ABMCTS, PARAMS, PUCT, UCT
 
 
 class EngineConfig(Settings):
@@ -84,21 +85,14 @@ class EngineConfig(Settings):
         """Whether a node may gain children after its first expansion."""
         return self.widen_c > 0 or self.rule == "abmcts"
 
-    def kernel_params(self) -> KernelParams:
-        return KernelParams(
-            rule={"puct": PUCT, "uct": UCT, "abmcts": ABMCTS}[self.rule],
-            pb_c_init=float(self.pb_c_init),
-            pb_c_base=float(self.pb_c_base),
-            uct_c=float(self.uct_c),
-            virtual_loss=float(self.virtual_loss),
-            virtual_value=float(self.virtual_value),
-            widen_c=float(self.widen_c),
-            widen_alpha=float(self.widen_alpha),
-            discount=float(self.discount),
-            max_collisions=int(self.max_collisions),
-            depth_weight=float(self.depth_weight),
-            diversity_weight=float(self.diversity_weight),
-            ab_alpha=float(self.ab_prior[0]),
-            ab_beta=float(self.ab_prior[1]),
-            seed=int(self.seed),
+    def kernel_params(self) -> np.ndarray:
+        """The settings as the kernels read them: a one-element array of dtype
+        :data:`~mcts_agent.engine.kernels.PARAMS`."""
+        params = np.zeros(1, PARAMS)
+        params[0] = (
+            {"puct": PUCT, "uct": UCT, "abmcts": ABMCTS}[self.rule], self.pb_c_init,
+            self.pb_c_base, self.uct_c, self.virtual_loss, self.virtual_value, self.widen_c,
+            self.widen_alpha, self.discount, self.max_collisions, self.depth_weight,
+            self.diversity_weight, self.ab_prior[0], self.ab_prior[1], self.seed,
         )
+        return params

@@ -116,12 +116,13 @@ def score_considered(gumbel: np.ndarray, logits: np.ndarray, visits: np.ndarray,
 
 
 @njit(cache=True)
-def gumbel_select(a: NodeArrays, p: KernelParams, roots: np.ndarray, trees: np.ndarray,
+def gumbel_select(a: NodeArrays, params: np.ndarray, roots: np.ndarray, trees: np.ndarray,
                   gumbel: np.ndarray, table: np.ndarray, max_considered: int,
                   out_leaf: np.ndarray) -> int:
     """One descent per tree: Sequential Halving with Gumbel at the root, the improved-policy
     rule below it. A descent that ends on a terminal node backs up its value at once (no leaf);
     returns how many leaves were written."""
+    p = params[0]
     width = max(a.meta[WIDEST], 1)
     scores = np.empty(width)
     logits = np.empty(width)
@@ -223,7 +224,7 @@ def _policy(forest: Forest, tree: int, gumbel: np.ndarray) -> GumbelPolicy:
     width = int(forest.nodes.num_children[root])
     scores, logits = np.empty(width), np.empty(width)
     visits = np.empty(width, np.int64)
-    completed_q(forest.nodes, forest._params, root, logits, visits, scores)
+    completed_q(forest.nodes, forest._params[0], root, logits, visits, scores)
     search_logits = logits + scores
     weights = np.exp(search_logits - search_logits.max())
     score_considered(gumbel, logits, visits, int(visits.max()), width, scores)

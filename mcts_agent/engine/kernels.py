@@ -26,8 +26,6 @@ dense row, without the virtual-loss terms.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 from numba import njit, prange
 
@@ -53,24 +51,19 @@ BAD_VALUE, BAD_REWARD, NAN_PRIOR, POSINF_LOGIT, BAD_PROBABILITY = -1, -2, -3, -4
 NEED_ROOM = -6  # the edges table or scratch space is too small: grow the edges, call again
 
 
-class KernelParams(NamedTuple):
-    """Scalar settings the kernels read; built from :class:`~mcts_agent.engine.EngineConfig`."""
-
-    rule: int
-    pb_c_init: float
-    pb_c_base: float
-    uct_c: float
-    virtual_loss: float
-    virtual_value: float
-    widen_c: float
-    widen_alpha: float
-    discount: float
-    max_collisions: int
-    depth_weight: float
-    diversity_weight: float
-    ab_alpha: float
-    ab_beta: float
-    seed: int
+#: The scalar settings the kernels read, as a numpy record (built by
+#: :meth:`~mcts_agent.engine.EngineConfig.kernel_params`: a one-element array). Entry points
+#: take the array (``params``; one array enters a compiled call in ~1 µs, a named tuple of 15
+#: numbers took ~5.5) and hand its element ``p = params[0]`` to the helpers (``p.pb_c_init`` …).
+PARAMS = np.dtype([
+    ("rule", np.int64), ("pb_c_init", np.float64), ("pb_c_base", np.float64),
+    ("uct_c", np.float64), ("virtual_loss", np.float64), ("virtual_value", np.float64),
+    ("widen_c", np.float64), ("widen_alpha", np.float64), ("discount", np.float64),
+    ("max_collisions", np.int64), ("depth_weight", np.float64),
+    ("diversity_weight", np.float64), ("ab_alpha", np.float64), ("ab_beta", np.float64),
+    ("seed", np.int64),
+], align=True)
+KernelParams = np.void  # one element of a PARAMS array, as the helpers receive it
 
 
 # --------------------------------------------------------------------------- path walks
@@ -104,7 +97,8 @@ def backup_path(
 
 
 @njit(cache=True, error_model="numpy")
-def backup(a: NodeArrays, p: KernelParams, nodes: np.ndarray, values: np.ndarray) -> None:
+def backup(a: NodeArrays, params: np.ndarray, nodes: np.ndarray, values: np.ndarray) -> None:
+    p = params[0]
     for i in range(len(nodes)):
         backup_path(a.parent, a.visits, a.value_sum, a.reward, p.discount, nodes[i], values[i])
 
@@ -336,7 +330,7 @@ def puct_dense(visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
 @njit(cache=True, error_model="numpy")
 def select(
     a: NodeArrays,
-    p: KernelParams,
+    params: np.ndarray,
     roots: np.ndarray,
     trees: np.ndarray,
     k: int,
@@ -362,6 +356,7 @@ def select(
     takes a temporary virtual loss (removed before returning) so the next descent differs;
     after ``max_collisions`` collisions the tree yields fewer than ``k`` leaves.
     """
+    p = params[0]
     collided = np.empty(max(p.max_collisions, 1), np.int64)
     count = 0
     for t in trees:
@@ -617,7 +612,7 @@ def apply_leaf(
 @njit(cache=True, error_model="numpy")
 def apply_evaluations(
     a: NodeArrays,
-    p: KernelParams,
+    params: np.ndarray,
     leaves: np.ndarray,
     priors: np.ndarray,
     is_logit: bool,
@@ -631,6 +626,7 @@ def apply_evaluations(
     code = check_evaluations(priors, is_logit, values, rewards)
     if code:
         return code
+    p = params[0]
     scratch = np.empty(max(a.meta[WIDEST], 1) + priors.shape[1])
     parent, flags, virtual = a.parent, a.flags, a.virtual
     for i in range(len(leaves)):
@@ -660,7 +656,7 @@ def has_room(num_children: np.ndarray, meta: np.ndarray, capacity: int, edge_cap
 
 @njit(cache=True, error_model="numpy")
 def step(
-    a: NodeArrays, p: KernelParams, roots: np.ndarray, trees: np.ndarray, k: int,
+    a: NodeArrays, params: np.ndarray, roots: np.ndarray, trees: np.ndarray, k: int,
     budget: np.ndarray, leaves: np.ndarray, priors: np.ndarray, is_logit: bool,
     values: np.ndarray, terminal: np.ndarray, rewards: np.ndarray, select_next: bool,
     out_leaf: np.ndarray, out_tree: np.ndarray,
@@ -673,13 +669,13 @@ def step(
         if not has_room(a.num_children, a.meta, len(a.parent), len(a.edges), leaves,
                         priors.shape[1]):
             return NEED_ROOM
-        code = apply_evaluations(a, p, leaves, priors, is_logit, values, terminal, rewards)
+        code = apply_evaluations(a, params, leaves, priors, is_logit, values, terminal, rewards)
         if code:
             return code
     if not select_next:
         return 0
     while True:
-        n = select(a, p, roots, trees, k, budget, out_leaf, out_tree)
+        n = select(a, params, roots, trees, k, budget, out_leaf, out_tree)
         if n or budget[trees].sum() == 0:
             return n
 
@@ -687,7 +683,7 @@ def step(
 # --------------------------------------------------------------------------- whole search
 
 
-def _fused_search(a, p, roots, trees, k, budget, evaluate, context, num_actions, is_logit,
+def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_actions, is_logit,
                   metas, codes):
     """Run every tree of ``trees`` to the end of its budget: select → evaluate → update, all
     compiled (see :data:`fused_search` and :data:`fused_search_parallel`).
@@ -702,6 +698,7 @@ def _fused_search(a, p, roots, trees, k, budget, evaluate, context, num_actions,
     reward, value_sum, novelty, height, edges = a.reward, a.value_sum, a.novelty, a.height, a.edges
     mark = k > 1
     for i in prange(len(trees)):
+        p = params[0]  # taken in the loop: parfors cannot pass a record into their body
         tree = trees[i]
         meta = metas[min(np.int64(i), len(metas) - 1)]  # one row for all, or one per tree
         leaves, owners = np.empty(k, np.int64), np.empty(k, np.int64)
