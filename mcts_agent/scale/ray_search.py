@@ -203,13 +203,13 @@ class WorkerPool:
                                   else config.max_replacements)
         self.deaths = 0
         self._numbers = iter(range(1, 1 << 30))
+        self._check_resources()
         self.server = None
         self._served = job.model
         if config.shared_policy:
             self.server = self.ray.remote(PolicyServer).options(
                 num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker,
                 max_concurrency=64).remote(job.model, job.backend, job.device)
-        self._check_resources()
         started = time.perf_counter()
         self.workers = self._start(config.workers)
         self.actor_start_seconds = time.perf_counter() - started
@@ -249,6 +249,7 @@ class WorkerPool:
         return [w.pid for w in self.workers]
 
     def describe(self) -> dict[str, Any]:
+        """The policy's name and the critic's description, as a worker built them."""
         return self.ray.get(self.workers[0].actor.describe.remote())
 
     def configure(self, model: str | None, config: SearchConfig) -> None:
