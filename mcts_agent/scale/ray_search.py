@@ -9,7 +9,6 @@ replacement is started) grows them again, with the same seeds, so the trees do n
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import math
 import os
@@ -23,7 +22,6 @@ from typing import Any
 
 from ..contracts import Environment, Task, load_tasks
 from ..errors import UserError
-from ..files import write_atomic
 from ..llm.base import Candidate, GenerationRequest
 from ..llm.load import BackendConfig, load_policy
 from ..registry import PluginSpec, environments
@@ -464,7 +462,7 @@ def _run(environment: Environment, tasks: list[Task], pool: WorkerPool, policy_n
     summary = _summarise(environment, PoolPolicy(pool, policy_name), config, tasks, results,
                          fresh, baselines, seconds)
     if out_dir is not None:
-        write_atomic(Path(out_dir) / "summary.json", json.dumps(summary.to_dict(), indent=2))
+        summary.save(out_dir)
     return summary, results
 
 
