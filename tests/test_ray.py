@@ -91,6 +91,14 @@ def test_two_workers_write_the_single_process_trees(cluster, reference, tmp_path
     assert again.searched == 0 and tree_differences(once_each(tmp_path), reference) == []
 
 
+def test_a_single_process_run_resumes_on_the_cluster(cluster, policy, reference, tmp_path):
+    run_search("arith", tasks=2, policy=policy, config=CONFIG, rollouts=2, out_dir=tmp_path,
+               baselines=False, cache=False)
+    summary, _ = ray_run(tmp_path, ray=RayConfig(workers=2))  # same settings record: accepted
+    assert summary.searched == TASKS - 2
+    assert tree_differences(once_each(tmp_path), reference) == []
+
+
 def test_a_killed_worker_loses_only_its_trees_in_flight(cluster, reference, tmp_path):
     from mcts_agent.registry import PluginSpec
     from mcts_agent.scale.ray_search import WorkerJob, WorkerPool
