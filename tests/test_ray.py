@@ -138,6 +138,13 @@ def test_a_pool_the_cluster_cannot_hold_is_refused_at_once(cluster, tmp_path):
         ray_run(tmp_path, ray=RayConfig(workers=3))
 
 
+def test_a_worker_that_cannot_start_says_why_in_one_line(cluster, tmp_path):
+    from mcts_agent.errors import UserError
+
+    with pytest.raises(UserError, match=r"search worker failed to start: model folder .*nope"):
+        ray_run(tmp_path / "run", ray=RayConfig(workers=1), model=tmp_path / "nope")
+
+
 def test_a_killed_driver_resumes_with_the_same_command(cluster, reference, tmp_path):
     """Both drivers connect to the module's cluster by its address (as to a real cluster);
     the first one's workers die with it."""

@@ -9,6 +9,7 @@ replacement is started) grows them again, with the same seeds, so the trees do n
 from __future__ import annotations
 
 import collections
+import importlib
 import logging
 import math
 import os
@@ -237,7 +238,7 @@ class WorkerPool:
         try:
             pids = self.ray.get([actor.pid.remote() for actor in actors])
         except self.ray.exceptions.RayActorError as err:
-            raise UserError(f"a search worker failed to start: {_cause(err)}") from err
+            raise _start_failure(err) from err
         return [_Worker(next(self._numbers), a, p) for a, p in zip(actors, pids, strict=True)]
 
     # ------------------------------------------------------------------ public
@@ -367,6 +368,25 @@ def _cause(err: BaseException) -> str:
         if marker.lower() in text.lower():
             return {"unexpectedly": "its process exited unexpectedly"}.get(marker, marker)
     return text[:120] or type(err).__name__
+
+
+def _start_failure(err: BaseException) -> Exception:
+    """The error a worker raised while starting (a model folder missing on its node, a
+    plug-in failing to build), read from the last line of Ray's report: a UserError when the
+    worker's exception is one the command line reports as the user's to fix."""
+    lines = [line.strip() for line in str(getattr(err, "error_msg", err)).splitlines()]
+    last = next((line for line in reversed(lines) if line), type(err).__name__)
+    qualified, _, text = last.partition(": ")
+    message = f"a search worker failed to start: {text or last}"
+    module, _, name = qualified.rpartition(".")
+    try:
+        kind = getattr(importlib.import_module(module), name) if module else None
+    except ImportError:
+        kind = None
+    if isinstance(kind, type) and issubclass(kind, (UserError, ValueError, OSError,
+                                                    ImportError)):
+        return UserError(message)
+    return RuntimeError(f"{message} ({qualified})")
 
 
 def _unwrap(err: Exception) -> Exception:
