@@ -138,6 +138,16 @@ def test_a_pool_the_cluster_cannot_hold_is_refused_at_once(cluster, tmp_path):
         ray_run(tmp_path, ray=RayConfig(workers=3))
 
 
+def test_an_address_nothing_answers_at_is_refused_at_once():
+    from mcts_agent.errors import UserError
+    from mcts_agent.scale.ray_search import check_reachable
+
+    started = time.perf_counter()
+    with pytest.raises(UserError, match=r"nothing answers at 127\.0\.0\.1:1 .*ray start --head"):
+        check_reachable("127.0.0.1:1")
+    assert time.perf_counter() - started < 6
+
+
 def test_a_worker_that_cannot_start_says_why_in_one_line(cluster, tmp_path):
     from mcts_agent.errors import UserError
 

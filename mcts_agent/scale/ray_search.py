@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -66,12 +67,26 @@ def start_ray(config: RayConfig) -> float:
             ray.init(num_cpus=cpus, object_store_memory=config.object_store_mb * 2**20,
                      include_dashboard=False, **quiet)
         else:
+            check_reachable(config.address)
             ray.init(address=config.address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise UserError(f"cannot reach the Ray cluster at {config.address!r}: "
                         f"{' '.join(str(err).split())[:200]}; start it with `ray start --head` "
                         "or use --ray local") from err
     return time.perf_counter() - started
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse at once a HOST:PORT nothing listens on (Ray itself waits minutes for it)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise UserError(f"nothing answers at {address} ({err.strerror or err}): start the "
+                        "cluster there with `ray start --head`, check the address (`ray "
+                        "status` on the head prints it), or use --ray local") from err
 
 
 # --------------------------------------------------------------------------- a worker
