@@ -16,7 +16,7 @@ from dataclasses import asdict
 
 from ..trees import TreeRecord
 
-FLOATS = ("logprob", "prior", "value", "critic", "disagreement")
+FLOATS = ("logprob", "prior", "value", "critic", "disagreement", "components")
 
 
 def tree_differences(a: Iterable[TreeRecord], b: Iterable[TreeRecord],
@@ -50,4 +50,8 @@ def _record_differences(x: TreeRecord, y: TreeRecord, tolerance: float) -> list[
 def _same(a: object, b: object, tolerance: float) -> bool:
     if tolerance and isinstance(a, float) and isinstance(b, float):
         return math.isclose(a, b, rel_tol=0.0, abs_tol=tolerance)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k], tolerance) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y, tolerance) for x, y in zip(a, b, strict=True))
     return a == b
