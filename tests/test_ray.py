@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from mcts_agent.cli import app
@@ -129,6 +130,35 @@ def test_a_shared_policy_actor_serves_every_worker(cluster, reference, tmp_path)
     summary, _ = ray_run(tmp_path, ray=shared)
     assert summary.searched == TASKS
     assert tree_differences(once_each(tmp_path), reference) == []
+
+
+def test_a_judge_of_its_own_model_is_one_actor_for_every_worker(cluster, policy, tmp_path):
+    from mcts_agent.errors import UserError
+    from mcts_agent.models.tiny import TINY_ARITH_DIR
+    from mcts_agent.search.critic_specs import build_critic
+
+    critic = ["rollout", f"judge={TINY_ARITH_DIR}"]  # a judge with a model folder of its own
+    single = tmp_path / "single"
+    run_search("arith", tasks=3, policy=policy, config=CONFIG, rollouts=2, out_dir=single,
+               critic=build_critic(critic, policy, CONFIG, 2), baselines=False, cache=False)
+    shared = RayConfig(workers=1, shared_critics=[critic[1]])
+    summary, _ = run_ray_search_of(tmp_path / "ray", 3, critic=critic, ray=shared)
+    assert summary.searched == 3
+    records = ResultFile(tmp_path / "ray" / "trees.jsonl").read()
+    assert tree_differences(records, ResultFile(single / "trees.jsonl").read()) == []
+    assert any(n.components for r in records for n in r.nodes)  # the judge did score
+    # the settings say what scored, not where it ran: the two folders resume each other
+    assert (yaml.safe_load((tmp_path / "ray" / "config.yaml").read_text())["critic"]
+            == yaml.safe_load((single / "config.yaml").read_text())["critic"])
+    with pytest.raises(UserError, match="not among the run's critics"):
+        run_ray_search_of(tmp_path / "other", 3, critic=["rollout"], ray=shared)
+
+
+def run_ray_search_of(out: Path, tasks: int, **options):
+    from mcts_agent.scale.ray_search import run_ray_search
+
+    return run_ray_search("arith", tasks=tasks, config=CONFIG, rollouts=2, out_dir=out,
+                          baselines=False, **options)
 
 
 def test_a_pool_the_cluster_cannot_hold_is_refused_at_once(cluster, tmp_path):

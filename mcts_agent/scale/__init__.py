@@ -58,6 +58,10 @@ class RayConfig(Settings):
     shared_policy: bool = Field(
         False, description="One policy actor (gpus_per_worker GPUs of its own) serves every "
         "worker's policy calls, rollouts included, instead of a copy per worker.")
+    shared_critics: list[str] = Field(
+        default_factory=list, description="Critic specs of the run with a model of their own "
+        "(e.g. judge=DIR, reward-model=DIR) served by one actor each (gpus_per_worker GPUs) "
+        "instead of a copy per worker.")
 
     @field_validator("address")
     @classmethod

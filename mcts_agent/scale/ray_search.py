@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..contracts import Environment, Task, load_tasks
+from ..contracts import Assessment, CriticInput, Environment, Task, load_tasks
 from ..errors import UserError
 from ..llm.base import Candidate, GenerationRequest
 from ..llm.load import BackendConfig, load_policy
 from ..registry import PluginSpec, environments
 from ..search.config import SearchConfig
-from ..search.critic_specs import build_critic, describe_critic
+from ..search.critic_specs import CriticContext, build_critic, build_spec, describe_critic
 from ..search.discriminator import build_discriminator
 from ..search.driver import TreeSearch, _already_done
 from ..search.run import RunSummary, _summarise, claim_run_folder
@@ -110,15 +110,18 @@ class SearchWorker:
     """One actor's share of the run: its own environment, policy, critic and tree search.
 
     ``policy_server`` (a :class:`PolicyServer` actor handle) replaces the worker's own model by
-    calls to a shared one."""
+    calls to a shared one; ``critic_servers`` (:class:`CriticServer` handles by spec) replace
+    the worker's own copies of those critics."""
 
-    def __init__(self, job: WorkerJob, policy_server: Any = None) -> None:
+    def __init__(self, job: WorkerJob, policy_server: Any = None,
+                 critic_servers: dict[str, Any] | None = None) -> None:
         if job.threads:
             import torch
 
             torch.set_num_threads(job.threads)
         self.job = job
         self.server = policy_server
+        self.shared = {spec: RemoteCritic(h) for spec, h in (critic_servers or {}).items()}
         self.env = environments.create(job.env.name, **(job.env.args or {}))
         self.policy: Any = None
         self.configure(job.model, job.config)
@@ -135,7 +138,8 @@ class SearchWorker:
                            load_policy(model, backend=job.backend, device=job.device))
         self.job = job = WorkerJob(job.env, model, job.backend, job.device, job.critic,
                                    job.rollouts, config, job.threads)
-        self.critic = build_critic(list(job.critic), self.policy, config, job.rollouts)
+        self.critic = build_critic(list(job.critic), self.policy, config, job.rollouts,
+                                   shared=self.shared)
         discriminator = build_discriminator(config.discriminator, self.policy, seed=config.seed)
         self.search_ = TreeSearch(self.env, self.policy, self.critic, config, discriminator)
 
@@ -182,6 +186,41 @@ class PolicyServer:
         return self.policy.propose(requests)
 
 
+class CriticServer:
+    """One critic with a model of its own (``judge=DIR``, ``reward-model=DIR``) shared by every
+    worker (a Ray actor), instead of a copy per worker."""
+
+    def __init__(self, spec: str, config: SearchConfig, rollouts: int) -> None:
+        self.spec, self.rollouts = spec, rollouts
+        self.configure(config)
+
+    def configure(self, config: SearchConfig) -> None:
+        """Build the critic for ``config`` (``iterate``: a round's seed); the same config keeps
+        the critic (and its cache)."""
+        if getattr(self, "config", None) != config:
+            self.config = config
+            self.critic = build_spec(self.spec, CriticContext.of(None, config, self.rollouts))
+
+    def describe(self) -> dict[str, Any]:
+        return describe_critic(self.critic)
+
+    def evaluate(self, nodes: list[CriticInput]) -> list[Assessment]:
+        return self.critic.evaluate(nodes)
+
+
+class RemoteCritic:
+    """A critic whose calls go to a :class:`CriticServer`; described (in the run's settings)
+    as the critic it calls, so a run's settings do not depend on where its critics live."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.description = _ray().get(server.describe.remote())
+        self.name = self.description["name"]
+
+    def evaluate(self, nodes: Sequence[CriticInput]) -> list[Assessment]:
+        return _ray().get(self.server.evaluate.remote(list(nodes)))
+
+
 class RemotePolicy:
     """A :class:`~mcts_agent.llm.base.Policy` whose calls go to a :class:`PolicyServer`."""
 
@@ -224,6 +263,7 @@ class WorkerPool:
             self.server = self.ray.remote(PolicyServer).options(
                 num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker,
                 max_concurrency=64).remote(job.model, job.backend, job.device)
+        self.critic_servers = self._critic_servers()
         started = time.perf_counter()
         self.workers = self._start(config.workers)
         self.actor_start_seconds = time.perf_counter() - started
@@ -232,9 +272,10 @@ class WorkerPool:
         """Refuse at once a pool the whole cluster cannot hold (Ray would wait for it forever;
         a pool that only waits for busy resources to free up is let through)."""
         cfg = self.config
-        actors = cfg.workers + (1 if cfg.shared_policy else 0)
-        need = {"CPU": actors * cfg.cpus_per_worker,
-                "GPU": (1 if cfg.shared_policy else cfg.workers) * cfg.gpus_per_worker}
+        servers = (1 if cfg.shared_policy else 0) + len(cfg.shared_critics)
+        need = {"CPU": (cfg.workers + servers) * cfg.cpus_per_worker,
+                "GPU": (servers + (0 if cfg.shared_policy else cfg.workers))
+                * cfg.gpus_per_worker}
         have = self.ray.cluster_resources()
         short = [f"{need[k]:g} {k}s (it has {have.get(k, 0):g})" for k in need
                  if need[k] > have.get(k, 0) + 1e-9]
@@ -243,12 +284,30 @@ class WorkerPool:
                             f"{' and '.join(short)}; lower --workers, --gpus-per-worker or "
                             "cpus_per_worker, or add nodes (`ray status` lists them)")
 
+    def _critic_servers(self) -> dict[str, Any]:
+        """One :class:`CriticServer` per ``shared_critics`` spec (each one of the run's
+        critics), started and checked before the workers that call them."""
+        cfg = self.config
+        if unknown := [s for s in cfg.shared_critics if s not in self.job.critic]:
+            raise UserError(f"shared_critics {unknown} are not among the run's critics "
+                            f"{list(self.job.critic)}; name them exactly as --critic does")
+        servers = {spec: self.ray.remote(CriticServer).options(
+            num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker,
+            max_concurrency=64).remote(spec, self.job.config, self.job.rollouts)
+            for spec in cfg.shared_critics}
+        try:
+            self.ray.get([server.describe.remote() for server in servers.values()])
+        except self.ray.exceptions.RayActorError as err:
+            raise _start_failure(err) from err
+        return servers
+
     def _start(self, count: int = 1) -> list[_Worker]:
         """Start ``count`` workers at once (their models load in parallel)."""
         cfg = self.config
         gpus = 0 if cfg.shared_policy else cfg.gpus_per_worker
         actors = [self.ray.remote(SearchWorker).options(
-            num_cpus=cfg.cpus_per_worker, num_gpus=gpus).remote(self.job, self.server)
+            num_cpus=cfg.cpus_per_worker, num_gpus=gpus).remote(self.job, self.server,
+                                                                self.critic_servers)
             for _ in range(count)]
         try:
             pids = self.ray.get([actor.pid.remote() for actor in actors])
@@ -273,6 +332,7 @@ class WorkerPool:
         if self.server is not None and model != self._served:
             self.ray.get(self.server.load.remote(model))
             self._served = model
+        self.ray.get([server.configure.remote(config) for server in self.critic_servers.values()])
         self.ray.get([w.actor.configure.remote(model, config) for w in self.workers])
 
     def search(self, tasks: Sequence[Task]) -> Iterator[TreeRecord]:

@@ -69,7 +69,7 @@ import re
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,12 +95,17 @@ class CriticContext:
     rollouts: int = 4
     max_step_tokens: int = 48
     max_depth: int = 12
+    shared: Mapping[str, Critic] = field(default_factory=dict)
+    """Critics already built elsewhere, by spec: a spec found here is not built again (a Ray
+    run's workers share one copy of a judge or reward model this way)."""
 
     @classmethod
-    def of(cls, policy: Policy | None, config: SearchConfig, rollouts: int = 4) -> CriticContext:
+    def of(cls, policy: Policy | None, config: SearchConfig, rollouts: int = 4,
+           shared: Mapping[str, Critic] | None = None) -> CriticContext:
         """The context of a search with ``config`` (``rollouts``: K of a bare ``rollout``)."""
         return cls(policy=policy, mode=config.mode, seed=config.seed, rollouts=rollouts,
-                   max_step_tokens=config.max_step_tokens, max_depth=config.max_depth)
+                   max_step_tokens=config.max_step_tokens, max_depth=config.max_depth,
+                   shared=dict(shared or {}))
 
     def build(self, spec: str) -> Critic:
         return build_spec(spec, self)
@@ -127,6 +132,8 @@ def build_spec(spec: str, context: CriticContext) -> Critic:
     :class:`~mcts_agent.contracts.Critic` contract and remembered for :func:`describe_critic`."""
     name, arg = parse_spec(spec)
     spec = spec.strip()
+    if spec in context.shared:
+        return context.shared[spec]
     building = _BUILDING.get()
     if spec in building:  # a hybrid file naming itself would recurse forever
         raise ConfigError(f"critic spec {spec!r} contains itself: "
@@ -154,8 +161,9 @@ def build_component(spec: str, policy: Policy | None, config: SearchConfig,
 
 
 def build_critic(specs: Sequence[str], policy: Policy | None, config: SearchConfig,
-                 rollouts: int = 4) -> Critic:
-    """The search critic for ``specs`` (see the module docstring)."""
+                 rollouts: int = 4, shared: Mapping[str, Critic] | None = None) -> Critic:
+    """The search critic for ``specs`` (see the module docstring); ``shared``: critics built
+    elsewhere, by spec, used as they are."""
     if isinstance(specs, str):
         specs = [specs]
     if not specs:
@@ -163,7 +171,7 @@ def build_critic(specs: Sequence[str], policy: Policy | None, config: SearchConf
     names = [parse_spec(spec)[0] for spec in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"each critic may be named once, got {list(specs)}")
-    context = CriticContext.of(policy, config, rollouts)
+    context = CriticContext.of(policy, config, rollouts, shared)
     parts = {name: build_spec(spec, context) for name, spec in zip(names, specs, strict=True)}
     critic = parts[names[0]] if len(parts) == 1 else _equal_hybrid(parts, specs)
     if "verifier" in names:
@@ -295,6 +303,8 @@ def describe_critic(critic: Critic) -> dict[str, Any]:
     """What scored, JSON-able: ``name``, ``class``, ``spec`` (when built from one) and
     ``settings`` (the critic's own ``describe()``, if it has one; critics inside it — the
     verifier's fallback, a hybrid's components — are described the same way)."""
+    if isinstance(stands_for := getattr(critic, "description", None), dict):
+        return stands_for  # a proxy (a Ray run's shared critic) is described as what it calls
     kind = type(critic)
     described: dict[str, Any] = {"name": getattr(critic, "name", kind.__name__),
                                  "class": f"{kind.__module__}.{kind.__qualname__}"}
