@@ -922,3 +922,14 @@ def test_reading_methods_reject_out_of_range_ids(forest, method):
 def test_budget_as_list_gets_a_clear_error(forest):
     with pytest.raises(ValueError, match="budget"):
         forest.select(1, budget=[1, 1])  # type: ignore[arg-type]
+
+
+def test_the_fields_of_a_pool_are_aligned_views_of_one_buffer():
+    forest = Forest(capacity=100_000)
+    arrays = [getattr(forest.nodes, name) for name in field_names()]
+    owners = {id(a.base.base if a.base is not None and a.base.base is not None else a.base)
+              for a in arrays}
+    assert len(owners) == 1  # one allocation: big pools get huge pages for every field
+    for a in arrays:
+        assert len(a) == 100_000 and a.flags.c_contiguous and a.ctypes.data % 16 == 0
+    assert forest.nodes.parent[0] == NO_NODE and forest.nodes.visits.sum() == 0
