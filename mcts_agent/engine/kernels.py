@@ -104,15 +104,21 @@ def backup(a: NodeArrays, params: np.ndarray, nodes: np.ndarray, values: np.ndar
 
 
 @njit(cache=True, error_model="numpy")
+def release_leaf(flags: np.ndarray, parent: np.ndarray, virtual: np.ndarray, leaf: int) -> bool:
+    """Remove the virtual loss of ``leaf`` if it is pending; returns whether it was."""
+    if not flags[leaf] & PENDING:
+        return False
+    flags[leaf] &= ~PENDING
+    add_virtual(parent, virtual, leaf, -1)
+    return True
+
+
+@njit(cache=True, error_model="numpy")
 def release(a: NodeArrays, nodes: np.ndarray) -> int:
     """Remove the virtual loss of pending leaves; returns how many were pending."""
-    flags, parent, virtual = a.flags, a.parent, a.virtual
     released = 0
     for node in nodes:
-        if flags[node] & PENDING:
-            flags[node] &= ~PENDING
-            add_virtual(parent, virtual, node, -1)
-            released += 1
+        released += release_leaf(a.flags, a.parent, a.virtual, node)
     return released
 
 
@@ -384,13 +390,13 @@ def attach(parent: np.ndarray, first_child: np.ndarray, num_children: np.ndarray
         first_child[node] = new
     elif flags[node] & SCATTERED:
         if nc + count > edges[first - 1]:  # block full: move it to one twice the size
-            offset = new_block(edges, meta, 2 * (nc + count))
+            offset = new_block(edges, meta, block_capacity(nc + count))
             edges[offset:offset + nc] = edges[first:first + nc]
             first = first_child[node] = offset
         for i in range(count):
             edges[first + nc + i] = new + i
     elif first + nc != new:  # the range cannot grow in place: list the children instead
-        offset = new_block(edges, meta, 2 * (nc + count))
+        offset = new_block(edges, meta, block_capacity(nc + count))
         for i in range(nc):
             edges[offset + i] = first + i
         for i in range(count):
@@ -419,10 +425,26 @@ def new_block(edges: np.ndarray, meta: np.ndarray, capacity: int) -> int:
     return offset
 
 
+@njit(cache=True, inline="always")
+def block_capacity(children: int) -> int:
+    """Slots of a new edges block for ``children`` children: room to double."""
+    return 2 * children
+
+
+@njit(cache=True)
+def edge_slots(num_children: int, count: int) -> int:
+    """Edge slots that giving a node with ``num_children`` children ``count`` more may use
+    (a new block and its capacity slot; none for a first expansion)."""
+    return block_capacity(num_children + count) + 1 if num_children else 0
+
+
+@njit(cache=True)
 def edges_needed(num_children: np.ndarray, counts: np.ndarray) -> int:
-    """Edge slots that giving nodes with ``num_children`` children ``counts`` more may use."""
-    widened = num_children > 0
-    return int((2 * (num_children[widened] + counts[widened]) + 1).sum())
+    """:func:`edge_slots` summed over nodes with ``num_children`` and ``counts`` (aligned)."""
+    total = 0
+    for i in range(len(num_children)):
+        total += edge_slots(num_children[i], counts[i])
+    return total
 
 
 @njit(cache=True, error_model="numpy")
@@ -631,9 +653,7 @@ def apply_evaluations(
     parent, flags, virtual = a.parent, a.flags, a.virtual
     for i in range(len(leaves)):
         leaf = leaves[i]
-        if flags[leaf] & PENDING:
-            flags[leaf] &= ~PENDING
-            add_virtual(parent, virtual, leaf, -1)
+        release_leaf(flags, parent, virtual, leaf)
         apply_leaf(parent, a.first_child, a.num_children, a.action, a.depth, flags, a.logit,
                    a.prior, a.reward, a.visits, a.value_sum, a.height, a.edges, a.meta,
                    p.discount, leaf, priors, i, is_logit, values[i], terminal[i], rewards[i],
@@ -644,12 +664,10 @@ def apply_evaluations(
 @njit(cache=True, error_model="numpy")
 def has_room(num_children: np.ndarray, meta: np.ndarray, capacity: int, edge_capacity: int,
              leaves: np.ndarray, width: int) -> bool:
-    """Whether storage can take up to ``width`` new children of every leaf (as
-    :func:`edges_needed` counts edge slots)."""
+    """Whether storage can take up to ``width`` new children of every leaf."""
     edges = 0
     for leaf in leaves:
-        if num_children[leaf]:
-            edges += 2 * (num_children[leaf] + width) + 1
+        edges += edge_slots(num_children[leaf], width)
     return (meta[SIZE] + len(leaves) * width <= capacity
             and meta[EDGES_USED] + edges <= edge_capacity)
 
@@ -709,7 +727,8 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
         codes[i] = 0
         while budget[tree] > 0:
             widest = meta[WIDEST] + num_actions  # at most, after this wave
-            if meta[EDGES_USED] + k * (2 * widest + 1) > len(edges) or len(scratch) < widest:
+            if (meta[EDGES_USED] + k * edge_slots(widest, 0) > len(edges)
+                    or len(scratch) < widest):
                 codes[i] = NEED_ROOM
                 break
             n = select_tree(parent, first_child, edges, num_children, visits, virtual, flags,
@@ -731,8 +750,7 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
             for j in range(n):
                 leaf = leaves[j]
                 if mark:
-                    flags[leaf] &= ~PENDING
-                    add_virtual(parent, virtual, leaf, -1)
+                    release_leaf(flags, parent, virtual, leaf)
                 apply_leaf(parent, first_child, num_children, action, depth, flags, logit,
                            prior, reward, visits, value_sum, height, edges, meta, p.discount,
                            leaf, priors, j, is_logit, values[j], terminal[j], rewards[j],

@@ -225,7 +225,7 @@ def search_fused(
             raise_for(int(codes.min()))
             return forest
         width = int(forest.nodes.meta[WIDEST]) + num_actions
-        forest.reserve(0, max(k * (2 * width + 1), len(forest.nodes.edges)))
+        forest.reserve(0, max(k * kernels.edge_slots(width, 0), len(forest.nodes.edges)))
 
 
 def _fused_parallel(forest: Forest, trees: np.ndarray, k: int, budget: np.ndarray,
@@ -234,7 +234,7 @@ def _fused_parallel(forest: Forest, trees: np.ndarray, k: int, budget: np.ndarra
     budget), then the regions closed up: the ids of a search of one tree after the other."""
     bases = forest.num_nodes + np.concatenate([[0], np.cumsum(budget[trees] * num_actions)[:-1]])
     width = int(forest.nodes.meta[WIDEST]) + num_actions  # no widening: the most it can be
-    forest.reserve(int((budget[trees] * num_actions).sum()), k * (2 * width + 1))
+    forest.reserve(int((budget[trees] * num_actions).sum()), k * kernels.edge_slots(width, 0))
     a = forest.nodes
     metas = np.repeat(a.meta[None], len(trees), axis=0)
     metas[:, SIZE] = bases

@@ -31,7 +31,7 @@ from ..search.config import SearchConfig
 from ..search.critic_specs import CriticContext, build_critic, build_spec, describe_critic
 from ..search.discriminator import build_discriminator
 from ..search.driver import TreeSearch, _already_done
-from ..search.run import RunSummary, _summarise, claim_run_folder
+from ..search.run import RunSummary, claim_run_folder, conclude_run, settings_record
 from ..trees import ResultFile, TreeRecord
 from . import RAY_MISSING, RayConfig, ray_available
 
@@ -527,9 +527,8 @@ def run_ray_search(
         described = pool.describe()
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
-            settings = {"environment": spec.to_json(), **described, "split": split,
-                        "search": config.model_dump(mode="json")}
-            claim_run_folder(Path(out_dir), settings, len(tasks), allow_changed)
+            claim_run_folder(Path(out_dir), settings_record(spec, described, config, split),
+                             len(tasks), allow_changed)
         return _run(environment, tasks, pool, described["policy"], config, out_dir, baselines,
                     on_result)
     finally:
@@ -551,14 +550,8 @@ def _run(environment: Environment, tasks: list[Task], pool: WorkerPool, policy_n
         if on_result is not None:
             on_result(record)
         fresh.append(record)
-    seconds = time.perf_counter() - started
-    by_id = {r.task.id: r for r in (results_file if results_file is not None else fresh)}
-    results = [by_id[t.id] for t in tasks if t.id in by_id]
-    summary = _summarise(environment, PoolPolicy(pool, policy_name), config, tasks, results,
-                         fresh, baselines, seconds)
-    if out_dir is not None:
-        summary.save(out_dir)
-    return summary, results
+    return conclude_run(environment, PoolPolicy(pool, policy_name), config, tasks, fresh,
+                        results_file, baselines, time.perf_counter() - started, out_dir)
 
 
 def _threads(config: RayConfig) -> int | None:

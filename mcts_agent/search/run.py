@@ -152,9 +152,19 @@ def _run(environment: Environment, tasks: list[Task], policy: Policy, config: Se
     discriminator = build_discriminator(config.discriminator, policy, seed=config.seed)
     search = TreeSearch(environment, policy, critic, config, discriminator)
     fresh = list(search.run(tasks, results_file, on_result=on_result))
-    seconds = time.perf_counter() - started
+    return conclude_run(environment, policy, config, tasks, fresh, results_file, baselines,
+                        time.perf_counter() - started, out_dir)
+
+
+def conclude_run(environment: Environment, policy: Policy, config: SearchConfig,
+                 tasks: list[Task], fresh: list[TreeRecord], results_file: ResultFile | None,
+                 baselines: bool, seconds: float, out_dir: str | Path | None,
+                 ) -> tuple[RunSummary, list[TreeRecord]]:
+    """Every task's tree (a resumed run's earlier ones too, from ``results_file``) and the
+    run's summary (with its baselines), saved to ``out_dir``; whatever grew the ``fresh``
+    trees (one process or a cluster)."""
     by_id = {r.task.id: r for r in (results_file if results_file is not None else fresh)}
-    results = [by_id[t.id] for t in tasks if t.id in by_id]  # a resumed run's earlier trees too
+    results = [by_id[t.id] for t in tasks if t.id in by_id]
     summary = _summarise(environment, policy, config, tasks, results, fresh, baselines, seconds)
     if out_dir is not None:
         summary.save(out_dir)
@@ -177,14 +187,12 @@ def _summarise(env: Environment, policy: Policy, config: SearchConfig, tasks: li
                             temperature=config.temperature, max_tokens=max_tokens,
                             seed=config.seed + 1, **turns)
         # without answers to vote on, the game's own verdict (seen while playing) picks
-        judge = (lambda a: a.any_correct) if config.mode == "data" or not has_answers(env) else (
-            lambda a: a.picked_correct(env))
-        greedy = sum(g.any_correct for g in greedy_runs)
-        best = sum(judge(a) for a in sampled)
-        baseline_tokens = sum(a.tokens for a in sampled)
         mode = "data" if config.mode == "data" or not has_answers(env) else "inference"
         per_task = [TaskBaseline.of(g, a, env, mode)
                     for g, a in zip(greedy_runs, sampled, strict=True)]
+        greedy = sum(row.greedy_correct for row in per_task)
+        best = sum(row.best_correct for row in per_task)
+        baseline_tokens = sum(row.best_tokens for row in per_task)
     errors = [r for r in results if r.stats.counts.get("environment_errors")]
     return RunSummary(
         config.mode, len(results), sum(bool(r.solved) for r in results), greedy, best,
@@ -203,8 +211,15 @@ def run_settings(env: PluginSpec, policy: Policy, critic: Critic, config: Search
                  split: str) -> dict[str, Any]:
     """What makes a run's trees what they are: the environment (name and arguments), the
     policy, every critic component, the split and the search settings."""
-    return {"environment": env.to_json(), "policy": policy.name,
-            "critic": describe_critic(critic), "split": split,
+    return settings_record(env, {"policy": policy.name, "critic": describe_critic(critic)},
+                           config, split)
+
+
+def settings_record(env: PluginSpec, described: dict[str, Any], config: SearchConfig,
+                    split: str) -> dict[str, Any]:
+    """:func:`run_settings` from a policy and critic already described (``policy``: its name,
+    ``critic``: :func:`describe_critic`), e.g. by a worker that holds them."""
+    return {"environment": env.to_json(), **described, "split": split,
             "search": config.model_dump(mode="json")}
 
 
