@@ -1,27 +1,44 @@
-"""Does training on what the search found make the model better? Three ways, side by side.
+"""Does training on what the search found make the model better? Several ways, side by side.
 
-    python bench/self_improve.py          # 3 rounds × 512 tasks, ~50 min on 2 cores
+    python bench/self_improve.py                          # arith, 3 rounds × 512 tasks (~70 min)
+    python bench/self_improve.py --setting late-errors    # errors surface late (see below)
     python bench/self_improve.py --tasks 64 --rounds 1 --eval-tasks 50   # a quick look
 
-From the shipped tiny reasoner, with the same search settings (and so about the same search
-tokens) per round, three self-improvement runs (`mcts-agent iterate`):
+From a shipped tiny reasoner, with the same search settings (and so about the same search
+tokens) per round, one self-improvement run (`mcts-agent iterate`) per method:
 
 * ``step_dpo``:    step-level DPO on sibling pairs mined over whole trees (Wilson-gated);
+* ``step_dpo_continuation``: the same pairs, each side carrying the best line under its step;
+* ``first_error``: Step-DPO's pairs: the first wrong step of each failed solution against a
+  sibling step that leads to a verified one;
+* ``corrupted``:   RISE's negatives: each step of a verified solution against a copy with one
+  checked slip;
+* ``step_dpo_margin``: ``step_dpo_continuation`` with pairs drawn by the tree's value margin;
+* ``step_dpo_bstar``: ``step_dpo_continuation`` with B-STaR's per-round temperature and
+  pair threshold;
 * ``outcome_dpo``: DPO on whole solutions, a verified one against a wrong one;
-* ``sft``:         SFT on the best verified path of each tree (STaR / ReST);
-* ``step_dpo_continuation`` (only when named in ``--methods``): step-level pairs whose sides
-  carry the best line under each step down to the answer.
+* ``sft``:         SFT on the best verified path of each tree (STaR / ReST).
+
+Settings (``--setting``): ``check-steps`` is ``arith`` with its calculator (a false line ends
+the episode) and the shipped tiny reasoner; ``late-errors`` is ``arith`` without it (a false
+line is followed by more lines; only the answer is verified), 5–7 operands (4–6 steps, an
+answer line) and the tiny reasoner trained on those (``tiny-arith-long``). There the benchmark
+first measures whether outcome pairs localise the error: where the two sides of each outcome
+pair first differ, against the first false line of the rejected side.
 
 Each round searches fresh training problems with the current model, mines, trains and
-measures held-out greedy accuracy (and pass@k) on the same 200 test problems. Runs resume
-where they stopped (``--out``). The table goes to ``docs/results.md`` (``--results``); the last
-line printed is one JSON object.
+measures held-out greedy accuracy (and pass@k) on the same test problems; round 1's search
+(from the same start) is shared by all methods that search alike. Runs resume where they
+stopped (``--out``). The table goes to ``docs/results.md`` (``--results``); the last line
+printed is one JSON object, with ``se`` the paired standard error of the difference between
+the best step-level method and outcome DPO / SFT over the same held-out tasks.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,30 +49,96 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.sections import write_section  # noqa: E402
-from mcts_agent.data import PairConfig  # noqa: E402
+from environments.math.arith import check_step  # noqa: E402
+from mcts_agent.data import PairConfig, read_rows  # noqa: E402
+from mcts_agent.metrics import paired_difference  # noqa: E402
+from mcts_agent.models.tiny import TINY_ARITH_DIR, TINY_ARITH_LONG_DIR  # noqa: E402
 from mcts_agent.search import SearchConfig  # noqa: E402
 from mcts_agent.train import TrainConfig  # noqa: E402
+from mcts_agent.train.balance import BalanceConfig  # noqa: E402
 from mcts_agent.train.iterate import IterateConfig, iterate  # noqa: E402
 
-METHODS = ("step_dpo", "outcome_dpo", "sft")
-EXTRA = ("step_dpo_continuation",)  # each side = its step + the best line under it
+# what each method mines and how it trains; everything else is shared
+METHODS: dict[str, dict] = {
+    "step_dpo": {"strategy": "sibling"},
+    "step_dpo_continuation": {"strategy": "sibling", "completion": "continuation"},
+    "first_error": {"strategy": "first_error"},
+    "corrupted": {"strategy": "corrupted"},
+    "step_dpo_margin": {"strategy": "sibling", "completion": "continuation",
+                        "pair_weights": "margin"},
+    "step_dpo_bstar": {"strategy": "sibling", "completion": "continuation", "balance": True},
+    "outcome_dpo": {"strategy": "outcome"},
+    "sft": {"method": "sft"},
+}
+NOT_STEP = ("outcome_dpo", "sft")
+SETTINGS = {
+    "check-steps": {"env_args": {}, "model": TINY_ARITH_DIR,
+                    "methods": ("step_dpo", "outcome_dpo", "sft"), "section": "self_improve"},
+    "late-errors": {"env_args": {"check_steps": False, "num_operands": (5, 7),
+                                 "max_operand": 9},
+                    "model": TINY_ARITH_LONG_DIR, "section": "self_improve_late",
+                    "methods": ("first_error", "corrupted", "step_dpo_continuation",
+                                "outcome_dpo", "sft")},
+}
 
 
 def settings(method: str, args: argparse.Namespace) -> IterateConfig:
     """One method's run; everything but what is mined and how it is trained is shared."""
+    spec = METHODS[method]
+    setting = SETTINGS[args.setting]
     train = dict(learning_rate=args.lr, epochs=args.epochs, batch_size=32, threads=args.threads,
-                 beta=args.beta, nll_weight=args.nll_weight)
-    if method == "sft":
+                 beta=args.beta, nll_weight=args.nll_weight,
+                 pair_weights=spec.get("pair_weights", "none"))
+    if spec.get("method") == "sft":
         train = {**train, "method": "sft", "beta": 0.1, "nll_weight": 0.0}
-    strategy = "outcome" if method == "outcome_dpo" else "sibling"
-    completion = "continuation" if method == "step_dpo_continuation" else "step"
     return IterateConfig(
-        env="arith", rounds=args.rounds, tasks_per_round=args.tasks, eval_tasks=args.eval_tasks,
-        eval_k=8, rollouts=4, seed=args.seed,
+        env="arith", env_args=setting["env_args"], model=str(setting["model"]),
+        rounds=args.rounds, tasks_per_round=args.tasks, eval_tasks=args.eval_tasks,
+        eval_k=args.eval_k, rollouts=4, seed=args.seed,
         search=SearchConfig(simulations=args.simulations, stop_when_solved=False),
-        pairs=PairConfig(strategy=strategy, completion=completion, max_per_depth=8,
+        pairs=PairConfig(strategy=spec.get("strategy", "sibling"),
+                         completion=spec.get("completion", "step"), max_per_depth=8,
                          max_per_tree=32),
+        balance=BalanceConfig() if spec.get("balance") else None,
         train=TrainConfig(**train))
+
+
+def share_start(source: Path, target: Path) -> None:
+    """Round 0's evaluation and round 1's search are the same for every method that searches
+    alike (same model, tasks, seeds and settings): copy them instead of redoing them."""
+    for part in ("round_0/eval.json", "round_1/search"):
+        src, dst = source / part, target / part
+        if src.exists() and not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+
+
+def localisation(pairs_file: Path) -> dict:
+    """Where outcome pairs put their contrast: per pair, the line where the two solutions
+    first differ against the first false line (by the calculator) of the rejected one."""
+    rows = read_rows(pairs_file)
+    same, later_lines, correct_after, after = 0, 0, 0, 0
+    for row in rows:
+        chosen, rejected = row["chosen"].splitlines(), row["rejected"].splitlines()
+        pairs = zip(chosen, rejected, strict=False)  # the sides may differ in length
+        split = next((i for i, (a, b) in enumerate(pairs) if a != b),
+                     min(len(chosen), len(rejected)))
+        text = row["prompt"] + "".join(line + "\n" for line in rejected[:split])
+        first_false = None
+        for i in range(split, len(rejected)):
+            ok = check_step(text, rejected[i])
+            if first_false is None and not ok:
+                first_false = i
+            correct_after += ok
+            after += 1
+            text += rejected[i] + "\n"
+        same += first_false == split
+        later_lines += len(rejected) - split - 1
+    n = max(len(rows), 1)
+    return {"pairs": len(rows), "first_difference_is_first_error": round(same / n, 3),
+            "rejected_lines_after_the_difference": round(later_lines / n, 2),
+            "locally_correct_share_of_differing_rejected_lines": round(
+                correct_after / max(after, 1), 3)}
 
 
 def results_table(runs: dict[str, list[dict]]) -> str:
@@ -78,71 +161,111 @@ def _pct(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default="check-steps")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=512, help="training problems per round")
     parser.add_argument("--eval-tasks", type=int, default=200)
+    parser.add_argument("--eval-k", type=int, default=8, help="samples per held-out task")
     parser.add_argument("--simulations", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--beta", type=float, default=5.0,
                         help="DPO beta; large: only pairs the model still gets wrong pull")
     parser.add_argument("--nll-weight", type=float, default=1.0)
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated; default: the setting's own list")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-self-improve")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: runs/bench-self-improve[-late-errors]")
     parser.add_argument("--results", type=Path, default=None,
                         help="write the table here (e.g. docs/results.md)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    methods = [m for m in args.methods.split(",") if m]
-    unknown = set(methods) - set(METHODS) - set(EXTRA)
+    setting = SETTINGS[args.setting]
+    out = args.out or ROOT / "runs" / ("bench-self-improve" + (
+        "" if args.setting == "check-steps" else f"-{args.setting}"))
+    methods = [m for m in (args.methods or ",".join(setting["methods"])).split(",") if m]
+    unknown = set(methods) - set(METHODS)
     if unknown:
-        parser.error(f"unknown methods {sorted(unknown)}; choose from {METHODS + EXTRA}")
+        parser.error(f"unknown methods {sorted(unknown)}; choose from {list(METHODS)}")
     started = time.perf_counter()
     runs = {}
     for method in methods:
-        runs[method] = iterate(settings(method, args), args.out / method,
+        first = next((m for m in runs if not METHODS[m].get("balance")), None)
+        if first is not None and not METHODS[method].get("balance"):
+            share_start(out / first, out / method)
+        runs[method] = iterate(settings(method, args), out / method,
                                report=lambda line, m=method: print(f"[{m}] {line}", flush=True))
     table = results_table(runs)
     print(table)
-    final = {m: rows[-1]["greedy_acc"] for m, rows in runs.items()}
-    summary = {
-        "start_acc": next(iter(runs.values()))[0]["greedy_acc"],
-        "step_dpo_acc": final.get("step_dpo"), "outcome_dpo_acc": final.get("outcome_dpo"),
-        "sft_acc": final.get("sft"), "rounds": args.rounds, "tasks_per_round": args.tasks,
-        "eval_tasks": args.eval_tasks,
-        "per_round": {m: [row["greedy_acc"] for row in rows] for m, rows in runs.items()},
-        "rows_per_round": {m: [row.get("rows") for row in rows[1:]] for m, rows in runs.items()},
-        "search_tokens": {m: [row.get("search_tokens") for row in rows[1:]]
-                          for m, rows in runs.items()},
-        # search + training time of every round, also when this call only resumed a run
-        "compute_seconds": round(sum((row.get("search_seconds") or 0)
-                                     + (row.get("train_seconds") or 0)
-                                     for rows in runs.values() for row in rows), 1),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    summary = summarise(runs, args, out)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
     if args.results is not None:
-        details = {m: (args.out / m / "rounds.md").read_text() for m in runs}
-        write_results(args.results, table, summary, details)
+        details = {m: (out / m / "rounds.md").read_text() for m in runs}
+        write_results(args.results, setting["section"], args.setting, table, summary, details)
     print(json.dumps(summary))
     return 0
 
 
-def write_results(path: Path, table: str, summary: dict, details: dict[str, str]) -> None:
+def summarise(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path) -> dict:
+    """The benchmark's JSON line: final accuracies, the best step-level method, and paired
+    standard errors of its differences to outcome DPO and SFT."""
+    final = {m: rows[-1]["greedy_acc"] for m, rows in runs.items()}
+    steps = [m for m in runs if m not in NOT_STEP]
+    best = max(steps, key=lambda m: final[m], default=None)
+    summary = {
+        "setting": args.setting, "start_acc": next(iter(runs.values()))[0]["greedy_acc"],
+        "step_dpo_acc": final.get(best) if best else None, "step_dpo_method": best,
+        "outcome_dpo_acc": final.get("outcome_dpo"), "sft_acc": final.get("sft"),
+        "final_acc": final, "rounds": args.rounds, "tasks_per_round": args.tasks,
+        "eval_tasks": args.eval_tasks,
+    }
+    per_task = {m: rows[-1].get("greedy_per_task") for m, rows in runs.items()}
+    ses = {}
+    for other in NOT_STEP:
+        if best and other in runs and per_task[best] and per_task[other]:
+            diff, se = paired_difference(per_task[best], per_task[other])
+            ses[other] = {"difference": round(diff, 4), "se": round(se, 4)}
+    summary["vs"] = ses
+    summary["se"] = max((v["se"] for v in ses.values()), default=None)
+    summary["target_met"] = bool(ses) and all(v["difference"] > 0 and v["difference"] >= 2 * v["se"]
+                                              for v in ses.values())
+    outcome_pairs = out / "outcome_dpo" / "round_1" / "data" / "pairs.jsonl"
+    if args.setting != "check-steps" and outcome_pairs.exists():
+        summary["outcome_localisation"] = localisation(outcome_pairs)
+    summary.update({
+        "per_round": {m: [row["greedy_acc"] for row in rows] for m, rows in runs.items()},
+        "rows_per_round": {m: [row.get("rows") for row in rows[1:]] for m, rows in runs.items()},
+        "search_tokens": {m: [row.get("search_tokens") for row in rows[1:]]
+                          for m, rows in runs.items()},
+        "bstar": {m: [(row.get("temperature"), row.get("min_margin")) for row in rows[1:]]
+                  for m, rows in runs.items() if METHODS[m].get("balance")},
+        # search + training time of every round, also when this call only resumed a run
+        "compute_seconds": round(sum((row.get("search_seconds") or 0)
+                                     + (row.get("train_seconds") or 0)
+                                     for rows in runs.values() for row in rows), 1),
+    })
+    return summary
+
+
+def write_results(path: Path, key: str, setting: str, table: str, summary: dict,
+                  details: dict[str, str]) -> None:
     """This run's section of ``path`` (between its markers)."""
     command = "python bench/self_improve.py " + " ".join(sys.argv[1:])
     per_method = "".join(f"\n`{m}` (every measure; `rows` = training rows mined):\n\n{md}"
                          for m, md in details.items())
+    title = ("Self-improvement on `arith` (bench/self_improve.py)" if setting == "check-steps"
+             else f"Self-improvement where errors surface late (bench/self_improve.py "
+                  f"--setting {setting})")
     section = (
-        f"## Self-improvement on `arith` (bench/self_improve.py)\n\n"
+        f"## {title}\n\n"
         f"Command: `{command.strip()}` · {summary['compute_seconds'] / 60:.0f} min of search "
         "and training on this machine.\n\n"
-        "Held-out greedy accuracy and pass@8 (%, the same test problems every round), and the "
-        "training rows mined per round, from the shipped tiny reasoner. Round 0 is the "
-        "starting model.\n\n" + table + "\n" + per_method + "\n```json\n"
-        + json.dumps(summary) + "\n```")
-    write_section(path, "self_improve", section)
+        "Held-out greedy accuracy and pass@k (%, the same test problems every round), and the "
+        "training rows mined per round. Round 0 is the starting model.\n\n" + table + "\n"
+        + per_method + "\n```json\n" + json.dumps(summary) + "\n```")
+    write_section(path, key, section)
 
 
 if __name__ == "__main__":

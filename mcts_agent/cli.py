@@ -583,7 +583,8 @@ def pairs(
     out: Annotated[Path | None, typer.Option(help="Output folder; default RUN/data.")] = None,
     kind: Annotated[str, typer.Option(help="pairs (preference pairs), sft (best verified "
                                       "paths) or stepwise (per-step labels).")] = "pairs",
-    strategy: Annotated[str | None, typer.Option(help="sibling, path or outcome.")] = None,
+    strategy: Annotated[str | None, typer.Option(
+        help="sibling, path, outcome, first_error or corrupted.")] = None,
     completion: Annotated[str | None, typer.Option(help="step or continuation.")] = None,
     conversational: Annotated[bool | None, typer.Option(help="Chat-message rows.")] = None,
     env: Annotated[str | None, typer.Option(help="Environment; default: the run's.")] = None,
@@ -729,8 +730,8 @@ def train(
     batch_size: int | None = None,
     beta: Annotated[float | None, typer.Option(help="DPO beta.")] = None,
     nll_weight: Annotated[float | None, typer.Option(help="DPO + NLL weight.")] = None,
-    confidence_weights: Annotated[bool | None, typer.Option(
-        help="Weight pairs by their confidence column.")] = None,
+    pair_weights: Annotated[str | None, typer.Option(
+        help="Draw pairs in proportion to a column: none, confidence or margin.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file of training settings.")] = None,
 ) -> None:
     """Train a policy on mined rows with TRL (DPO on pairs, SFT on solutions)."""
@@ -740,7 +741,7 @@ def train(
     settings = load_settings(TrainConfig, config, "train", {
         "method": method, "epochs": epochs, "learning_rate": learning_rate,
         "batch_size": batch_size, "beta": beta, "nll_weight": nll_weight,
-        "confidence_weights": confidence_weights})
+        "pair_weights": pair_weights})
     rows = _read_rows(data)
     report = train_policy(model or TINY_ARITH_DIR, rows, out, settings, reference=reference)
     console.print(f"trained {report.method} on {report.rows} rows: {report.steps} steps in "
@@ -884,7 +885,11 @@ def iterate_command(
     rounds: Annotated[int | None, typer.Option(help="Search → train rounds.")] = None,
     tasks: Annotated[int | None, typer.Option(help="Training tasks searched per round.")] = None,
     eval_tasks: Annotated[int | None, typer.Option(help="Held-out tasks.")] = None,
-    strategy: Annotated[str | None, typer.Option(help="Pairs: sibling, path or outcome.")] = None,
+    strategy: Annotated[str | None, typer.Option(
+        help="Pairs: sibling, path, outcome, first_error or corrupted.")] = None,
+    bstar: Annotated[bool, typer.Option(
+        "--bstar", help="B-STaR: choose each round's search temperature and pair threshold "
+        "by the balance score (candidates under balance: in --config).")] = False,
     method: Annotated[str | None, typer.Option(help="dpo or sft.")] = None,
     sft_data: Annotated[str | None, typer.Option(
         help="SFT on verified solutions, or (agents) on Agent-R splices + wins: solutions or "
@@ -921,6 +926,8 @@ def iterate_command(
                                 ("backend", "name", backend)):
         if value is not None:
             merged[section][key] = value
+    if bstar and merged.get("balance") is None:
+        merged["balance"] = {}
     merged["backend"].update({k: parse_value(v) for k, v in _key_texts(
         backend_arg or [], "--backend-arg").items()})
     cluster = {k: v for k, v in (("address", ray), ("workers", workers),

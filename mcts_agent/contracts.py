@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -174,6 +175,17 @@ class TestedEnvironment(Protocol):
 
     def prefetch(self, pairs: Sequence[tuple[Any, Task]], visible: bool = False) -> None:
         """Grade a wave's finished programs in one batched call; later calls hit its cache."""
+
+
+@runtime_checkable
+class CorruptingEnvironment(Protocol):
+    """Correct steps can be turned into verified wrong ones (RISE-style negatives for the
+    ``corrupted`` pair strategy): the environment knows its steps well enough to break one."""
+
+    def corrupt_step(self, state: Any, action: str, rng: random.Random) -> str | None:
+        """``action`` (a step taken from ``state``) with one subtle edit that the environment
+        has checked to be wrong there (e.g. one digit of a result changed), or None when it
+        cannot make one (``action`` is itself wrong, or has nothing to edit)."""
 
 
 def has_answers(env: Any) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -41,6 +41,7 @@ class PolicyMetrics:
     pick_acc: float  # exploitation: the pick among the k samples (majority, tests) is correct
     exploitation: float  # pick_acc among the tasks where some sample is correct
     tokens: int
+    greedy_per_task: list[int] = field(default_factory=list)  # 1 = solved greedily, task order
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -88,7 +89,32 @@ def evaluate_policy(
         pick_acc=sum(picks) / n,
         exploitation=(sum(p for p, s in zip(picks, solvable, strict=True) if s)
                       / max(sum(solvable), 1)),
-        tokens=sum(a.tokens for a in greedy) + sum(a.tokens for a in sampled))
+        tokens=sum(a.tokens for a in greedy) + sum(a.tokens for a in sampled),
+        greedy_per_task=[int(g.any_correct) for g in greedy])
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Mean of ``a[i] - b[i]`` over the same tasks, and its standard error (paired: the
+    per-task differences' sample standard deviation over √n)."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"need two equally long score lists of 2+ tasks, got {len(a)} and "
+                         f"{len(b)}")
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+
+
+def balance_score(queries: Sequence[tuple[int, int, int]], n_star: int) -> float:
+    """B-STaR's balance score (Zeng et al., 2024, eq. 5) of one configuration: per query
+    ``(distinct correct selected, correct selected, selected)``, the mean of
+    ``min(distinct / n_star, 1) · correct / selected`` (0 where nothing was selected). The first
+    factor rewards exploration (enough distinct correct outputs), the second exploitation (the
+    selection keeps few wrong ones)."""
+    if n_star < 1:
+        raise ValueError("n_star must be at least 1")
+    if not queries:
+        return 0.0
+    return sum(min(distinct / n_star, 1.0) * correct / selected
+               for distinct, correct, selected in queries if selected) / len(queries)
 
 
 

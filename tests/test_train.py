@@ -57,14 +57,14 @@ def test_strip_turn_end_keeps_the_steps_own_delimiter():
     assert strip_turn_end(ids, special, tokenizer) == ids
 
 
-def test_confidence_weights_draw_pairs_by_confidence(tmp_path):
-    trainer, _ = _trainer([STEP, FINAL] * 4, tmp_path, confidence_weights=True)
-    sampler = trainer._get_train_sampler()
-    drawn = list(sampler)
-    assert len(drawn) == 8 and all(i % 2 == 0 for i in drawn)  # confidence 0 is never drawn
-    with pytest.raises(ValueError, match="confidence"):
-        _trainer([{k: v for k, v in STEP.items() if k != "confidence"}], tmp_path,
-                 confidence_weights=True)
+@pytest.mark.parametrize("column", ["confidence", "margin"])
+def test_pair_weights_draw_pairs_by_a_column(tmp_path, column):
+    rows = [{**STEP, column: 1.0}, {**FINAL, column: 0.0}] * 4
+    trainer, _ = _trainer(rows, tmp_path, pair_weights=column)
+    drawn = list(trainer._get_train_sampler())
+    assert len(drawn) == 8 and all(i % 2 == 0 for i in drawn)  # weight 0 is never drawn
+    with pytest.raises(ValueError, match=column):
+        _trainer([{k: v for k, v in STEP.items() if k != column}], tmp_path, pair_weights=column)
 
 
 def _margin(model_dir, row):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,6 +67,20 @@ class ArithEnvironment(StepwiseMath):
             return None  # a failed episode has no answer
         return super().answer(state)
 
+    def corrupt_step(self, state: MathState, action: str, rng: random.Random) -> str | None:
+        """RISE-style negative: ``action`` with the number after its last ``=`` (or after
+        ``Answer:``) changed slightly (one digit, or ±1 / ±10), checked false with the calculator
+        (:func:`check_step`); None when ``action`` is not itself a valid line."""
+        line = action.strip()
+        if not check_step(state.text, line) or not (m := _LAST_NUMBER.search(line)):
+            return None
+        value = int(m.group(1))
+        for edited in _nearby(value, rng):
+            candidate = line[:m.start(1)] + str(edited) + line[m.end(1):]
+            if not check_step(state.text, candidate):
+                return candidate
+        return None
+
     def tasks(self, n: int, split: Split = "test", seed: int | None = None) -> list[Task]:
         """``n`` distinct problems of one split as tasks (held out: ``split="test"``); an
         unknown split is a :class:`~mcts_agent.errors.ConfigError`."""
@@ -88,6 +104,24 @@ class ArithEnvironment(StepwiseMath):
     def is_correct(self, task: Task, completion: str) -> bool:
         """Whether the first ``Answer:`` line of a whole completion equals the reference."""
         return parse_answer(completion) == _problem(task).answer
+
+
+_LAST_NUMBER = re.compile(r"(-?\d+)\s*$")
+
+
+def _nearby(value: int, rng: random.Random) -> list[int]:
+    """Plausible slips for ``value``, in a seeded order: one digit changed, or ±1 / ±10."""
+    digits = str(abs(value))
+    sign = -1 if value < 0 else 1
+    slips = {value + d for d in (-10, -1, 1, 10)}
+    for i in range(len(digits)):
+        for d in "0123456789":
+            if d != digits[i] and not (i == 0 and d == "0" and len(digits) > 1):
+                slips.add(sign * int(digits[:i] + d + digits[i + 1:]))
+    slips.discard(value)
+    ordered = sorted(slips)
+    rng.shuffle(ordered)
+    return ordered
 
 
 def _task(problem: ArithProblem) -> Task:

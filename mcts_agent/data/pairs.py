@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from ..contracts import Environment, Prompt, is_interactive
+from ..contracts import CorruptingEnvironment, Environment, Prompt, is_interactive
 from ..settings import Settings
 from ..trees import NodeRecord, ReplayedTree, ReplayError, TreeRecord, replay_failed, replay_trees
 
@@ -32,10 +33,14 @@ class PairConfig(Settings):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    strategy: Literal["sibling", "path", "outcome"] = Field(
+    strategy: Literal["sibling", "path", "outcome", "first_error", "corrupted"] = Field(
         "sibling", description="sibling: confident pairs of sibling steps anywhere in the tree; "
         "path: MCTS-DPO's rule, best vs worst sibling along the most visited path; outcome: "
-        "whole correct vs whole wrong solutions (needs verifier scores).")
+        "whole correct vs whole wrong solutions (needs verifier scores); first_error "
+        "(Step-DPO): on each wrong solution the first step after which the tree found no "
+        "verified solution, against a sibling step that leads to one; corrupted (RISE): each "
+        "step of a verified solution against a copy with one subtle edit that the "
+        "environment checked to be wrong (needs an environment with corrupt_step).")
     min_visits: int = Field(1, ge=0, description="Visits each side needs (a verified terminal "
                             "node always qualifies: its score is exact).")
     z: float = Field(1.64, ge=0, description="Wilson interval z (1.64 ≈ 90% one-sided); the "
@@ -135,9 +140,10 @@ def _confidence(chosen: _Rate, rejected: _Rate) -> float:
 class _Pair:
     parent: int
     chosen: int
-    rejected: int
+    rejected: int | None  # None: the rejected side is ``rejected_text``, a step not in the tree
     chosen_rate: _Rate
     rejected_rate: _Rate
+    rejected_text: str | None = None
 
     @property
     def margin(self) -> float:
@@ -282,10 +288,7 @@ def _outcome(tree: ReplayedTree, config: PairConfig, counts: Counter) -> list[_P
     on (the shorter list repeats)."""
     nodes = tree.nodes
     correct = _verified(tree)
-    wrong = _distinct(tree, sorted(
-        (i for i, n in enumerate(nodes)
-         if n.terminal and (n.score == 0 or n.answer is None)),
-        key=lambda i: (nodes[i].value or 0.0, nodes[i].depth, i)))
+    wrong = sorted(_wrong(tree), key=lambda i: (nodes[i].value or 0.0, nodes[i].depth, i))
     if not correct:
         counts["no_correct"] += 1
     if not wrong:
@@ -326,7 +329,82 @@ def _distinct(tree: ReplayedTree, ids: Iterable[int]) -> list[int]:
     return out
 
 
-_STRATEGIES = {"sibling": _sibling, "path": _path, "outcome": _outcome}
+def _first_error(tree: ReplayedTree, config: PairConfig, counts: Counter) -> list[_Pair]:
+    """Step-DPO's pairs, located by the tree: on each distinct wrong solution, the first step
+    under which no verified solution was found, against the best-valued sibling step under
+    which one was (shortest wrong solutions first)."""
+    nodes = tree.nodes
+    solved, _ = outcome_below(nodes)
+    pairs = []
+    for wrong in _wrong(tree):
+        first = next((n for n in tree.path(wrong) if not solved[n]), None)
+        parent = None if first is None else nodes[first].parent
+        if first is None or parent is None or not solved[parent]:
+            counts["no_correct"] += 1  # nothing verified from the root (or that prefix) down
+            continue
+        chosen = max((k for k in tree.children[parent] if solved[k]),
+                     key=lambda k: (_rate(nodes[k]).value or 0.0, nodes[k].visits, -k))
+        pair = _gate(tree, chosen, first, config, counts, wilson=False)
+        if pair is not None and pair.chosen != chosen:
+            counts["value_disagrees"] += 1  # the wrong step looked better: no clear signal
+        elif pair is not None:
+            pairs.append(pair)
+    return pairs
+
+
+def outcome_below(nodes: Sequence[NodeRecord]) -> tuple[list[bool], list[bool]]:
+    """Per node of a tree: whether a verified solution lies at or below it, and whether any
+    finished node does (children come after their parents)."""
+    solved = [n.terminal and n.score == 1 for n in nodes]
+    finished = [n.terminal for n in nodes]
+    for i in range(len(nodes) - 1, 0, -1):
+        parent = nodes[i].parent
+        if parent is not None:
+            solved[parent] = solved[parent] or solved[i]
+            finished[parent] = finished[parent] or finished[i]
+    return solved, finished
+
+
+def _wrong(tree: ReplayedTree) -> list[int]:
+    """Finished nodes that failed (score 0, or no answer), one per text, shortest first."""
+    nodes = tree.nodes
+    return _distinct(tree, sorted(
+        (i for i, n in enumerate(nodes) if n.terminal and (n.score == 0 or n.answer is None)),
+        key=lambda i: (nodes[i].depth, i)))
+
+
+def _corrupted(tree: ReplayedTree, config: PairConfig, counts: Counter) -> list[_Pair]:
+    """RISE's error-injected negatives: every step of the best verified solution against the
+    same step with one edit that the environment checked to be wrong (seeded per tree)."""
+    env = tree.env
+    if not isinstance(env, CorruptingEnvironment):
+        raise ValueError(f"strategy 'corrupted' needs an environment that can break a step "
+                         f"(corrupt_step); {getattr(env, 'name', type(env).__name__)!r} "
+                         "has none: choose another strategy")
+    solutions = _verified(tree)
+    if not solutions:
+        counts["no_correct"] += 1
+        return []
+    rng = random.Random(f"{config.seed}:{tree.task_id}")
+    pairs = []
+    for step in tree.path(solutions[0]):
+        parent = tree.nodes[step].parent
+        assert parent is not None
+        edited = env.corrupt_step(tree.state(parent), tree.action(step), rng)
+        if edited is None:
+            counts["not_corruptible"] += 1
+            continue
+        pair = _Pair(parent, step, None, _rate(tree.nodes[step]), _Rate(0.0, 0, True),
+                     rejected_text=edited)
+        if pair.chosen_rate.value is None or pair.margin + _EPS < config.min_margin:
+            counts["small_margin"] += 1  # a step the tree itself rated low: not a clear win
+        else:
+            pairs.append(pair)
+    return pairs
+
+
+_STRATEGIES = {"sibling": _sibling, "path": _path, "outcome": _outcome,
+               "first_error": _first_error, "corrupted": _corrupted}
 
 
 def _select(tree: ReplayedTree, pairs: list[_Pair], config: PairConfig,
@@ -352,11 +430,15 @@ def _select(tree: ReplayedTree, pairs: list[_Pair], config: PairConfig,
     if config.strategy == "outcome":
         return kept
     return sorted(kept, key=lambda r: (r["parent_node"], -r["margin"], r["chosen_node"],
-                                       r["rejected_node"]))
+                                       -1 if r["rejected_node"] is None else r["rejected_node"]))
 
 
-def _side(tree: ReplayedTree, pair: _Pair, node: int, config: PairConfig) -> tuple[str, bool]:
+def _side(tree: ReplayedTree, pair: _Pair, node: int | None, config: PairConfig
+          ) -> tuple[str, bool]:
     """A side's text (after the shared prefix) and whether it ends the episode."""
+    if node is None:  # an edited step: one line, never the end of the text
+        assert pair.rejected_text is not None
+        return pair.rejected_text + tree.delimiter, False
     if config.strategy == "outcome":
         ids = tree.path(node)
     elif config.completion == "continuation":
@@ -379,7 +461,7 @@ def _pair_row(tree: ReplayedTree, pair: _Pair, config: PairConfig) -> Row:
     if is_interactive(tree.env):  # an agent: the chat so far, and one turn on each side
         prompt = tree.prompt(pair.parent)
         chosen_out = [{"role": "assistant", "content": tree.action(pair.chosen)}]
-        rejected_out = [{"role": "assistant", "content": tree.action(pair.rejected)}]
+        rejected_out = [{"role": "assistant", "content": rejected.removesuffix(tree.delimiter)}]
         chosen_end = rejected_end = False  # a turn ends at its delimiter, never at EOS
     elif _chat(tree, config.conversational):
         prefix = tree.text(tree.path(pair.parent))
@@ -395,7 +477,7 @@ def _pair_row(tree: ReplayedTree, pair: _Pair, config: PairConfig) -> Row:
         "task_id": tree.task_id, "parent_node": pair.parent, "chosen_node": pair.chosen,
         "rejected_node": pair.rejected, "depth": nodes[pair.parent].depth + 1,
         "chosen_visits": nodes[pair.chosen].visits,
-        "rejected_visits": nodes[pair.rejected].visits,
+        "rejected_visits": 0 if pair.rejected is None else nodes[pair.rejected].visits,
         "chosen_value": pair.chosen_rate.value, "rejected_value": pair.rejected_rate.value,
         "margin": pair.margin, "confidence": pair.confidence, "strategy": config.strategy,
     }

@@ -51,6 +51,7 @@ from ..registry import environments as environment_registry
 __all__ = [
     "DEFAULT_STEPS",
     "TINY_ARITH_DIR",
+    "TINY_ARITH_LONG_DIR",
     "CompletionTasks",
     "arith_environment",
     "build_model",
@@ -67,6 +68,15 @@ log = logging.getLogger(__name__)
 TINY_ARITH_DIR = Path(__file__).resolve().parent / "tiny-arith"
 """Where the shipped checkpoint lives."""
 
+TINY_ARITH_LONG_DIR = Path(__file__).resolve().parent / "tiny-arith-long"
+"""A second shipped checkpoint, for chains where errors surface late (5–7 operands up to 9:
+4–6 steps and an answer line; ``bench/self_improve.py --setting late-errors``). Reproduce it
+with (see its ``training.json``)::
+
+    python -m mcts_agent.models.tiny --out mcts_agent/models/tiny-arith-long --steps 800 \
+        --operands 5 7 --max-operand 9 --max-positions 192 --eval-every 100
+"""
+
 DEFAULT_STEPS = 450
 """Optimizer steps of the shipped checkpoint, chosen so that greedy accuracy lands in 30-60 %.
 
@@ -82,6 +92,7 @@ SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 # letters of "Q", "Step" and "Answer".
 CHARS = tuple("0123456789+-*()=?: \nQStepAnswr")
 MAX_POSITIONS = 128
+"""Context length of the shipped checkpoint; longer chains (``--operands 5 7``) need more."""
 
 
 # ---------------------------------------------------------------------------- environment
@@ -125,7 +136,7 @@ def _prompt(env: CompletionTasks, task: Task) -> str:
 # ---------------------------------------------------------------------------- model and tokenizer
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def build_tokenizer(max_positions: int = MAX_POSITIONS) -> PreTrainedTokenizerFast:
     """A char-level WordLevel tokenizer: one token per character, ``<bos>`` prepended.
 
     Decoding concatenates characters (no spaces inserted), so ``decode(encode(t))`` returns ``t``.
@@ -147,12 +158,13 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         unk_token="<unk>",
         padding_side="left",
         clean_up_tokenization_spaces=False,
-        model_max_length=MAX_POSITIONS,
+        model_max_length=max_positions,
     )
 
 
 def build_model(tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> LlamaForCausalLM:
-    """A freshly initialised ~1.05M-parameter Llama sized for ``tokenizer``."""
+    """A freshly initialised ~1.05M-parameter Llama sized for ``tokenizer`` (its
+    ``model_max_length`` is the context length)."""
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=128,
@@ -160,7 +172,7 @@ def build_model(tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> LlamaForCa
         num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=4,
-        max_position_embeddings=MAX_POSITIONS,
+        max_position_embeddings=tokenizer.model_max_length,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
@@ -314,6 +326,7 @@ def train(
     threads: int = 2,
     log_every: int = 50,
     eval_every: int = 0,
+    max_positions: int = MAX_POSITIONS,
 ) -> dict[str, Any]:
     """Train a tiny reasoner from scratch, evaluate it on held-out problems and save it.
 
@@ -330,7 +343,7 @@ def train(
     with torch_threads(threads):
         _seed_everything(seed)
 
-        tokenizer = build_tokenizer()
+        tokenizer = build_tokenizer(max_positions)
         model = build_model(tokenizer, seed=seed)
         n_params = sum(p.numel() for p in model.parameters())
         held_out = env.tasks(eval_problems, split="test", seed=EVAL_SEED)
@@ -358,6 +371,7 @@ def train(
             "lr": lr,
             "warmup_steps": warmup_steps,
             "threads": threads,
+            "max_positions": max_positions,
             "parameters": n_params,
             "data": env.settings,
             "final_loss": float(np.mean(tail)) if tail else None,
@@ -501,12 +515,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=8, help="k of the reported pass@k")
     parser.add_argument("--eval-every", type=int, default=0,
                         help="also log held-out greedy accuracy every N steps (0: only at the end)")
+    parser.add_argument("--operands", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
+                        help="operands per problem (default: the generator's 3 3)")
+    parser.add_argument("--max-operand", type=int, default=None,
+                        help="largest operand (default: the generator's 20)")
+    parser.add_argument("--max-positions", type=int, default=MAX_POSITIONS,
+                        help="context length in characters (the prompt and its solution)")
     args = parser.parse_args(argv)
+    data = {k: v for k, v in (("num_operands", args.operands), ("max_operand", args.max_operand))
+            if v is not None}
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     start = time.perf_counter()
     report = train(args.out, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                    lr=args.lr, eval_problems=args.eval_problems, eval_k=args.k,
-                   threads=args.threads, eval_every=args.eval_every)
+                   threads=args.threads, eval_every=args.eval_every, data=data or None,
+                   max_positions=args.max_positions)
     print(json.dumps({**report["eval"], "final_loss": report["final_loss"],
                       "train_seconds": report["train_seconds"],
                       "total_seconds": round(time.perf_counter() - start, 1)}, indent=2))

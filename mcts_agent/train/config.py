@@ -31,10 +31,11 @@ class TrainConfig(Settings):
     beta: float = Field(0.1, gt=0, description="DPO: strength of the KL anchor to the reference.")
     nll_weight: float = Field(0.0, ge=0, description="DPO: weight of an added NLL loss on the "
                               "chosen side (DPO + NLL, as in RPO / Iterative RPO); 0 = plain DPO.")
-    confidence_weights: bool = Field(
-        False, description="DPO: draw pairs in proportion to their `confidence` column, so "
-        "each pair's loss counts by how sure the tree was of it (conservative DPO in "
-        "expectation).")
+    pair_weights: Literal["none", "confidence", "margin"] = Field(
+        "none", description="DPO: draw pairs in proportion to a column, so each pair's loss "
+        "counts by it in expectation: `confidence` (how sure the tree was that the chosen side "
+        "is better: conservative DPO) or `margin` (the tree's value difference between the "
+        "sides).")
     max_length: int | None = Field(1024, ge=8, description="Token cap of prompt + completion.")
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="auto: bfloat16 on a CUDA GPU that supports it, else float32.")

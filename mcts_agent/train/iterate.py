@@ -4,6 +4,7 @@ A run folder holds one sub-folder per round::
 
     run/iterate.yaml            the resolved settings (a resumed run must use the same)
     run/round_0/eval.json       the starting policy, measured on the held-out tasks
+    run/round_1/balance.json    B-STaR's temperature choice (only with ``balance``)
     run/round_1/search/         trees.jsonl (resumes tree by tree), summary.json
     run/round_1/data/           the mined rows (JSONL + Parquet + dataset card)
     run/round_1/model/          the trained policy (save_pretrained) + training.json
@@ -38,6 +39,7 @@ from ..search import SearchConfig
 from ..search.run import SPEED_ONLY, run_search
 from ..settings import Settings
 from ..trees import ResultFile, TreeRecord
+from .balance import BalanceConfig, choose_margin, choose_temperature
 from .config import TrainConfig
 from .trainers import train_policy
 
@@ -94,6 +96,10 @@ class IterateConfig(Settings):
         description="DPO + NLL with a large beta by default: on the shipped tiny reasoner plain "
         "DPO at beta 0.1 wrecked held-out accuracy (35.5 % → 13 %) while beta 5 with NLL "
         "raised it (→ 45 %); see docs/results.md.")
+    balance: BalanceConfig | None = Field(
+        None, description="B-STaR: each round, choose the search temperature (on a probe of "
+        "training tasks) and the pair threshold (on the round's trees) that maximise the "
+        "balance score, instead of search.temperature and pairs.min_margin.")
     ray: RayConfig | None = Field(
         None, description="Run each round's search and the held-out evaluation on a Ray "
         "cluster (pip install 'mcts-agent[ray]'); training stays a TRL run in this process. "
@@ -117,13 +123,14 @@ def iterate(config: IterateConfig, out_dir: str | Path, report: Report = log.inf
         _write_table(out, rows)
         for r in range(1, config.rounds + 1):
             folder = out / f"round_{r}"
+            temperature = _temperature(folder, env, policies, model, config, r, report)
             search = _search(folder / "search", env, policies, model, config, r, report,
-                             on_tree)
+                             on_tree, temperature)
             data, mined = _mine(folder / "data", env, search, config, r, report)
             trained = _train(folder / "model", policies, model, start, data, config, r, report)
             model = str(folder / "model") if trained else model
             row = _evaluate(folder, env, policies, model, held_out, config, report, r)
-            row.update(search=search, mined=mined, trained=trained)
+            row.update(search=search, mined=mined, trained=trained, temperature=temperature)
             rows.append(_flatten(row))
             _write_table(out, rows)
     finally:
@@ -197,14 +204,39 @@ Policies = _PolicyCache | _RayPolicies
 # --------------------------------------------------------------------------- the four steps
 
 
+def _temperature(folder: Path, env: Any, policies: Policies, model: str,
+                 config: IterateConfig, r: int, report: Report) -> float:
+    """The round's search temperature: B-STaR's pick on a probe (stored, so a resumed run
+    keeps it), or the configured one."""
+    if config.balance is None:
+        return config.search.temperature
+    done = folder / "balance.json"
+    if (choice := read_marker(done)) is not None:
+        return float(choice["temperature"])
+    probe = load_tasks(env, config.balance.probe_tasks, split="train",
+                       seed=config.seed * 1000 + 500 + r)  # apart from the round's tasks
+    s = config.search
+    temperature, scores = choose_temperature(
+        env, policies.get(model), probe, config.balance, seed=config.seed + r,
+        max_tokens=s.max_step_tokens * s.max_depth, max_turns=s.max_depth,
+        max_step_tokens=s.max_step_tokens)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(done, {"temperature": temperature,
+                      "scores": {str(t): v for t, v in scores.items()}})
+    report(f"round {r}: B-STaR temperature {temperature} (balance "
+           + ", ".join(f"{t}: {v:.3f}" for t, v in scores.items()) + ")")
+    return temperature
+
+
 def _search(folder: Path, env: Any, policies: Policies, model: str, config: IterateConfig,
-            r: int, report: Report, on_tree: Callable[[TreeRecord], Any] | None
-            ) -> dict[str, Any]:
+            r: int, report: Report, on_tree: Callable[[TreeRecord], Any] | None,
+            temperature: float) -> dict[str, Any]:
     summary_file = folder / "summary.json"
     if (summary := read_marker(summary_file)) is not None:
         report(f"round {r}: search done before")
         return summary
     seed = config.seed * 1000 + r  # fresh problems and samples every round
+    search = config.search.model_copy(update={"seed": seed, "temperature": temperature})
     tasks = load_tasks(env, config.tasks_per_round, split="train", seed=seed)
     report(f"round {r}: searching {len(tasks)} training tasks")
     if isinstance(policies, _RayPolicies):
@@ -213,14 +245,14 @@ def _search(folder: Path, env: Any, policies: Policies, model: str, config: Iter
         policies.get(model)
         summary, _ = run_ray_search(PluginSpec(config.env, dict(config.env_args)), tasks=tasks,
                                     split="train", pool=policies.pool,
-                                    config=config.search.model_copy(update={"seed": seed}),
+                                    config=search,
                                     rollouts=config.rollouts, out_dir=folder, baselines=False,
                                     on_result=on_tree)
         return summary.to_dict()
     summary, _ = run_search(env, tasks=tasks, split="train",
                             env_spec=PluginSpec(config.env, dict(config.env_args)),
                             policy=policies.get(model),
-                            config=config.search.model_copy(update={"seed": seed}),
+                            config=search,
                             rollouts=config.rollouts, out_dir=folder, baselines=False,
                             on_result=on_tree)
     return summary.to_dict()
@@ -237,6 +269,12 @@ def _mine(folder: Path, env: Any, search: dict[str, Any], config: IterateConfig,
     if name == "splice":
         _, rows, stats = splice_rows(results, env, config.splice,
                                      success_per_tree=config.sft_per_tree)
+    elif name == "pairs" and config.balance is not None:
+        pairs, rows, stats, scores = choose_margin(results, env, config.pairs, config.balance)
+        stats = {**stats, "rows": len(rows), "min_margin": pairs.min_margin,
+                 "balance": {str(m): v for m, v in scores.items()}}
+        report(f"round {r}: B-STaR pair threshold {pairs.min_margin} (balance "
+               + ", ".join(f"{m}: {v:.3f}" for m, v in scores.items()) + ")")
     else:
         rows, stats = mine_rows(name, results, env, config.pairs, per_tree=config.sft_per_tree)
     write_rows(rows, folder, name, stats=stats,
@@ -315,6 +353,7 @@ def _flatten(row: dict[str, Any]) -> dict[str, Any]:
             "solved": f"{search.get('mcts_solved')}/{search.get('tasks')}",
             "train_loss": trained and trained.get("loss"),
             "train_seconds": trained and trained.get("seconds"),
+            "min_margin": mined.get("min_margin"),
             "search_seconds": search.get("seconds")}
 
 

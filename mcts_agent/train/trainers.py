@@ -7,8 +7,8 @@ Two things TRL does not do for step-level data, done here by a small DPOTrainer 
   teach the model to stop mid-solution, so the end marker is cut again from the tokenized rows
   whose ``chosen_terminal`` / ``rejected_terminal`` column is false (the step's own delimiter,
   e.g. its newline, stays).
-* **Per-pair confidence.** With ``confidence_weights`` pairs are drawn in proportion to their
-  ``confidence`` column, so the expected loss is the confidence-weighted DPO loss. (TRL's
+* **Per-pair weights.** With ``pair_weights`` pairs are drawn in proportion to their
+  ``confidence`` (or ``margin``) column, so the expected loss is the weighted DPO loss. (TRL's
   ``label_smoothing`` no longer affects the sigmoid loss, and its per-sequence loss has no
   weight hook; sampling gives the same expectation without copying TRL's loss code.)
 """
@@ -72,18 +72,20 @@ def strip_turn_end(ids: Sequence[int], special_ids: frozenset[int], tokenizer: A
 class StepDPOTrainer(DPOTrainer):
     """TRL's DPOTrainer, correct at step boundaries and optionally confidence-weighted."""
 
-    def __init__(self, *args: Any, confidence_weights: bool = False, **kwargs: Any) -> None:
-        self.confidence_weights = confidence_weights
+    def __init__(self, *args: Any, pair_weights: str = "none", **kwargs: Any) -> None:
+        self.weight_column = None if pair_weights == "none" else pair_weights
         self.pair_weights: torch.Tensor | None = None  # read before TRL drops the column
         super().__init__(*args, **kwargs)
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
         columns = set(dataset.column_names or ())
-        if self.confidence_weights and dataset_name == "train":
-            if "confidence" not in columns:
-                raise ValueError("confidence_weights needs a `confidence` column in the pairs")
-            self.pair_weights = torch.tensor(dataset["confidence"], dtype=torch.double)
+        if self.weight_column and dataset_name == "train":
+            if self.weight_column not in columns:
+                raise ValueError(f"pair_weights={self.weight_column} needs a "
+                                 f"`{self.weight_column}` column in the pairs (mcts-agent "
+                                 "pairs writes it); or train with pair_weights=none")
+            self.pair_weights = torch.tensor(dataset[self.weight_column], dtype=torch.double)
             self.pair_weights.clamp_(min=1e-6)
         if not {"chosen_terminal", "rejected_terminal"} & columns:
             log.warning("%s rows have no chosen_terminal/rejected_terminal columns: every "
@@ -153,7 +155,7 @@ def train_policy(
                    if reference is not None else None)
             trainer = StepDPOTrainer(model=policy, ref_model=ref, args=args,
                                      train_dataset=dataset, processing_class=tokenizer,
-                                     confidence_weights=config.confidence_weights)
+                                     pair_weights=config.pair_weights)
         else:
             trainer = SFTTrainer(model=policy, args=args, train_dataset=dataset,
                                  processing_class=tokenizer)
