@@ -1,19 +1,27 @@
 """Does learning from spliced failure → recovery dialogues (Agent-R) make an agent recover?
 
-    python bench/agents.py                                   # the full run, see --help
-    python bench/agents.py --test-games 8 --train-games 8 --simulations 8   # a quick look
+    python bench/agents.py --threads 1                        # the full run, see --help
+    python bench/agents.py --test-games 8 --train-games 4 --rounds 1 --simulations 4  # a look
 
-On generated TextWorld games with the shipped tiny agent:
+On generated TextWorld games with the shipped tiny agent, every reply constrained to the game's
+admissible replies (``GenerationRequest.allowed`` through :class:`environments.agent.
+AdmissiblePolicy`; ``--free`` turns that off):
 
-1. held-out test games: greedy success, success of sampled episodes, and MCTS success (the
-   game's own verdict, as in Agent-R's trees);
-2. training games: MCTS trees (not stopped at the first win, so they hold failures too) →
-   validated splices (``mcts-agent splice``) and won trajectories;
-3. two SFT runs from the same agent with the same settings: on splices + wins (Agent-R) and on
-   wins only (the plain baseline);
-4. each agent on the test games: success, and the recovery rate — among episodes that made a
-   wrong move (a turn that did not shorten the game's own optimal plan, or a reply the game
-   rejected), the share that still won.
+1. the starting agent on held-out test games, free and constrained: the valid-reply rate
+   (replies the game accepts / all replies), greedy and sampled success;
+2. ``--rounds`` rounds of self-improvement per arm, each on ``--train-games`` fresh training
+   games: MCTS trees grown by the arm's current agent (not stopped at the first win, so they
+   hold failures too) → SFT of that agent on the round's data. The *splice* arm trains on
+   validated failure → recovery splices plus won trajectories (Agent-R; what ``iterate
+   --sft-data splice`` mines), the *plain* arm on the won trajectories alone (``--sft-data
+   solutions``). Round 1 searches the same games with the same agent for both arms, so its
+   trees are grown once;
+3. both final agents on the same test games with the same seeds: greedy success, success of
+   ``--samples`` sampled episodes per game, and the recovery rate — among sampled episodes that
+   made a wrong move (a command after which the game's own optimal plan is no shorter, or a
+   rejected reply), the share that still won. Standard errors of the splice − plain
+   differences are paired over test games (per-game differences for success; the linearised
+   ratio for recovery).
 
 Every step is stored under ``--out`` and reused when the command runs again. The table goes to
 ``docs/results.md`` (``--results``); the last line printed is one JSON object.
@@ -28,12 +36,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.sections import write_section  # noqa: E402
+from environments.agent import AdmissiblePolicy  # noqa: E402
 from mcts_agent.data import write_rows  # noqa: E402
 from mcts_agent.data.splice import SpliceConfig, splice_rows  # noqa: E402
 from mcts_agent.episodes import Episode, play_episodes  # noqa: E402
@@ -46,20 +56,24 @@ from mcts_agent.train.trainers import train_policy  # noqa: E402
 STEP_TOKENS = 48  # one reply
 # short revision thoughts: a 1M-parameter agent learns these, and they fit in one reply
 REVISIONS = ("That was wrong.", "This does not help.", "Wrong move, go back.")
+ARMS = ("splice", "plain")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=TINY_AGENT_DIR, help="starting agent")
-    parser.add_argument("--test-games", type=int, default=50)
-    parser.add_argument("--train-games", type=int, default=100)
-    parser.add_argument("--simulations", type=int, default=16, help="expansions per tree")
+    parser.add_argument("--test-games", type=int, default=250)
+    parser.add_argument("--train-games", type=int, default=100, help="fresh games per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--simulations", type=int, default=8, help="expansions per tree")
     parser.add_argument("--rollouts", type=int, default=1, help="rollouts per node")
-    parser.add_argument("--samples", type=int, default=4, help="sampled episodes per game")
-    parser.add_argument("--max-turns", type=int, default=12)
+    parser.add_argument("--samples", type=int, default=4, help="sampled episodes per test game")
+    parser.add_argument("--max-turns", type=int, default=10)
     parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--free", action="store_true",
+                        help="no constrained decoding (replies may name actions that do not exist)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-agents")
     parser.add_argument("--results", type=Path, default=None,
@@ -68,61 +82,111 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     out: Path = args.out
-    env = tiny_agent_environment()
+    constrain = not args.free
+    # the revision thoughts are admissible openings of a reply, so a splice-trained agent can
+    # still write its revision turns under the constraint
+    env = tiny_agent_environment(reply_thoughts=REVISIONS if constrain else ())
     test = env.tasks(args.test_games, split="test")
-    train = env.tasks(args.train_games, split="train")
+    train = env.tasks(args.train_games * args.rounds, split="train")
     search = SearchConfig(simulations=args.simulations, expand_n=3, leaves_per_tree=4,
-                          max_depth=args.max_turns, max_step_tokens=STEP_TOKENS, seed=args.seed)
-    base = load_policy(args.model)
+                          max_depth=args.max_turns, max_step_tokens=STEP_TOKENS, seed=args.seed,
+                          stop_when_solved=False)
 
-    before = _measure(out / "eval_base.json", env, base, test, args)
-    mcts = _cached(out / "test_search" / "summary.json", lambda: run_search(
-        env, tasks=test, policy=base, config=search, rollouts=args.rollouts,
-        out_dir=out / "test_search", baselines=False)[0].to_dict())
-    print(f"base agent: greedy {before['greedy']:.1%}, sampled {before['sampled']:.1%}, "
-          f"MCTS {mcts['mcts_solved'] / len(test):.1%}", flush=True)
+    def agent(model: Path) -> Any:
+        policy = load_policy(model)
+        return AdmissiblePolicy(policy, env) if constrain else policy
 
-    mined = search.model_copy(update={"stop_when_solved": False})
-    _cached(out / "train_search" / "summary.json", lambda: run_search(
-        env, tasks=train, policy=base, config=mined, rollouts=args.rollouts,
-        out_dir=out / "train_search", baselines=False)[0].to_dict())
-    results = list(ResultFile(out / "train_search" / "trees.jsonl"))
-    dialogues, turns, counts = splice_rows(results, env, SpliceConfig(revisions=REVISIONS,
-                                                                      seed=args.seed))
-    write_rows(dialogues, out / "data", "spliced", stats=counts)
-    plain = [row for row in turns if row["kind"] == "success"]
-    print(f"splices: {len(dialogues)} ({dict(counts)}); turns: {len(turns)} with splices, "
-          f"{len(plain)} wins only", flush=True)
+    free = _measure(out / "eval_base_free.json", env, load_policy(args.model), test, args)
+    before = _measure(out / "eval_base.json", env, agent(args.model), test, args)
+    print(f"base agent: free replies valid {free['valid_reply_rate']:.1%} (greedy "
+          f"{free['greedy']:.1%}, sampled {free['sampled']:.1%}); as run: valid "
+          f"{before['valid_reply_rate']:.1%}, greedy {before['greedy']:.1%}, sampled "
+          f"{before['sampled']:.1%}, recovery {before['recovery']:.1%}", flush=True)
 
-    after = {}
-    for name, rows in (("splice", turns), ("plain", plain)):
-        model = out / f"sft_{name}"
-        if not (model / "training.json").exists():
-            train_policy(args.model, rows, model, TrainConfig(
-                method="sft", epochs=args.epochs, learning_rate=args.lr, batch_size=16,
-                threads=args.threads, seed=args.seed))
-        after[name] = _measure(out / f"eval_{name}.json", env, load_policy(model), test, args)
-        print(f"after SFT on {name}: {after[name]}", flush=True)
+    models = dict.fromkeys(ARMS, args.model)
+    rounds: list[dict[str, Any]] = []
+    for r in range(1, args.rounds + 1):
+        games = train[(r - 1) * args.train_games:r * args.train_games]
+        mined: dict[Path, tuple[list, Any, dict]] = {}
+        for arm in ARMS:
+            shared = r == 1 and models["splice"] == models["plain"]
+            folder = out / (f"round_{r}" if shared else f"{arm}/round_{r}")
+            if folder not in mined:
+                mined[folder] = _mine(folder, env, agent(models[arm]), games, search, args)
+            turns, counts, summary = mined[folder]
+            rows = turns if arm == "splice" else [t for t in turns if t["kind"] == "success"]
+            model = out / arm / f"round_{r}" / "model"
+            if not (model / "training.json").exists():
+                train_policy(models[arm], rows, model, TrainConfig(
+                    method="sft", epochs=args.epochs, learning_rate=args.lr, batch_size=16,
+                    threads=args.threads, seed=args.seed))
+            models[arm] = model
+            rounds.append({"round": r, "arm": arm, "trees": summary["tasks"],
+                           "trees_won": summary["mcts_solved"], "rows": len(rows),
+                           "spliced": counts.get("spliced", 0),
+                           "splice_turns": counts.get("splice_turns", 0),
+                           "success_turns": counts.get("success_turns", 0)})
+            print(f"round {r} {arm}: {rounds[-1]}", flush=True)
 
+    after = {arm: _measure(out / f"eval_{arm}.json", env, agent(models[arm]), test, args)
+             for arm in ARMS}
+    for arm in ARMS:
+        print(f"after {args.rounds} rounds of SFT on {arm}: greedy {after[arm]['greedy']:.1%}, "
+              f"sampled {after[arm]['sampled']:.1%}, recovery {after[arm]['recovery']:.1%}",
+              flush=True)
+    success_diff, success_se = paired_mean_difference(after["splice"]["won"],
+                                                      after["plain"]["won"])
+    recovery_diff, recovery_se = paired_ratio_difference(
+        after["splice"]["recovered"], after["splice"]["wrong"],
+        after["plain"]["recovered"], after["plain"]["wrong"])
     record = {
-        "games": len(test), "train_games": len(train),
+        "games": len(test), "samples": args.samples, "rounds": args.rounds,
+        "train_games": len(train), "constrained": constrain,
+        "valid_reply_rate": after["splice"]["valid_reply_rate"],
+        "valid_reply_rate_plain": after["plain"]["valid_reply_rate"],
+        "valid_reply_rate_base": before["valid_reply_rate"],
+        "valid_reply_rate_free": free["valid_reply_rate"],
+        "greedy_success_free": free["greedy"], "sampled_success_free": free["sampled"],
         "greedy_success": before["greedy"], "sampled_success": before["sampled"],
-        "mcts_success": mcts["mcts_solved"] / len(test),
-        "spliced": len(dialogues), "splice_turns": len(turns) - len(plain),
-        "success_turns": len(plain),
+        "recovery_before": before["recovery"],
         "success_after_splice_sft": after["splice"]["sampled"],
         "success_after_plain_sft": after["plain"]["sampled"],
         "greedy_after_splice_sft": after["splice"]["greedy"],
         "greedy_after_plain_sft": after["plain"]["greedy"],
-        "recovery_before": before["recovery"],
         "recovery_after_splice_sft": after["splice"]["recovery"],
         "recovery_after_plain_sft": after["plain"]["recovery"],
+        "wrong_episodes_splice": int(sum(after["splice"]["wrong"])),
+        "wrong_episodes_plain": int(sum(after["plain"]["wrong"])),
+        "se": recovery_se, "se_success": success_se,
+        "recovery_difference": recovery_diff, "success_difference": success_diff,
+        "target_met": bool(recovery_diff >= 2 * recovery_se and success_diff >= 0),
+        "per_round": rounds,
         "seconds": round(time.perf_counter() - started, 1),
     }
     if args.results is not None:
-        write_section(args.results, "agents", _table(record, counts))
+        write_section(args.results, "agents", _table(record))
     print(json.dumps(record))
     return 0
+
+
+def _mine(folder: Path, env: Any, policy: Any, games: list, search: SearchConfig,
+          args: Any) -> tuple[list, Any, dict]:
+    """One round's trees (grown once, resumable) and the per-turn SFT rows mined from them:
+    splices + wins (``kind`` says which), as ``iterate --sft-data splice`` mines them."""
+    summary = _cached(folder / "search" / "summary.json", lambda: run_search(
+        env, tasks=games, policy=policy, config=search, rollouts=args.rollouts,
+        out_dir=folder / "search", baselines=False)[0].to_dict())
+    data = folder / "data"
+    if (data / "turns.stats.json").exists():
+        turns = [json.loads(line) for line in (data / "turns.jsonl").open()]
+        counts = json.loads((data / "turns.stats.json").read_text())
+        return turns, counts, summary
+    results = list(ResultFile(folder / "search" / "trees.jsonl"))
+    dialogues, turns, counts = splice_rows(results, env, SpliceConfig(revisions=REVISIONS,
+                                                                      seed=args.seed))
+    write_rows(dialogues, data, "spliced", stats=counts)
+    write_rows(turns, data, "turns", stats=counts)
+    return turns, dict(counts), summary
 
 
 def _cached(path: Path, compute: Any) -> dict[str, Any]:
@@ -135,23 +199,53 @@ def _cached(path: Path, compute: Any) -> dict[str, Any]:
 
 
 def _measure(path: Path, env: Any, policy: Any, tasks: list, args: Any) -> dict[str, Any]:
-    """Greedy success, sampled success and recovery rate of ``policy`` on ``tasks``."""
+    """Greedy success, sampled success, valid-reply rate and recovery of ``policy`` on
+    ``tasks``, with the per-game counts the paired standard errors need."""
     def compute() -> dict[str, Any]:
         common = dict(max_turns=args.max_turns, max_step_tokens=STEP_TOKENS, seed=args.seed)
         greedy = play_episodes(env, policy, [(t, env.reset(t)) for t in tasks], n=1,
                                temperature=0.0, **common)
         sampled = play_episodes(env, policy, [(t, env.reset(t)) for t in tasks],
                                 n=args.samples, temperature=1.0, **common)
-        episodes = [e for group in sampled for e in group]
-        wrong = [e for e in episodes if wrong_moves(env, e) > 0]
+        wrong = [[wrong_moves(env, e) > 0 for e in group] for group in sampled]
+        states = [e.state for group in (*greedy, *sampled) for e in group]
+        replies = sum(len(s.turns) for s in states)
+        won = [sum(e.state.won for e in group) / len(group) for group in sampled]
+        recovered = [sum(e.state.won for e, w in zip(group, flags, strict=True) if w)
+                     for group, flags in zip(sampled, wrong, strict=True)]
+        n_wrong = [sum(flags) for flags in wrong]
         return {
             "greedy": sum(g[0].state.won for g in greedy) / len(tasks),
-            "sampled": sum(e.state.won for e in episodes) / len(episodes),
-            "episodes": len(episodes), "with_wrong_move": len(wrong),
-            "recovery": sum(e.state.won for e in wrong) / max(len(wrong), 1),
-            "invalid_replies": sum(e.state.invalid for e in episodes),
+            "sampled": float(np.mean(won)),
+            "episodes": sum(len(g) for g in sampled), "with_wrong_move": sum(n_wrong),
+            "recovery": sum(recovered) / max(sum(n_wrong), 1),
+            "replies": replies, "invalid_replies": sum(s.invalid for s in states),
+            "valid_reply_rate": 1 - sum(s.invalid for s in states) / max(replies, 1),
+            "won": won, "wrong": n_wrong, "recovered": recovered,
         }
     return _cached(path, compute)
+
+
+def paired_mean_difference(a: list[float], b: list[float]) -> tuple[float, float]:
+    """mean(a − b) over paired units and its standard error."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+
+
+def paired_ratio_difference(num_a: list[float], den_a: list[float], num_b: list[float],
+                            den_b: list[float]) -> tuple[float, float]:
+    """Σnum_a/Σden_a − Σnum_b/Σden_b over paired units (test games), and its standard error by
+    linearising each ratio: unit g contributes (num_g − R·den_g)/mean(den) to each."""
+    def linear(num: list[float], den: list[float]) -> tuple[float, np.ndarray]:
+        num_, den_ = np.asarray(num, float), np.asarray(den, float)
+        if den_.sum() == 0:
+            return 0.0, np.zeros_like(num_)
+        ratio = num_.sum() / den_.sum()
+        return float(ratio), (num_ - ratio * den_) / den_.mean()
+    ra, la = linear(num_a, den_a)
+    rb, lb = linear(num_b, den_b)
+    d = la - lb
+    return ra - rb, float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
 
 
 def wrong_moves(env: Any, episode: Episode) -> int:
@@ -173,26 +267,46 @@ def wrong_moves(env: Any, episode: Episode) -> int:
     return wrong
 
 
-def _table(record: dict[str, Any], counts: Any) -> str:
+def _table(record: dict[str, Any]) -> str:
     pct = lambda key: f"{record[key]:.1%}"  # noqa: E731
+    rounds = "\n".join(
+        f"| {row['round']} | {row['arm']} | {row['trees']} | {row['trees_won']} | "
+        f"{row['spliced']} | {row['splice_turns'] if row['arm'] == 'splice' else 0} | "
+        f"{row['success_turns']} | {row['rows']} |" for row in record["per_round"])
     return "\n".join([
         "## Agents: learning to recover from spliced failures (`python bench/agents.py`)",
         "",
-        f"The shipped tiny agent on {record['games']} held-out generated TextWorld games; "
-        f"{record['train_games']} training games searched for splices "
-        f"({record['spliced']} validated splices; {dict(counts)}).",
+        f"The shipped tiny agent on {record['games']} held-out generated TextWorld games "
+        f"({record['samples']} sampled episodes each at T = 1, plus one greedy); "
+        f"{record['rounds']} rounds of search → SFT per arm on {record['train_games']} "
+        f"training games in all. Replies "
+        + ("constrained to the game's admissible replies." if record["constrained"]
+           else "free (not constrained)."),
         "",
-        "| agent | greedy success | sampled success | recovery rate |",
-        "|---|---|---|---|",
-        f"| tiny agent | {pct('greedy_success')} | {pct('sampled_success')} | "
-        f"{pct('recovery_before')} |",
-        f"| + SFT on wins only | {pct('greedy_after_plain_sft')} | "
-        f"{pct('success_after_plain_sft')} | {pct('recovery_after_plain_sft')} |",
-        f"| + SFT on splices + wins (Agent-R) | {pct('greedy_after_splice_sft')} | "
+        "| agent | valid replies | greedy success | sampled success | recovery rate |",
+        "|---|---|---|---|---|",
+        f"| tiny agent, free replies | {pct('valid_reply_rate_free')} | "
+        f"{pct('greedy_success_free')} | {pct('sampled_success_free')} | – |",
+        f"| tiny agent | {pct('valid_reply_rate_base')} | {pct('greedy_success')} | "
+        f"{pct('sampled_success')} | {pct('recovery_before')} |",
+        f"| + {record['rounds']} rounds SFT on wins only | {pct('valid_reply_rate_plain')} | "
+        f"{pct('greedy_after_plain_sft')} | {pct('success_after_plain_sft')} | "
+        f"{pct('recovery_after_plain_sft')} |",
+        f"| + {record['rounds']} rounds SFT on splices + wins (Agent-R) | "
+        f"{pct('valid_reply_rate')} | {pct('greedy_after_splice_sft')} | "
         f"{pct('success_after_splice_sft')} | {pct('recovery_after_splice_sft')} |",
         "",
-        f"MCTS with the tiny agent (the game's verdict, rollouts as the critic): "
-        f"{pct('mcts_success')} of the test games.",
+        f"Splice − plain: recovery {record['recovery_difference']:+.1%} (paired se "
+        f"{record['se']:.1%}; {record['wrong_episodes_splice']} and "
+        f"{record['wrong_episodes_plain']} episodes with a wrong move), sampled success "
+        f"{record['success_difference']:+.1%} (paired se {record['se_success']:.1%}). "
+        f"Target (recovery ≥ plain + 2·se, success not lower): "
+        f"{'met' if record['target_met'] else 'not met'}.",
+        "",
+        "| round | arm | trees | trees won | validated splices | splice turns | win turns "
+        "| SFT rows |",
+        "|---|---|---|---|---|---|---|---|",
+        rounds,
     ])
 
 

@@ -10,10 +10,13 @@ from .base import (
     TextGame,
     Transition,
     Turn,
+    prompt_key,
     transitions_match,
 )
+from .constrained import AdmissiblePolicy
 
 __all__ = [
+    "AdmissiblePolicy",
     "AgentEnvironment",
     "AgentState",
     "Simulator",
@@ -21,5 +24,6 @@ __all__ = [
     "TextGame",
     "Transition",
     "Turn",
+    "prompt_key",
     "transitions_match",
 ]

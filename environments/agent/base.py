@@ -21,6 +21,7 @@ search states:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -30,7 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from mcts_agent.contracts import Step, Task
 from mcts_agent.errors import ConfigError
-from mcts_agent.react import DEFAULT_INSTRUCTIONS, parse_action
+from mcts_agent.react import DEFAULT_INSTRUCTIONS, parse_action, render_turn
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,8 @@ class AgentEnvironment:
         strict_actions: reject a command that is not among the valid actions (when known) without
             sending it, as a typed interface would; False sends it and lets the game answer.
         pool_size: simulators kept for restoring states.
+        reply_thoughts: thoughts an admissible reply may open with (:meth:`allowed_replies`;
+            e.g. the revision sentences of splices), besides the bare ``Action: <command>``.
     """
 
     game: TextGame
@@ -229,6 +232,7 @@ class AgentEnvironment:
     show_valid_actions: bool = True
     strict_actions: bool = True
     pool_size: int = 256
+    reply_thoughts: tuple[str, ...] = ()
     step_delimiter: str = "\n"
     interactive: bool = field(default=True, init=False)  # one model turn per step, always
 
@@ -236,6 +240,7 @@ class AgentEnvironment:
         self.name = self.game.name
         self.pool = SimulatorPool(self.game, self.pool_size)
         self._outcomes: OrderedDict[tuple[str, tuple[str, ...]], Transition] = OrderedDict()
+        self._allowed: OrderedDict[str, tuple[str, ...]] = OrderedDict()  # by rendered prompt
         self.simulated_steps = 0
 
     # ------------------------------------------------------------------ Environment contract
@@ -261,8 +266,38 @@ class AgentEnvironment:
         return Step(child, 0.0, outcome.done, {"won": outcome.won, "reward": outcome.reward})
 
     def prompt(self, state: AgentState) -> list[dict[str, str]]:
-        """The chat the policy continues: the recent turns and the valid actions."""
-        return self.messages(state, self.max_history, show_valid=self.show_valid_actions)
+        """The chat the policy continues: the recent turns and the valid actions. The state's
+        admissible replies are remembered by prompt (:meth:`allowed_for_prompt`)."""
+        messages = self.messages(state, self.max_history, show_valid=self.show_valid_actions)
+        allowed = self.allowed_replies(state)
+        if allowed is not None:
+            key = prompt_key(messages)
+            self._allowed[key] = allowed
+            self._allowed.move_to_end(key)
+            while len(self._allowed) > 64 * self.pool_size:
+                self._allowed.popitem(last=False)
+        return messages
+
+    # ------------------------------------------------------------------ admissible replies
+
+    def allowed_replies(self, state: AgentState) -> tuple[str, ...] | None:
+        """Every reply the game would accept now, as the agent writes it: ``Action: <command>``
+        for each valid action, and ``Thought: <thought> Action: <command>`` for each of
+        :attr:`reply_thoughts`. None when the game does not list its valid actions (or the
+        episode has ended): then any reply may be tried. What constrained decoding
+        (``GenerationRequest.allowed``) restricts a reply to."""
+        valid = state.current.valid_actions
+        if not valid or state.done:
+            return None
+        return tuple(render_turn(a) for a in valid) + tuple(
+            render_turn(a, thought) for thought in self.reply_thoughts for a in valid)
+
+    def allowed_for_prompt(self, prompt: Any) -> tuple[str, ...] | None:
+        """The admissible replies of the state this environment last rendered as ``prompt``
+        (None for a prompt it did not render, or rendered too long ago): how a policy wrapper
+        that sees only requests constrains them (:class:`~environments.agent.AdmissiblePolicy`).
+        States with the same prompt show the same valid actions, so they share the answer."""
+        return self._allowed.get(prompt_key(prompt))
 
     def messages(self, state: AgentState, max_history: int | None = None,
                  show_valid: bool = False) -> list[dict[str, str]]:
@@ -375,6 +410,13 @@ class AgentEnvironment:
         close = getattr(self.game, "close", None)
         if close is not None:
             close()
+
+
+def prompt_key(prompt: Any) -> str:
+    """A prompt (text or chat messages) as one string, for looking it up."""
+    if isinstance(prompt, str):
+        return prompt
+    return json.dumps([[m["role"], m["content"]] for m in prompt])
 
 
 def require(module: str, game: str, install: str | None = None) -> Any:

@@ -74,6 +74,15 @@ class GenerationRequest:
             which is cut from ``Candidate.text`` and reported in ``Candidate.stop_reason``.
         seed: makes sampling reproducible: the same seed, prompt and parameters give the same
             candidates, whatever else is in the batch. ``None`` draws fresh randomness.
+        allowed: constrained decoding (off by default, ``None``): the texts a candidate may be.
+            A backend that honours it (:func:`constrains_replies`; :class:`~mcts_agent.llm.hf.
+            HFPolicy` does) masks every token that would leave all of ``allowed[i] + stop``
+            (for each stop string) and ``allowed[i]`` + EOS, so a finished candidate's ``text``
+            is one of ``allowed`` (an interactive game's admissible replies, say). Sampling,
+            temperature and top-p then act on the allowed tokens only, while ``logprob`` stays
+            the model's own, unconstrained log-probability. Allowed texts should not contain a
+            stop string (generation would stop inside them). A backend without the capability
+            ignores it.
     """
 
     prompt: Prompt
@@ -83,6 +92,7 @@ class GenerationRequest:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    allowed: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         _check_prompt(self.prompt)
@@ -101,6 +111,11 @@ class GenerationRequest:
             raise ValueError(f"stop must hold non-empty strings, got {stop!r}")
         if self.seed is not None:
             _check_int("seed", self.seed, minimum=0)
+        if self.allowed is not None:
+            allowed = (self.allowed,) if isinstance(self.allowed, str) else tuple(self.allowed)
+            if not allowed or not all(isinstance(a, str) and a for a in allowed):
+                raise ValueError(f"allowed must be None or non-empty strings, got {allowed!r}")
+            object.__setattr__(self, "allowed", allowed)
 
     @property
     def greedy(self) -> bool:
@@ -162,6 +177,12 @@ class Policy(Protocol):
 def continuous_batching(policy: object) -> bool:
     """Whether ``policy`` declares that concurrent calls share the engine's running batch."""
     return getattr(policy, "continuous_batching", False) is True
+
+
+def constrains_replies(policy: object) -> bool:
+    """Whether ``policy`` declares (``constrained_decoding = True``) that it honours
+    :attr:`GenerationRequest.allowed`."""
+    return getattr(policy, "constrained_decoding", False) is True
 
 
 def check_requests(requests: Sequence[GenerationRequest]) -> list[GenerationRequest]:

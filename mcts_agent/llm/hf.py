@@ -22,6 +22,14 @@ How a :meth:`HFPolicy.propose` call runs:
 * Stop strings are per request: a stopping criterion checks the decoded tail of every row after
   each step and ends the rows that completed one; candidates are then rebuilt from the tokens alone
   (first stop, else EOS, else ``max_tokens``) as described in :mod:`mcts_agent.llm.base`.
+* Constrained decoding (``GenerationRequest.allowed``, off by default): before a constrained row
+  chooses, every token that would take its text off all of its allowed texts (each followed by a
+  stop string or EOS) gets no mass. A character trie of the vocabulary's token texts
+  (:class:`_TokenTrie`, built once per policy) finds the tokens that continue a text in
+  ``O(len(text))``, so the constraint costs a few dictionary look-ups per allowed text, row and
+  token. Token texts are each token decoded alone, so a byte-level or character vocabulary
+  spells every allowed text; a text no token sequence spells ends its row with EOS. The recorded
+  log-probability stays the model's unconstrained one.
 * The model's own ``generation_config`` cannot leak sampling settings (top-k, repetition penalties):
   those are set explicitly to neutral values for every call.
 """
@@ -73,10 +81,78 @@ class _Row:
     budget: int  # most new tokens: max_tokens, less where the context ends first
 
 
-class _RowSampler(LogitsProcessor):
-    """Chooses each row's next token itself and records its temperature-1 log-probability."""
+class _TrieNode:
+    __slots__ = ("below", "children", "ids")
 
-    def __init__(self, rows: Sequence[_Row], device: torch.device) -> None:
+    def __init__(self) -> None:
+        self.children: dict[str, _TrieNode] = {}
+        self.ids: list[int] = []  # tokens whose text ends here
+        self.below: list[int] | None = None  # every token at or under this node (cached)
+
+
+class _TokenTrie:
+    """The texts of a vocabulary's tokens in a character trie: which tokens continue a text."""
+
+    def __init__(self, texts: dict[int, str]) -> None:
+        self.root = _TrieNode()
+        for token, text in texts.items():
+            node = self.root
+            for char in text:
+                node = node.children.setdefault(char, _TrieNode())
+            node.ids.append(token)
+
+    def continuing(self, rest: str, overshoot: bool) -> list[int]:
+        """Tokens whose text is a non-empty prefix of ``rest``; with ``overshoot`` also those
+        whose text starts with all of ``rest`` and goes on (past a stop string, which is cut)."""
+        out: list[int] = []
+        node = self.root
+        for char in rest:
+            child = node.children.get(char)
+            if child is None:
+                return out
+            node = child
+            out += node.ids
+        if overshoot:
+            out += [t for t in self._below(node) if t not in node.ids]
+        return out
+
+    def _below(self, node: _TrieNode) -> list[int]:
+        if node.below is None:
+            node.below = node.ids + [t for child in node.children.values()
+                                     for t in self._below(child)]
+        return node.below
+
+
+class _Constraint:
+    """One constrained row: the texts it may still become, and the text generated so far."""
+
+    def __init__(self, allowed: Sequence[str], stops: Sequence[str]) -> None:
+        # (target, whether a stop ends it): a stop string may overshoot (it is cut), EOS not
+        self.targets = [(a + s, True) for a in dict.fromkeys(allowed) for s in stops]
+        self.targets += [(a, False) for a in dict.fromkeys(allowed)]
+        self.text = ""
+
+    def tokens(self, trie: _TokenTrie, eos_ids: frozenset[int]) -> set[int]:
+        """Tokens that keep the text on an allowed one (EOS once one is complete)."""
+        out: set[int] = set()
+        for target, by_stop in self.targets:
+            if not target.startswith(self.text):
+                continue
+            rest = target[len(self.text):]
+            if rest:
+                out.update(trie.continuing(rest, overshoot=by_stop))
+            elif not by_stop:
+                out |= eos_ids
+        return out
+
+
+class _RowSampler(LogitsProcessor):
+    """Chooses each row's next token itself and records its temperature-1 log-probability;
+    constrained rows (``request.allowed``) choose among the tokens their constraint allows."""
+
+    def __init__(self, rows: Sequence[_Row], device: torch.device,
+                 vocabulary: Callable[[], tuple[_TokenTrie, dict[int, str]]] | None = None,
+                 eos_ids: frozenset[int] = frozenset()) -> None:
         # Greedy rows get a harmless 1.0: their samples are drawn but discarded.
         self.temperature = torch.tensor([r.request.temperature or 1.0 for r in rows], device=device)
         self.top_p = torch.tensor([r.request.top_p for r in rows], device=device)
@@ -87,15 +163,40 @@ class _RowSampler(LogitsProcessor):
         }
         self.truncate = any(r.request.top_p < 1 for r in rows)
         self.logprobs: list[torch.Tensor] = []  # one (rows,) tensor per generated position
+        self.constraints = {i: _Constraint(r.request.allowed, r.request.stop)
+                            for i, r in enumerate(rows) if r.request.allowed is not None}
+        if self.constraints and vocabulary is None:
+            raise ValueError("constrained rows need the vocabulary's token texts")
+        self.trie, self.texts = vocabulary() if self.constraints else (None, {})
+        self.eos_ids = eos_ids
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        tokens = scores.argmax(dim=-1)
+        chosen_from = self._constrain(scores) if self.constraints else scores
+        tokens = chosen_from.argmax(dim=-1)
         if self.sampled_rows:
-            tokens = torch.where(self.sampled, self._sample(scores), tokens)
-        logprobs = torch.log_softmax(scores, dim=-1)
+            tokens = torch.where(self.sampled, self._sample(chosen_from), tokens)
+        logprobs = torch.log_softmax(scores, dim=-1)  # the model's own, unconstrained
         self.logprobs.append(logprobs.gather(1, tokens[:, None]).squeeze(1))
+        for i, constraint in self.constraints.items():
+            constraint.text += self.texts.get(int(tokens[i]), "")
         # generate() then takes the argmax, which is exactly the token chosen here.
         return torch.full_like(scores, -torch.inf).scatter_(1, tokens[:, None], 0.0)
+
+    def _constrain(self, scores: torch.Tensor) -> torch.Tensor:
+        """``scores`` with every token a constrained row may not write at -inf. A row with no
+        allowed token left (an allowed text no token sequence spells, or a finished row) may
+        only end: EOS, else its own best token."""
+        masked = scores.clone()
+        for i, constraint in self.constraints.items():
+            allowed = constraint.tokens(self.trie, self.eos_ids) or set(self.eos_ids)
+            keep = torch.tensor(sorted(t for t in allowed if t < scores.shape[-1]),
+                                dtype=torch.long, device=scores.device)
+            if keep.numel() == 0:
+                continue
+            row = torch.full_like(scores[i], -torch.inf)
+            row[keep] = scores[i, keep]
+            masked[i] = row
+        return masked
 
     def _sample(self, scores: torch.Tensor) -> torch.Tensor:
         """Inverse-CDF sample of every row (greedy rows' draws are discarded by the caller)."""
@@ -247,6 +348,21 @@ class HFPolicy:
         self.pad_id = _pad_id(tokenizer, self.eos_ids)
         self.name = f"hf:{getattr(model, 'name_or_path', '') or type(model).__name__}"
         self._batches = Coalescer(self._propose)
+        self._vocabulary: tuple[_TokenTrie, dict[int, str]] | None = None
+
+    constrained_decoding = True
+    """Honours :attr:`GenerationRequest.allowed` (see the module doc)."""
+
+    def vocabulary(self) -> tuple[_TokenTrie, dict[int, str]]:
+        """The token texts (each token decoded alone; special tokens left out) and their trie,
+        built on first use (a few milliseconds per thousand tokens)."""
+        if self._vocabulary is None:
+            special = set(getattr(self.tokenizer, "all_special_ids", ()) or ())
+            texts = {t: self._decode([t]) for t in range(len(self.tokenizer))
+                     if t not in special and t not in self.eos_ids}
+            texts = {t: text for t, text in texts.items() if text and "\ufffd" not in text}
+            self._vocabulary = (_TokenTrie(texts), texts)
+        return self._vocabulary
 
     @classmethod
     def from_pretrained(
@@ -376,7 +492,7 @@ class HFPolicy:
         input_ids, attention_mask = self._left_pad([r.prompt_ids for r in rows])
         prompt_len = input_ids.shape[1]
         new_tokens = max(r.budget for r in rows)
-        sampler = _RowSampler(rows, self.device)
+        sampler = _RowSampler(rows, self.device, self.vocabulary, self.eos_ids)
         stopper = _RowStopper(rows, prompt_len, self.eos_ids, self._decode)
         sequences = self.model.generate(
             input_ids=input_ids,
