@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
 
     after = {arm: _measure(out / f"eval_{arm}.json", env, agent(models[arm]), test, args)
              for arm in ARMS}
+    # did training on (constrained) valid replies also teach the format? greedy, free replies
+    after_free = {arm: _measure(out / f"eval_{arm}_free.json", env, load_policy(models[arm]),
+                                test, args, samples=0) for arm in ARMS}
     for arm in ARMS:
         print(f"after {args.rounds} rounds of SFT on {arm}: greedy {after[arm]['greedy']:.1%}, "
               f"sampled {after[arm]['sampled']:.1%}, recovery {after[arm]['recovery']:.1%}",
@@ -146,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         "valid_reply_rate_plain": after["plain"]["valid_reply_rate"],
         "valid_reply_rate_base": before["valid_reply_rate"],
         "valid_reply_rate_free": free["valid_reply_rate"],
+        "valid_reply_rate_free_after_splice_sft": after_free["splice"]["valid_reply_rate"],
+        "valid_reply_rate_free_after_plain_sft": after_free["plain"]["valid_reply_rate"],
+        "greedy_free_after_splice_sft": after_free["splice"]["greedy"],
+        "greedy_free_after_plain_sft": after_free["plain"]["greedy"],
         "greedy_success_free": free["greedy"], "sampled_success_free": free["sampled"],
         "greedy_success": before["greedy"], "sampled_success": before["sampled"],
         "recovery_before": before["recovery"],
@@ -198,19 +205,23 @@ def _cached(path: Path, compute: Any) -> dict[str, Any]:
     return record
 
 
-def _measure(path: Path, env: Any, policy: Any, tasks: list, args: Any) -> dict[str, Any]:
+def _measure(path: Path, env: Any, policy: Any, tasks: list, args: Any,
+             samples: int | None = None) -> dict[str, Any]:
     """Greedy success, sampled success, valid-reply rate and recovery of ``policy`` on
-    ``tasks``, with the per-game counts the paired standard errors need."""
+    ``tasks``, with the per-game counts the paired standard errors need (``samples``
+    episodes per game, ``--samples`` by default; 0: greedy only)."""
+    samples = args.samples if samples is None else samples
+
     def compute() -> dict[str, Any]:
         common = dict(max_turns=args.max_turns, max_step_tokens=STEP_TOKENS, seed=args.seed)
         greedy = play_episodes(env, policy, [(t, env.reset(t)) for t in tasks], n=1,
                                temperature=0.0, **common)
         sampled = play_episodes(env, policy, [(t, env.reset(t)) for t in tasks],
-                                n=args.samples, temperature=1.0, **common)
+                                n=samples, temperature=1.0, **common) if samples else []
         wrong = [[wrong_moves(env, e) > 0 for e in group] for group in sampled]
         states = [e.state for group in (*greedy, *sampled) for e in group]
         replies = sum(len(s.turns) for s in states)
-        won = [sum(e.state.won for e in group) / len(group) for group in sampled]
+        won = [sum(e.state.won for e in group) / len(group) for group in sampled] or [0.0]
         recovered = [sum(e.state.won for e, w in zip(group, flags, strict=True) if w)
                      for group, flags in zip(sampled, wrong, strict=True)]
         n_wrong = [sum(flags) for flags in wrong]
@@ -295,6 +306,10 @@ def _table(record: dict[str, Any]) -> str:
         f"| + {record['rounds']} rounds SFT on splices + wins (Agent-R) | "
         f"{pct('valid_reply_rate')} | {pct('greedy_after_splice_sft')} | "
         f"{pct('success_after_splice_sft')} | {pct('recovery_after_splice_sft')} |",
+        f"| wins-only agent, free replies | {pct('valid_reply_rate_free_after_plain_sft')} | "
+        f"{pct('greedy_free_after_plain_sft')} | – | – |",
+        f"| Agent-R agent, free replies | {pct('valid_reply_rate_free_after_splice_sft')} | "
+        f"{pct('greedy_free_after_splice_sft')} | – | – |",
         "",
         f"Splice − plain: recovery {record['recovery_difference']:+.1%} (paired se "
         f"{record['se']:.1%}; {record['wrong_episodes_splice']} and "
