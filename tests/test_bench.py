@@ -46,6 +46,23 @@ def test_self_improvement_benchmark_small_run_prints_its_json_line(tmp_path):
     assert "| round |" in (tmp_path / "results.md").read_text()
 
 
+def test_self_improvement_late_errors_small_run_measures_where_outcome_pairs_differ(tmp_path):
+    bench = Path(__file__).parents[1] / "bench" / "self_improve.py"
+    done = subprocess.run(
+        [sys.executable, str(bench), "--setting", "late-errors", "--tasks", "4", "--rounds", "1",
+         "--eval-tasks", "4", "--eval-k", "2", "--simulations", "4", "--epochs", "1",
+         "--threads", "1", "--methods", "first_error,corrupted,outcome_dpo,sft",
+         "--out", str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["setting"] == "late-errors" and figures["eval_tasks"] == 4
+    assert figures["step_dpo_method"] in ("first_error", "corrupted")
+    assert {"outcome_dpo", "sft"} == set(figures["vs"]) and figures["se"] is not None
+    # round 1's search is shared: every method searched the same tokens
+    assert len({tokens[0] for tokens in figures["search_tokens"].values()}) == 1
+
+
 def test_critics_benchmark_small_run_prints_its_json_line(tmp_path):
     bench = Path(__file__).parents[1] / "bench" / "critics.py"
     done = subprocess.run(
