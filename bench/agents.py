@@ -23,7 +23,8 @@ AdmissiblePolicy`; ``--free`` turns that off):
    differences are paired over test games (per-game differences for success; the linearised
    ratio for recovery).
 
-Every step is stored under ``--out`` and reused when the command runs again. The table goes to
+Every step is stored under ``--out`` and reused when the command runs again (evaluations per
+test set: ``--test-start`` evaluates the same trained agents on fresh test games). The table goes to
 ``docs/results.md`` (``--results``); the last line printed is one JSON object.
 """
 
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=TINY_AGENT_DIR, help="starting agent")
     parser.add_argument("--test-games", type=int, default=250)
+    parser.add_argument("--test-start", type=int, default=0,
+                        help="index of the first test game (a fresh test set for a replication "
+                        "of the same trained agents)")
     parser.add_argument("--train-games", type=int, default=100, help="fresh games per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--simulations", type=int, default=8, help="expansions per tree")
@@ -86,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     # the revision thoughts are admissible openings of a reply, so a splice-trained agent can
     # still write its revision turns under the constraint
     env = tiny_agent_environment(reply_thoughts=REVISIONS if constrain else ())
-    test = env.tasks(args.test_games, split="test")
+    test = env.tasks(args.test_start + args.test_games, split="test")[args.test_start:]
+    # evaluations are kept per test set and sampling setting; searches and models are shared
+    evals = out / (f"test_{args.test_start}-{args.test_start + args.test_games}"
+                   f"_s{args.samples}_t{args.max_turns}")
     train = env.tasks(args.train_games * args.rounds, split="train")
     search = SearchConfig(simulations=args.simulations, expand_n=3, leaves_per_tree=4,
                           max_depth=args.max_turns, max_step_tokens=STEP_TOKENS, seed=args.seed,
@@ -96,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         policy = load_policy(model)
         return AdmissiblePolicy(policy, env) if constrain else policy
 
-    free = _measure(out / "eval_base_free.json", env, load_policy(args.model), test, args)
-    before = _measure(out / "eval_base.json", env, agent(args.model), test, args)
+    free = _measure(evals / "eval_base_free.json", env, load_policy(args.model), test, args)
+    before = _measure(evals / "eval_base.json", env, agent(args.model), test, args)
     print(f"base agent: free replies valid {free['valid_reply_rate']:.1%} (greedy "
           f"{free['greedy']:.1%}, sampled {free['sampled']:.1%}); as run: valid "
           f"{before['valid_reply_rate']:.1%}, greedy {before['greedy']:.1%}, sampled "
@@ -108,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(1, args.rounds + 1):
         games = train[(r - 1) * args.train_games:r * args.train_games]
         mined: dict[Path, tuple[list, Any, dict]] = {}
+        shared = models["splice"] == models["plain"]  # both arms start this round alike
         for arm in ARMS:
-            shared = r == 1 and models["splice"] == models["plain"]
             folder = out / (f"round_{r}" if shared else f"{arm}/round_{r}")
             if folder not in mined:
                 mined[folder] = _mine(folder, env, agent(models[arm]), games, search, args)
@@ -128,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
                            "success_turns": counts.get("success_turns", 0)})
             print(f"round {r} {arm}: {rounds[-1]}", flush=True)
 
-    after = {arm: _measure(out / f"eval_{arm}.json", env, agent(models[arm]), test, args)
+    after = {arm: _measure(evals / f"eval_{arm}.json", env, agent(models[arm]), test, args)
              for arm in ARMS}
     # did training on (constrained) valid replies also teach the format? greedy, free replies
-    after_free = {arm: _measure(out / f"eval_{arm}_free.json", env, load_policy(models[arm]),
+    after_free = {arm: _measure(evals / f"eval_{arm}_free.json", env, load_policy(models[arm]),
                                 test, args, samples=0) for arm in ARMS}
     for arm in ARMS:
         print(f"after {args.rounds} rounds of SFT on {arm}: greedy {after[arm]['greedy']:.1%}, "
@@ -143,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         after["splice"]["recovered"], after["splice"]["wrong"],
         after["plain"]["recovered"], after["plain"]["wrong"])
     record = {
-        "games": len(test), "samples": args.samples, "rounds": args.rounds,
+        "games": len(test), "test_start": args.test_start, "samples": args.samples,
+        "rounds": args.rounds,
         "train_games": len(train), "constrained": constrain,
         "valid_reply_rate": after["splice"]["valid_reply_rate"],
         "valid_reply_rate_plain": after["plain"]["valid_reply_rate"],
@@ -233,6 +241,8 @@ def _measure(path: Path, env: Any, policy: Any, tasks: list, args: Any,
             "replies": replies, "invalid_replies": sum(s.invalid for s in states),
             "valid_reply_rate": 1 - sum(s.invalid for s in states) / max(replies, 1),
             "won": won, "wrong": n_wrong, "recovered": recovered,
+            "rejected_examples": [t.message for s in states for t in s.turns
+                                  if t.action is None][:5],
         }
     return _cached(path, compute)
 
