@@ -58,6 +58,7 @@ STEP_TOKENS = 48  # one reply
 # short revision thoughts: a 1M-parameter agent learns these, and they fit in one reply
 REVISIONS = ("That was wrong.", "This does not help.", "Wrong move, go back.")
 ARMS = ("splice", "plain")
+PASSIVE = ("look", "inventory", "examine")  # commands that change nothing in the world
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     # did training on (constrained) valid replies also teach the format? greedy, free replies
     after_free = {arm: _measure(evals / f"eval_{arm}_free.json", env, load_policy(models[arm]),
                                 test, args, samples=0) for arm in ARMS}
+    # recovery without selection: every arm starts each game from the same injected wrong move
+    starts = injected_starts(env, test, args.seed)
+    injected = {arm: _injected(evals / f"injected_{arm}.json", env, agent(model), starts, args)
+                for arm, model in (("base", args.model), *models.items())}
     for arm in ARMS:
         print(f"after {args.rounds} rounds of SFT on {arm}: greedy {after[arm]['greedy']:.1%}, "
               f"sampled {after[arm]['sampled']:.1%}, recovery {after[arm]['recovery']:.1%}",
@@ -149,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     recovery_diff, recovery_se = paired_ratio_difference(
         after["splice"]["recovered"], after["splice"]["wrong"],
         after["plain"]["recovered"], after["plain"]["wrong"])
+    injected_diff, injected_se = paired_mean_difference(injected["splice"]["won"],
+                                                        injected["plain"]["won"])
     record = {
         "games": len(test), "test_start": args.test_start, "samples": args.samples,
         "rounds": args.rounds,
@@ -175,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         "se": recovery_se, "se_success": success_se,
         "recovery_difference": recovery_diff, "success_difference": success_diff,
         "target_met": bool(recovery_diff >= 2 * recovery_se and success_diff >= 0),
+        "injected_games": injected["base"]["games"],
+        "recovery_injected_before": injected["base"]["success"],
+        "recovery_injected_after_splice_sft": injected["splice"]["success"],
+        "recovery_injected_after_plain_sft": injected["plain"]["success"],
+        "injected_difference": injected_diff, "se_injected": injected_se,
         "per_round": rounds,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -244,6 +256,51 @@ def _measure(path: Path, env: Any, policy: Any, tasks: list, args: Any,
             "rejected_examples": [t.message for s in states for t in s.turns
                                   if t.action is None][:5],
         }
+    return _cached(path, compute)
+
+
+def injected_starts(env: Any, tasks: list, seed: int) -> list[tuple[Any, Any]]:
+    """For each task whose first turn offers one, the state after a wrong first move: a valid
+    command that changes the world (not ``look``, ``inventory`` or ``examine …``, which only
+    waste a turn) after which the game's optimal plan is no shorter and the game is still
+    winnable (the first such command in a seeded shuffle of the valid actions)."""
+    import random
+
+    from mcts_agent.react import render_turn
+
+    starts = []
+    for task in tasks:
+        state = env.reset(task)
+        actions = sorted(a for a in state.current.valid_actions or ()
+                         if not a.startswith(PASSIVE))
+        random.Random(f"{seed}/{task.id}").shuffle(actions)
+        for action in actions:
+            sim, _ = env.game.start(task)
+            try:
+                before = len(sim.policy_commands)
+                transition = sim.step(action)
+                stalls = (not transition.done and len(sim.policy_commands) > 0
+                          and len(sim.policy_commands) >= before)
+            finally:
+                sim.close()
+            if stalls:
+                starts.append((task, env.step(state, render_turn(action)).state))
+                break
+    return starts
+
+
+def _injected(path: Path, env: Any, policy: Any, starts: list[tuple[Any, Any]],
+              args: Any) -> dict[str, Any]:
+    """Success of ``--samples`` sampled episodes per game played on from ``starts`` (one
+    wrong move already made; the remaining turns of ``--max-turns``)."""
+    def compute() -> dict[str, Any]:
+        groups = play_episodes(env, policy, starts, n=args.samples, temperature=1.0,
+                               max_turns=args.max_turns - 1, max_step_tokens=STEP_TOKENS,
+                               seed=args.seed)
+        won = [sum(e.state.won for e in group) / len(group) for group in groups]
+        return {"games": len(starts), "tasks": [task.id for task, _ in starts],
+                "first_moves": [state.commands[0] for _, state in starts],
+                "success": float(np.mean(won)) if won else 0.0, "won": won}
     return _cached(path, compute)
 
 
@@ -327,6 +384,13 @@ def _table(record: dict[str, Any]) -> str:
         f"{record['success_difference']:+.1%} (paired se {record['se_success']:.1%}). "
         f"Target (recovery ≥ plain + 2·se, success not lower): "
         f"{'met' if record['target_met'] else 'not met'}.",
+        "",
+        f"Recovery from an injected wrong first move ({record['injected_games']} test games "
+        f"that offer one, {record['samples']} sampled episodes each, the same move for every "
+        f"agent): tiny agent {pct('recovery_injected_before')}, wins only "
+        f"{pct('recovery_injected_after_plain_sft')}, Agent-R "
+        f"{pct('recovery_injected_after_splice_sft')} (splice − plain "
+        f"{record['injected_difference']:+.1%}, paired se {record['se_injected']:.1%}).",
         "",
         "| round | arm | trees | trees won | validated splices | splice turns | win turns "
         "| SFT rows |",

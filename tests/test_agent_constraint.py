@@ -4,8 +4,10 @@ on an untrained tiny Llama (whose free replies are garbage) and a scripted corri
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from mcts_agent.llm.hf import HFPolicy, _Constraint, _TokenTrie
 from mcts_agent.models.tiny_agent import build_model, build_tokenizer
 
 ROOMS = 3  # the corridor: go east ROOMS times to win
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ beside the package
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,12 +53,19 @@ class Corridor:
     can_copy: bool = False
 
     def start(self, task: Task) -> tuple[Corridor.Sim, Transition]:
-        sim = Corridor.Sim()
+        sim = Corridor.Sim(int(task.id[1:]) % ROOMS)  # task "c1" starts in room 1
         return sim, sim.transition()
 
     class Sim:
-        def __init__(self) -> None:
-            self.room = 0
+        def __init__(self, room: int = 0) -> None:
+            self.room = room
+
+        @property
+        def policy_commands(self) -> tuple[str, ...]:  # the game's own optimal plan
+            return ("go east",) * (ROOMS - self.room)
+
+        def close(self) -> None:
+            pass
 
         def transition(self, text: str = "") -> Transition:
             won = self.room == ROOMS
@@ -218,10 +228,6 @@ def test_constrained_episodes_only_send_valid_replies(policy):
 
 
 def test_paired_standard_errors():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench.agents import paired_mean_difference, paired_ratio_difference
 
     diff, se = paired_mean_difference([1, 0.5, 0, 1], [0.5, 0.5, 0, 0])
@@ -238,3 +244,17 @@ def test_paired_standard_errors():
     diff, se = paired_ratio_difference(won_a, wrong, won_b, wrong)
     assert diff == pytest.approx(0.2, abs=0.05) and se == pytest.approx(
         np.sqrt(0.24 / wrong.sum() * 2), rel=0.3)  # close to the binomial se
+
+
+def test_injected_wrong_moves_and_wrong_move_counts():
+    from bench.agents import injected_starts, wrong_moves
+    from mcts_agent.episodes import Episode
+
+    env = corridor()
+    # room 0: "go east" helps and "look" changes nothing, so no wrong move to inject;
+    # room 1: "go west" lengthens the plan
+    starts = injected_starts(env, [TASK, Task(id="c1", problem="reach the end")], seed=0)
+    assert [(task.id, state.commands) for task, state in starts] == [("c1", ("go west",))]
+    task = Task(id="c1", problem="reach the end")
+    state = env.play(task, ["Action: go west", "Action: look", "nonsense", "Action: go east"])
+    assert wrong_moves(env, Episode(task, state)) == 3  # west, look, the rejected reply
