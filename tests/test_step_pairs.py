@@ -74,8 +74,9 @@ def test_corrupted_pairs_break_each_step_of_the_verified_solution():
         assert (chosen != rejected and rejected.rsplit("=", 1)[0] == chosen.rsplit("=", 1)[0]) \
             or rejected.startswith("Answer:")
         assert check_step(row["prompt"], chosen) and not check_step(row["prompt"], rejected)
-        assert row["rejected_terminal"] is False and row["rejected_value"] == 0.0
-    assert rows[-1]["chosen_terminal"] is True  # the answer line ends the text
+        assert row["rejected_value"] == 0.0
+        # an edited answer ends the text like the answer it copies; an edited step does not
+        assert row["rejected_terminal"] is row["chosen_terminal"] is (row is rows[-1])
     again, _ = mine_pairs([late_tree()], LATE, PairConfig(strategy="corrupted", min_margin=0.0))
     assert again == rows  # seeded per tree
     assert counts["pairs"] == 3

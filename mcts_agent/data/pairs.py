@@ -161,7 +161,7 @@ def mine_pairs(
     """Preference pairs from finished trees, and a Counter of what happened (``trees``,
     ``pairs`` and skip reasons: ``low_visits``, ``same_text``, ``small_margin``,
     ``not_confident``, ``edit_distance``, ``duplicate``, ``cap_depth``, ``cap_tree``,
-    ``no_correct``, ``no_wrong``, ``replay_error``).
+    ``no_correct``, ``no_wrong``, ``value_disagrees``, ``not_corruptible``, ``replay_error``).
 
     Columns: ``prompt``, ``chosen``, ``rejected``, ``chosen_terminal``, ``rejected_terminal``,
     ``task_id``, ``parent_node``, ``chosen_node``, ``rejected_node``, ``depth`` (of the two
@@ -436,9 +436,9 @@ def _select(tree: ReplayedTree, pairs: list[_Pair], config: PairConfig,
 def _side(tree: ReplayedTree, pair: _Pair, node: int | None, config: PairConfig
           ) -> tuple[str, bool]:
     """A side's text (after the shared prefix) and whether it ends the episode."""
-    if node is None:  # an edited step: one line, never the end of the text
+    if node is None:  # an edited step ends the text where the step it copies does (an answer)
         assert pair.rejected_text is not None
-        return pair.rejected_text + tree.delimiter, False
+        return pair.rejected_text + tree.delimiter, ends_text(tree.nodes[pair.chosen])
     if config.strategy == "outcome":
         ids = tree.path(node)
     elif config.completion == "continuation":
