@@ -167,6 +167,8 @@ def mine_pairs(
     ``task_id``, ``parent_node``, ``chosen_node``, ``rejected_node``, ``depth`` (of the two
     steps), ``chosen_visits``, ``rejected_visits``, ``chosen_value``, ``rejected_value`` (the
     verifier's score for a verified terminal node), ``margin``, ``confidence``, ``strategy``.
+    A ``corrupted`` pair's rejected side is an edited step, not a node: ``rejected_node`` is
+    None and ``rejected_visits`` 0.
 
     ``confidence`` = Φ((p̃_c − p̃_r) / √(s_c² + s_r²)), the normal-approximation probability
     that the chosen side is truly better, with Agresti–Caffo rates p̃ = (n·p + 1) / (n + 2),
