@@ -143,7 +143,9 @@ def localisation(pairs_file: Path) -> dict:
 
 def results_table(runs: dict[str, list[dict]]) -> str:
     rounds = max(len(rows) for rows in runs.values())
-    head = "| round | " + " | ".join(f"{m} greedy | {m} pass@8 | {m} rows" for m in runs) + " |"
+    k = next(iter(runs.values()))[0].get("k", "k")
+    head = "| round | " + " | ".join(f"{m} greedy | {m} pass@{k} | {m} rows"
+                                     for m in runs) + " |"
     lines = [head, "|" + "---|" * (1 + 3 * len(runs))]
     for r in range(rounds):
         cells = []
