@@ -54,12 +54,14 @@ def test_the_key_holds_model_and_every_sampling_parameter(policy, tmp_path) -> N
                 GenerationRequest("Q: 3+9*3=?\n", n=2, max_tokens=21, stop=("\n",), seed=1),
                 GenerationRequest("Q: 3+9*3=?\n", n=2, max_tokens=20, seed=1),
                 GenerationRequest("Q: 3+9*3=?\n", n=2, max_tokens=20, stop=("\n",), seed=1,
-                                  temperature=0.5)]
+                                  temperature=0.5),
+                GenerationRequest("Q: 3+9*3=?\n", n=2, max_tokens=20, stop=("\n",), seed=1,
+                                  allowed=("Step 1: 9*3=27",))]  # constrained: another answer
     cached.propose(variants)
-    assert len(counting.asked) == 5 and cached.entries() == 5
+    assert len(counting.asked) == 6 and cached.entries() == 6
     counting.name = "hf:another-model"
     cached.propose([base])
-    assert len(counting.asked) == 6
+    assert len(counting.asked) == 7
 
 
 def test_a_resumed_search_regrows_its_trees_without_the_model(policy, tmp_path) -> None:

@@ -49,6 +49,8 @@ def request_key(model: str, request: GenerationRequest) -> str:
               [dict(m) for m in request.prompt], request.n, request.max_tokens,
               float(request.temperature), float(request.top_p), list(request.stop),
               request.seed]
+    if request.allowed is not None:  # constrained: another answer (unconstrained keys unchanged)
+        fields.append(list(request.allowed))
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
