@@ -5,7 +5,7 @@ on an untrained tiny Llama (whose free replies are garbage) and a scripted corri
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +26,7 @@ ROOMS = 3  # the corridor: go east ROOMS times to win
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ beside the package
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

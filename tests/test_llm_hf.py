@@ -8,7 +8,7 @@ stop strings and finish reasons are predictable) and ``"r: " + 6 random letters 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,13 +35,7 @@ def greedy(prompt: str, **kwargs: object) -> GenerationRequest:
     return GenerationRequest(prompt, temperature=0, **kwargs)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """A tiny model on a shared 2-core box runs ~40× faster on one thread than on two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
