@@ -48,6 +48,7 @@ from environments.agent import AdmissiblePolicy  # noqa: E402
 from mcts_agent.data import write_rows  # noqa: E402
 from mcts_agent.data.splice import SpliceConfig, splice_rows  # noqa: E402
 from mcts_agent.episodes import Episode, play_episodes  # noqa: E402
+from mcts_agent.metrics import paired_difference, paired_ratio_difference  # noqa: E402
 from mcts_agent.models.tiny_agent import TINY_AGENT_DIR, tiny_agent_environment  # noqa: E402
 from mcts_agent.search import ResultFile, SearchConfig  # noqa: E402
 from mcts_agent.search.run import load_policy, run_search  # noqa: E402
@@ -149,12 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"after {args.rounds} rounds of SFT on {arm}: greedy {after[arm]['greedy']:.1%}, "
               f"sampled {after[arm]['sampled']:.1%}, recovery {after[arm]['recovery']:.1%}",
               flush=True)
-    success_diff, success_se = paired_mean_difference(after["splice"]["won"],
+    success_diff, success_se = paired_difference(after["splice"]["won"],
                                                       after["plain"]["won"])
     recovery_diff, recovery_se = paired_ratio_difference(
         after["splice"]["recovered"], after["splice"]["wrong"],
         after["plain"]["recovered"], after["plain"]["wrong"])
-    injected_diff, injected_se = paired_mean_difference(injected["splice"]["won"],
+    injected_diff, injected_se = paired_difference(injected["splice"]["won"],
                                                         injected["plain"]["won"])
     record = {
         "games": len(test), "test_start": args.test_start, "samples": args.samples,
@@ -302,28 +303,6 @@ def _injected(path: Path, env: Any, policy: Any, starts: list[tuple[Any, Any]],
                 "first_moves": [state.commands[0] for _, state in starts],
                 "success": float(np.mean(won)) if won else 0.0, "won": won}
     return _cached(path, compute)
-
-
-def paired_mean_difference(a: list[float], b: list[float]) -> tuple[float, float]:
-    """mean(a − b) over paired units and its standard error."""
-    d = np.asarray(a, float) - np.asarray(b, float)
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-
-
-def paired_ratio_difference(num_a: list[float], den_a: list[float], num_b: list[float],
-                            den_b: list[float]) -> tuple[float, float]:
-    """Σnum_a/Σden_a − Σnum_b/Σden_b over paired units (test games), and its standard error by
-    linearising each ratio: unit g contributes (num_g − R·den_g)/mean(den) to each."""
-    def linear(num: list[float], den: list[float]) -> tuple[float, np.ndarray]:
-        num_, den_ = np.asarray(num, float), np.asarray(den, float)
-        if den_.sum() == 0:
-            return 0.0, np.zeros_like(num_)
-        ratio = num_.sum() / den_.sum()
-        return float(ratio), (num_ - ratio * den_) / den_.mean()
-    ra, la = linear(num_a, den_a)
-    rb, lb = linear(num_b, den_b)
-    d = la - lb
-    return ra - rb, float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
 
 
 def wrong_moves(env: Any, episode: Episode) -> int:

@@ -95,12 +95,32 @@ def evaluate_policy(
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     """Mean of ``a[i] - b[i]`` over the same tasks, and its standard error (paired: the
-    per-task differences' sample standard deviation over √n)."""
-    if len(a) != len(b) or len(a) < 2:
-        raise ValueError(f"need two equally long score lists of 2+ tasks, got {len(a)} and "
-                         f"{len(b)}")
+    per-task differences' sample standard deviation over √n; NaN from a single task)."""
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"need two equally long, non-empty score lists, got {len(a)} and "
+                         f"{len(b)} scores")
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+    return float(d.mean()), _standard_error(d)
+
+
+def _standard_error(d: np.ndarray) -> float:
+    return float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
+
+
+def paired_ratio_difference(num_a: Sequence[float], den_a: Sequence[float],
+                            num_b: Sequence[float], den_b: Sequence[float]) -> tuple[float, float]:
+    """``Σnum_a/Σden_a − Σnum_b/Σden_b`` over paired units (tasks, games), and its standard
+    error by linearising each ratio: unit g contributes ``(num_g − R·den_g) / mean(den)``."""
+    def linear(num: Sequence[float], den: Sequence[float]) -> tuple[float, np.ndarray]:
+        num_, den_ = np.asarray(num, float), np.asarray(den, float)
+        if den_.sum() == 0:
+            return 0.0, np.zeros_like(num_)
+        ratio = num_.sum() / den_.sum()
+        return float(ratio), (num_ - ratio * den_) / den_.mean()
+
+    ra, la = linear(num_a, den_a)
+    rb, lb = linear(num_b, den_b)
+    return ra - rb, _standard_error(la - lb)
 
 
 def balance_score(queries: Sequence[tuple[int, int, int]], n_star: int) -> float:

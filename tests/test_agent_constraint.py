@@ -223,9 +223,9 @@ def test_constrained_episodes_only_send_valid_replies(policy):
 
 
 def test_paired_standard_errors():
-    from bench.agents import paired_mean_difference, paired_ratio_difference
+    from mcts_agent.metrics import paired_difference, paired_ratio_difference
 
-    diff, se = paired_mean_difference([1, 0.5, 0, 1], [0.5, 0.5, 0, 0])
+    diff, se = paired_difference([1, 0.5, 0, 1], [0.5, 0.5, 0, 0])
     d = np.array([0.5, 0, 0, 1])
     assert diff == pytest.approx(d.mean()) and se == pytest.approx(d.std(ddof=1) / 2)
     # a ratio of sums; its linearised se shrinks with more units and is 0 when arms agree
