@@ -45,9 +45,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.sections import write_section  # noqa: E402
 from environments.agent import AdmissiblePolicy  # noqa: E402
-from mcts_agent.data import write_rows  # noqa: E402
+from mcts_agent.data import read_rows, write_rows  # noqa: E402
 from mcts_agent.data.splice import SpliceConfig, splice_rows  # noqa: E402
 from mcts_agent.episodes import Episode, play_episodes  # noqa: E402
+from mcts_agent.files import read_marker, write_json  # noqa: E402
 from mcts_agent.metrics import paired_difference, paired_ratio_difference  # noqa: E402
 from mcts_agent.models.tiny_agent import TINY_AGENT_DIR, tiny_agent_environment  # noqa: E402
 from mcts_agent.search import ResultFile, SearchConfig  # noqa: E402
@@ -205,10 +206,8 @@ def _mine(folder: Path, env: Any, policy: Any, games: list, search: SearchConfig
         env, tasks=games, policy=policy, config=search, rollouts=args.rollouts,
         out_dir=folder / "search", baselines=False)[0].to_dict())
     data = folder / "data"
-    if (data / "turns.stats.json").exists():
-        turns = [json.loads(line) for line in (data / "turns.jsonl").open()]
-        counts = json.loads((data / "turns.stats.json").read_text())
-        return turns, counts, summary
+    if (counts := read_marker(data / "turns.stats.json")) is not None:
+        return read_rows(data / "turns.jsonl"), counts, summary
     results = list(ResultFile(folder / "search" / "trees.jsonl"))
     dialogues, turns, counts = splice_rows(results, env, SpliceConfig(revisions=REVISIONS,
                                                                       seed=args.seed))
@@ -218,11 +217,13 @@ def _mine(folder: Path, env: Any, policy: Any, games: list, search: SearchConfig
 
 
 def _cached(path: Path, compute: Any) -> dict[str, Any]:
-    if path.exists():
-        return json.loads(path.read_text())
+    """The record a finished step left at ``path``, else ``compute()``'s, written atomically
+    (a step killed mid-write is redone, not read half-written)."""
+    if (record := read_marker(path)) is not None:
+        return record
     record = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2))
+    write_json(path, record)
     return record
 
 

@@ -74,7 +74,7 @@ class StepDPOTrainer(DPOTrainer):
 
     def __init__(self, *args: Any, pair_weights: str = "none", **kwargs: Any) -> None:
         self.weight_column = None if pair_weights == "none" else pair_weights
-        self.pair_weights: torch.Tensor | None = None  # read before TRL drops the column
+        self.weights: torch.Tensor | None = None  # read before TRL drops the column
         super().__init__(*args, **kwargs)
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
@@ -85,8 +85,8 @@ class StepDPOTrainer(DPOTrainer):
                 raise ValueError(f"pair_weights={self.weight_column} needs a "
                                  f"`{self.weight_column}` column in the pairs (mcts-agent "
                                  "pairs writes it); or train with pair_weights=none")
-            self.pair_weights = torch.tensor(dataset[self.weight_column], dtype=torch.double)
-            self.pair_weights.clamp_(min=1e-6)
+            self.weights = torch.tensor(dataset[self.weight_column], dtype=torch.double)
+            self.weights.clamp_(min=1e-6)
         if not {"chosen_terminal", "rejected_terminal"} & columns:
             log.warning("%s rows have no chosen_terminal/rejected_terminal columns: every "
                         "completion is trained as the end of an episode (with EOS)", dataset_name)
@@ -103,11 +103,11 @@ class StepDPOTrainer(DPOTrainer):
         return dataset.map(drop_step_end, desc=f"No EOS after steps in {dataset_name}")
 
     def _get_train_sampler(self, train_dataset=None):
-        if self.pair_weights is None:
+        if self.weights is None:
             return super()._get_train_sampler(train_dataset)
         generator = torch.Generator().manual_seed(self.args.seed)
         return torch.utils.data.WeightedRandomSampler(
-            self.pair_weights, len(self.pair_weights), replacement=True, generator=generator)
+            self.weights, len(self.weights), replacement=True, generator=generator)
 
 
 def train_policy(
