@@ -388,6 +388,31 @@ def test_zero_probability_child_gets_zero_prior():
     assert forest.nodes.prior[kids].tolist() == [0.0, 0.5, 0.5]
 
 
+@pytest.mark.parametrize(("weights", "logits"), [
+    ([0.1, 0.0, 0.3, 0.6], False), ([1e-300, 2e-300, 0.5, 5e-324], False),
+    ([-1.5, -np.inf, 0.25, 3.0], True), ([-1e30, 0.0, -np.inf, 1e-7], True),
+])
+def test_a_first_expansion_by_apply_gives_the_priors_expand_gives(weights, logits):
+    """apply's fast first expansion and expand's general path: the same stored numbers."""
+    weights = np.array(weights)
+    valid = weights > -np.inf if logits else weights > 0
+    general = Forest(num_trees=1)
+    kids = general.expand([0], [int(valid.sum())], weights[valid], logits=logits)
+    fast = Forest(num_trees=1)
+    fast.apply([0], Evaluation(weights[None], np.array([0.5])), logits=logits)
+    assert fast.children(0).tolist() == kids.tolist()
+    for name in ("prior", "logit", "parent", "action", "depth"):
+        stored = getattr(fast.nodes, name)[kids], getattr(general.nodes, name)[kids]
+        assert stored[0].tobytes() == stored[1].tobytes(), name
+
+
+def test_log_priors_below_the_float32_range_become_uniform():
+    forest = Forest(num_trees=1)
+    forest.apply([0], Evaluation(np.array([[-1e300, -1e300, -np.inf, -1e39]]), np.array([0.5])),
+                 logits=True)
+    assert forest.nodes.prior[forest.children(0)].tolist() == [np.float32(1 / 3)] * 3
+
+
 @pytest.mark.parametrize("virtual_loss", [0.0, 1.0, 3.0])
 def test_values_in_unit_interval_keep_means_in_unit_interval(virtual_loss):
     rng = np.random.default_rng(7)

@@ -197,6 +197,7 @@ def select_tree(
     vl, vv, discount = p.virtual_loss, p.virtual_value, p.discount
     dw, nw = p.depth_weight, p.diversity_weight
     extra = dw != 0.0 or nw != 0.0  # off: the scores below are exactly the plain rule's
+    plain = p.rule == PUCT and not extra and p.widen_c <= 0.0
     root_stream = mix(np.uint64(p.seed) * np.uint64(GOLDEN) + np.uint64(1))
     descents = 0  # leaves found + terminal revisits
     collisions = 0
@@ -204,6 +205,9 @@ def select_tree(
         node = root
         blocked = False
         stream = root_stream  # AB-MCTS: a hash of the path from the root
+        if plain and virtual[root] == 0:  # nothing pending in the tree: the dense rule
+            node = descend_dense(first_child, num_children, flags, visits, value_sum, reward,
+                                 prior, root, discount, p.pb_c_init, p.pb_c_base)
         while not flags[node] & TERMINAL:
             nc = num_children[node]
             if nc == 0:
@@ -306,6 +310,22 @@ def select_tree(
 
 
 @njit(cache=True, error_model="numpy")
+def descend_dense(first_child: np.ndarray, num_children: np.ndarray, flags: np.ndarray,
+                  visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
+                  prior: np.ndarray, node: int, discount: float, pb_c_init: float,
+                  pb_c_base: float) -> int:
+    """PUCT's descent from ``node`` through contiguous child ranges while nothing is pending
+    (:func:`puct_dense` at each level); returns the node where it stops: a leaf, a terminal
+    node, or a SCATTERED one (for :func:`select_tree`'s general loop to go on from)."""
+    while True:
+        nc = num_children[node]
+        if nc == 0 or flags[node] & (TERMINAL | SCATTERED):
+            return node
+        node = puct_dense(visits, value_sum, reward, prior, node, first_child[node], nc,
+                          discount, pb_c_init, pb_c_base)
+
+
+@njit(cache=True, error_model="numpy")
 def puct_dense(visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
                prior: np.ndarray, node: int, first: int, nc: int, discount: float,
                pb_c_init: float, pb_c_base: float) -> int:
@@ -343,6 +363,7 @@ def select(
     budget: np.ndarray,
     out_leaf: np.ndarray,
     out_tree: np.ndarray,
+    mark: bool = True,
 ) -> int:
     """Make up to ``k`` descents in each of ``trees``; returns how many leaves were written.
 
@@ -361,6 +382,9 @@ def select(
     descent that finds only pending leaves below some node is a collision: that node's path
     takes a temporary virtual loss (removed before returning) so the next descent differs;
     after ``max_collisions`` collisions the tree yields fewer than ``k`` leaves.
+
+    ``mark=False`` (only with ``k == 1``, for a caller that updates every leaf before it selects
+    again, as :func:`step` does) leaves no mark: nothing to walk up and release.
     """
     p = params[0]
     collided = np.empty(max(p.max_collisions, 1), np.int64)
@@ -368,7 +392,7 @@ def select(
     for t in trees:
         count = select_tree(a.parent, a.first_child, a.edges, a.num_children, a.visits,
                             a.virtual, a.flags, a.prior, a.reward, a.value_sum, a.height,
-                            a.novelty, a.action, p, roots[t], t, k, budget, True, collided,
+                            a.novelty, a.action, p, roots[t], t, k, budget, mark, collided,
                             out_leaf, out_tree, count)
     return count
 
@@ -406,14 +430,19 @@ def attach(parent: np.ndarray, first_child: np.ndarray, num_children: np.ndarray
     num_children[node] = nc + count
     meta[SIZE] = new + count
     meta[WIDEST] = max(meta[WIDEST], nc + count)
-    # the new level may raise the ancestors' heights: stop at the first that already reaches
-    # it (O(1) per expansion unless the tree gets deeper)
+    raise_heights(parent, height, node)
+    return new
+
+
+@njit(cache=True, error_model="numpy")
+def raise_heights(parent: np.ndarray, height: np.ndarray, node: int) -> None:
+    """``node`` just gained its first level of children: raise its ancestors' heights, up to
+    the first that already reaches the new one (O(1) per expansion unless the tree deepens)."""
     h, x = 1, node
     while x != NO_NODE and height[x] < h:
         height[x] = h
         h += 1
         x = parent[x]
-    return new
 
 
 @njit(cache=True, error_model="numpy")
@@ -593,6 +622,52 @@ def check_evaluations(priors: np.ndarray, is_logit: bool, values: np.ndarray,
 
 
 @njit(cache=True, error_model="numpy")
+def first_children(
+    parent: np.ndarray, first_child: np.ndarray, num_children: np.ndarray, action: np.ndarray,
+    depth: np.ndarray, flags: np.ndarray, logit: np.ndarray, prior: np.ndarray,
+    height: np.ndarray, edges: np.ndarray, meta: np.ndarray, leaf: int, priors: np.ndarray,
+    row: int, is_logit: bool, weights: np.ndarray,
+) -> bool:
+    """:func:`apply_leaf`'s common case, a childless leaf's first expansion, in one pass over
+    ``priors[row]``: each valid log-prior is rounded to float32 as stored and kept in
+    ``weights``, so the softmax (the arithmetic of :func:`softmax_priors`, so the same priors)
+    reads no node back. A leaf with no valid action becomes terminal. Returns False, having
+    attached nothing, when every stored log-prior is -inf (float32 underflow): the general path
+    then makes the priors uniform."""
+    new = meta[SIZE]
+    count = 0
+    top = -np.inf
+    for j in range(priors.shape[1]):
+        w = priors[row, j]
+        if (w > -np.inf) if is_logit else (w > 0.0):
+            logit[new + count] = w if is_logit else np.log(w)
+            weights[count] = logit[new + count]
+            top = max(top, weights[count])
+            count += 1
+    if count == 0:
+        flags[leaf] |= TERMINAL
+        return True
+    if top == -np.inf:
+        return False
+    first_child[leaf] = new  # attach's first-expansion case, written out
+    num_children[leaf] = count
+    meta[SIZE] = new + count
+    meta[WIDEST] = max(meta[WIDEST], count)
+    raise_heights(parent, height, leaf)
+    total = 0.0
+    for i in range(count):
+        weights[i] = np.exp(weights[i] - top)
+        total += weights[i]
+    level = depth[leaf] + 1
+    for i in range(count):
+        prior[new + i] = weights[i] / total
+        parent[new + i] = leaf
+        action[new + i] = i
+        depth[new + i] = level
+    return True
+
+
+@njit(cache=True, error_model="numpy")
 def apply_leaf(
     parent: np.ndarray, first_child: np.ndarray, num_children: np.ndarray, action: np.ndarray,
     depth: np.ndarray, flags: np.ndarray, logit: np.ndarray, prior: np.ndarray,
@@ -609,6 +684,10 @@ def apply_leaf(
     reward[leaf] = edge_reward
     if terminal:
         flags[leaf] |= TERMINAL
+    elif num_children[leaf] == 0 and first_children(
+            parent, first_child, num_children, action, depth, flags, logit, prior, height, edges,
+            meta, leaf, priors, row, is_logit, scratch):
+        pass
     else:
         count = 0
         for j in range(priors.shape[1]):
@@ -693,7 +772,7 @@ def step(
     if not select_next:
         return 0
     while True:
-        n = select(a, params, roots, trees, k, budget, out_leaf, out_tree)
+        n = select(a, params, roots, trees, k, budget, out_leaf, out_tree, k > 1)
         if n or budget[trees].sum() == 0:
             return n
 

@@ -37,10 +37,13 @@ def unit(h: np.uint64) -> float:
 @njit(cache=True)
 def node_hash(parent: np.ndarray, depth: np.ndarray, action: np.ndarray, node: int,
               seed: int) -> np.uint64:
-    """Hash of (seed, root id, (depth, action) of every step): walks up, allocates nothing."""
+    """Hash of (seed, root id, (depth, action) of every step): walks up, allocates nothing
+    (and reads no depth but the first: each step up is one level less)."""
     steps = np.uint64(0)
+    level = np.uint64(depth[node])
     while parent[node] != NO_NODE:
-        steps += mix((np.uint64(depth[node]) << np.uint64(32)) + np.uint64(action[node] + 1))
+        steps += mix((level << np.uint64(32)) + np.uint64(action[node] + 1))
+        level -= np.uint64(1)
         node = parent[node]
     return mix(np.uint64(seed) * np.uint64(GOLDEN) + np.uint64(node) + steps)
 
