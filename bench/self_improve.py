@@ -43,6 +43,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,10 +51,15 @@ sys.path.insert(0, str(ROOT))
 
 from bench.sections import write_section  # noqa: E402
 from environments.math.arith import check_step  # noqa: E402
+from mcts_agent.contracts import load_tasks  # noqa: E402
 from mcts_agent.data import PairConfig, read_rows  # noqa: E402
+from mcts_agent.files import read_marker, write_json  # noqa: E402
+from mcts_agent.llm.load import load_policy  # noqa: E402
 from mcts_agent.metrics import paired_difference  # noqa: E402
 from mcts_agent.models.tiny import TINY_ARITH_DIR, TINY_ARITH_LONG_DIR  # noqa: E402
+from mcts_agent.registry import environments  # noqa: E402
 from mcts_agent.search import SearchConfig  # noqa: E402
+from mcts_agent.search.baselines import sample_solutions  # noqa: E402
 from mcts_agent.train import TrainConfig  # noqa: E402
 from mcts_agent.train.balance import BalanceConfig  # noqa: E402
 from mcts_agent.train.iterate import IterateConfig, iterate  # noqa: E402
@@ -182,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: runs/bench-self-improve[-late-errors]")
     parser.add_argument("--results", type=Path, default=None,
                         help="write the table here (e.g. docs/results.md)")
+    parser.add_argument("--replicate", type=int, default=0, metavar="N",
+                        help="then test the start and every final model greedily on N fresh "
+                        "held-out problems (none of the evaluation's): a second, larger test")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     setting = SETTINGS[args.setting]
@@ -202,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     table = results_table(runs)
     print(table)
     summary = summarise(runs, args, out)
+    if args.replicate:
+        summary["replication"] = replicate(runs, args, out, summary["step_dpo_method"])
     summary["seconds"] = round(time.perf_counter() - started, 1)
     if args.results is not None:
         details = {m: (out / m / "rounds.md").read_text() for m in runs}
@@ -251,12 +262,73 @@ def summarise(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path) 
     return summary
 
 
+def replicate(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path,
+              picked: str | None) -> dict:
+    """Greedy accuracy of the start model and of every method's final model on
+    ``args.replicate`` fresh held-out problems (no question of the evaluation's), each model's
+    per-problem results stored under ``out/replicate_N`` (a stopped run resumes). The step
+    method ``picked`` as best on the evaluation is tested here afresh, against outcome DPO and
+    SFT (paired standard errors): the first test picked it, so only this one is unbiased."""
+    setting = SETTINGS[args.setting]
+    env = environments.create("arith", **setting["env_args"])
+    used = {t.problem for t in load_tasks(env, args.eval_tasks, split="test")}
+    fresh = [t for t in load_tasks(env, args.replicate + len(used), split="test",
+                                   seed=args.seed + 1) if t.problem not in used][:args.replicate]
+    search = settings(next(iter(runs)), args).search
+    folder = out / f"replicate_{len(fresh)}"
+    models = {"start": str(setting["model"]),
+              **{m: str(out / m / f"round_{len(rows) - 1}" / "model") for m, rows in runs.items()}}
+    folder.mkdir(parents=True, exist_ok=True)
+    solved: dict[str, list[int]] = {}
+    for name, model in models.items():
+        marker = folder / f"{name}.json"
+        if (row := read_marker(marker)) is None or row.get("model") != model:
+            attempts = sample_solutions(
+                env, load_policy(model, device="cpu"), fresh, 1, temperature=0.0,
+                max_tokens=search.max_step_tokens * search.max_depth, seed=args.seed)
+            row = {"model": model, "solved": [int(a.any_correct) for a in attempts]}
+            write_json(marker, row)
+        solved[name] = row["solved"]
+        print(f"[replicate] {name}: greedy {100 * np.mean(solved[name]):.1f}% on {len(fresh)} "
+              "fresh problems", flush=True)
+    vs = {}
+    for step in (m for m in runs if m not in NOT_STEP):
+        for other in (m for m in NOT_STEP if m in runs):
+            diff, se = paired_difference(solved[step], solved[other])
+            vs[f"{step}_vs_{other}"] = {"difference": round(diff, 4), "se": round(se, 4)}
+    picked_vs = {k: v for k, v in vs.items() if picked and k.startswith(f"{picked}_vs_")}
+    return {"tasks": len(fresh),
+            "greedy_acc": {m: round(float(np.mean(v)), 4) for m, v in solved.items()},
+            "picked": picked, "vs": vs,
+            "picked_target_met": bool(picked_vs) and all(
+                v["difference"] > 0 and v["difference"] >= 2 * v["se"]
+                for v in picked_vs.values())}
+
+
+def replication_table(rep: dict) -> str:
+    """The replication as markdown: greedy accuracy per model, and each step method's paired
+    difference to outcome DPO and SFT (points ± se)."""
+    acc = rep["greedy_acc"]
+    lines = [f"Replication on {rep['tasks']} fresh held-out problems (greedy, final models; "
+             f"`{rep['picked']}` was picked as the best step method on the first test):", "",
+             "| model | greedy % | vs outcome_dpo | vs sft |", "|---|---|---|---|"]
+    for name, value in acc.items():
+        cells = [f"{100 * v['difference']:+.1f} ± {100 * v['se']:.1f}"
+                 if (v := rep["vs"].get(f"{name}_vs_{other}")) else "—"
+                 for other in ("outcome_dpo", "sft")]
+        lines.append(f"| {name} | {100 * value:.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_results(path: Path, key: str, setting: str, table: str, summary: dict,
                   details: dict[str, str]) -> None:
     """This run's section of ``path`` (between its markers)."""
     command = "python bench/self_improve.py " + " ".join(sys.argv[1:])
     per_method = "".join(f"\n`{m}` (every measure; `rows` = training rows mined):\n\n{md}"
                          for m, md in details.items())
+    if "replication" in summary:
+        per_method += "\n" + replication_table(summary["replication"]) + "\n"
+
     title = ("Self-improvement on `arith` (bench/self_improve.py)" if setting == "check-steps"
              else f"Self-improvement where errors surface late (bench/self_improve.py "
                   f"--setting {setting})")

@@ -52,7 +52,7 @@ def test_self_improvement_late_errors_small_run_measures_where_outcome_pairs_dif
         [sys.executable, str(bench), "--setting", "late-errors", "--tasks", "4", "--rounds", "1",
          "--eval-tasks", "4", "--eval-k", "2", "--simulations", "4", "--epochs", "1",
          "--threads", "1", "--methods", "first_error,corrupted,outcome_dpo,sft",
-         "--out", str(tmp_path / "runs")],
+         "--replicate", "6", "--out", str(tmp_path / "runs")],
         capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
@@ -61,6 +61,12 @@ def test_self_improvement_late_errors_small_run_measures_where_outcome_pairs_dif
     assert {"outcome_dpo", "sft"} == set(figures["vs"]) and figures["se"] is not None
     # round 1's search is shared: every method searched the same tokens
     assert len({tokens[0] for tokens in figures["search_tokens"].values()}) == 1
+    # the replication tests every final model on fresh problems, none of the evaluation's
+    replication = figures["replication"]
+    assert replication["tasks"] == 6 and replication["picked"] == figures["step_dpo_method"]
+    assert set(replication["greedy_acc"]) == {"start", "first_error", "corrupted", "outcome_dpo",
+                                              "sft"}
+    assert {"first_error_vs_outcome_dpo", "corrupted_vs_sft"} <= set(replication["vs"])
 
 
 def test_critics_benchmark_small_run_prints_its_json_line(tmp_path):
