@@ -864,17 +864,26 @@ def compact(a: NodeArrays, metas: np.ndarray, bases: np.ndarray, trees: np.ndarr
             move(a.reward, start, end, size)
             move(a.value_sum, start, end, size)
             move(a.novelty, start, end, size)
-            for c in range(size, size + end - start):  # ids inside the region move too
-                up = a.parent[c]
-                if up >= start:
-                    a.parent[c] = up - shift
-                elif a.action[c] == 0:  # the first child of a node from before the search
-                    a.first_child[up] -= shift
-                if a.num_children[c]:
-                    a.first_child[c] -= shift
+            shift_ids(a.parent, a.action, a.first_child, a.num_children, size, end - start,
+                      start, shift)
         size += end - start
         a.meta[WIDEST] = max(a.meta[WIDEST], metas[i, WIDEST])
     a.meta[SIZE] = size
+
+
+@njit(cache=True, error_model="numpy")
+def shift_ids(parent: np.ndarray, action: np.ndarray, first_child: np.ndarray,
+              num_children: np.ndarray, at: int, count: int, old_start: int, shift: int) -> None:
+    """The ids held by the ``count`` nodes now at ``at`` (moved down by ``shift`` from
+    ``old_start``): parents inside the region, and first children, move with them."""
+    for c in range(at, at + count):
+        up = parent[c]
+        if up >= old_start:
+            parent[c] = up - shift
+        elif action[c] == 0:  # the first child of a node from before the search
+            first_child[up] -= shift
+        if num_children[c]:
+            first_child[c] -= shift
 
 
 @njit(cache=True, error_model="numpy")
