@@ -24,7 +24,13 @@ the episode) and the shipped tiny reasoner; ``late-errors`` is ``arith`` without
 line is followed by more lines; only the answer is verified), 5–7 operands (4–6 steps, an
 answer line) and the tiny reasoner trained on those (``tiny-arith-long``). There the benchmark
 first measures whether outcome pairs localise the error: where the two sides of each outcome
-pair first differ, against the first false line of the rejected side.
+pair first differ, against the first false line of the rejected side — for the pairs mined
+from round 1's trees, and for pairs of solutions the starting model sampled independently
+(as the papers' outcome baselines are built).
+
+``--replicate N`` then tests the start and every final model greedily on N fresh held-out
+problems (none of the first evaluation's): a larger second test, and an unbiased one of the
+step method the first test picked as best.
 
 Each round searches fresh training problems with the current model, mines, trains and
 measures held-out greedy accuracy (and pass@k) on the same test problems; round 1's search
@@ -119,10 +125,9 @@ def share_start(source: Path, target: Path) -> None:
             (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
 
 
-def localisation(pairs_file: Path) -> dict:
+def localisation(rows: list[dict]) -> dict:
     """Where outcome pairs put their contrast: per pair, the line where the two solutions
     first differ against the first false line (by the calculator) of the rejected one."""
-    rows = read_rows(pairs_file)
     same, later_lines, correct_after, after = 0, 0, 0, 0
     for row in rows:
         chosen, rejected = row["chosen"].splitlines(), row["rejected"].splitlines()
@@ -145,6 +150,33 @@ def localisation(pairs_file: Path) -> dict:
             "rejected_lines_after_the_difference": round(later_lines / n, 2),
             "locally_correct_share_of_differing_rejected_lines": round(
                 correct_after / max(after, 1), 3)}
+
+
+def independent_pairs(args: argparse.Namespace, out: Path, samples: int = 8) -> list[dict]:
+    """Outcome pairs as the papers build them: ``samples`` solutions the starting model
+    samples independently (at the search's temperature) for each of ``args.tasks`` training
+    problems, a verified one against a wrong one (disjoint pairs); stored in ``out`` so a
+    rerun reads them back."""
+    stored = out / "independent_pairs.json"
+    if (done := read_marker(stored)) is not None:
+        return done["rows"]
+    setting = SETTINGS[args.setting]
+    env = environments.create("arith", **setting["env_args"])
+    problems = load_tasks(env, args.tasks, split="train", seed=args.seed)
+    search = settings(next(iter(METHODS)), args).search
+    attempts = sample_solutions(
+        env, load_policy(str(setting["model"]), device="cpu"), problems, samples,
+        temperature=search.temperature, max_tokens=search.max_step_tokens * search.max_depth,
+        seed=args.seed)
+    rows = []
+    for task, attempt in zip(problems, attempts, strict=True):
+        judged = list(zip(attempt.texts, attempt.scores, strict=True))
+        right = [text for text, score in judged if score == 1.0]
+        wrong = [text for text, score in judged if score != 1.0]
+        rows += [{"prompt": env.prompt(env.reset(task)), "chosen": c, "rejected": w}
+                 for c, w in zip(right, wrong, strict=False)]
+    write_json(stored, {"rows": rows})
+    return rows
 
 
 def results_table(runs: dict[str, list[dict]]) -> str:
@@ -246,7 +278,8 @@ def summarise(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path) 
                                               for v in ses.values())
     outcome_pairs = out / "outcome_dpo" / "round_1" / "data" / "pairs.jsonl"
     if args.setting != "check-steps" and outcome_pairs.exists():
-        summary["outcome_localisation"] = localisation(outcome_pairs)
+        summary["outcome_localisation"] = localisation(read_rows(outcome_pairs))
+        summary["independent_localisation"] = localisation(independent_pairs(args, out))
     summary.update({
         "per_round": {m: [row["greedy_acc"] for row in rows] for m, rows in runs.items()},
         "rows_per_round": {m: [row.get("rows") for row in rows[1:]] for m, rows in runs.items()},

@@ -61,6 +61,9 @@ def test_self_improvement_late_errors_small_run_measures_where_outcome_pairs_dif
     assert {"outcome_dpo", "sft"} == set(figures["vs"]) and figures["se"] is not None
     # round 1's search is shared: every method searched the same tokens
     assert len({tokens[0] for tokens in figures["search_tokens"].values()}) == 1
+    # outcome pairs from the trees and from independent samples, both located
+    assert figures["outcome_localisation"]["pairs"] >= 0
+    assert set(figures["independent_localisation"]) == set(figures["outcome_localisation"])
     # the replication tests every final model on fresh problems, none of the evaluation's
     replication = figures["replication"]
     assert replication["tasks"] == 6 and replication["picked"] == figures["step_dpo_method"]
