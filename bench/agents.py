@@ -24,7 +24,8 @@ AdmissiblePolicy`; ``--free`` turns that off):
    ratio for recovery).
 
 Every step is stored under ``--out`` and reused when the command runs again (evaluations per
-test set: ``--test-start`` evaluates the same trained agents on fresh test games). The table goes to
+test set: ``--test-start`` evaluates the same trained agents on fresh test games; the JSON
+line's ``pooled`` repeats the paired test over every stored test set). The table goes to
 ``docs/results.md`` (``--results``); the last line printed is one JSON object.
 """
 
@@ -190,12 +191,55 @@ def main(argv: list[str] | None = None) -> int:
         "recovery_injected_after_plain_sft": injected["plain"]["success"],
         "injected_difference": injected_diff, "se_injected": injected_se,
         "per_round": rounds,
+        "pooled": pooled(out, args),
         "seconds": round(time.perf_counter() - started, 1),
     }
     if args.results is not None:
         write_section(args.results, "agents", _table(record))
     print(json.dumps(record))
     return 0
+
+
+def pooled(out: Path, args: Any) -> dict[str, Any] | None:
+    """The splice − plain differences over every stored test set of this sampling setting
+    (the disjoint game ranges of earlier ``--test-start`` runs, the first of overlapping ones
+    kept): one larger paired test. None with fewer than two sets."""
+    sets = []
+    for folder in out.glob(f"test_*-*_s{args.samples}_t{args.max_turns}"):
+        start, end = map(int, folder.name.split("_")[1].split("-"))
+        if all((folder / f"{kind}_{arm}.json").exists()
+               for kind in ("eval", "injected") for arm in ARMS):
+            sets.append((start, end, folder))
+    kept, covered = [], 0
+    for start, end, folder in sorted(sets):
+        if start >= covered:
+            kept.append(folder)
+            covered = end
+    if len(kept) < 2:
+        return None
+
+    def joined(name: str) -> dict[str, list]:
+        lists: dict[str, list] = {}
+        for folder in kept:
+            for key, value in (read_marker(folder / name) or {}).items():
+                if isinstance(value, list) and key != "rejected_examples":
+                    lists.setdefault(key, []).extend(value)
+        return lists
+
+    ev = {arm: joined(f"eval_{arm}.json") for arm in ARMS}
+    inj = {arm: joined(f"injected_{arm}.json") for arm in ARMS}
+    success = paired_difference(ev["splice"]["won"], ev["plain"]["won"])
+    recovery = paired_ratio_difference(ev["splice"]["recovered"], ev["splice"]["wrong"],
+                                       ev["plain"]["recovered"], ev["plain"]["wrong"])
+    injected = paired_difference(inj["splice"]["won"], inj["plain"]["won"])
+    erred = paired_difference(np.asarray(ev["splice"]["wrong"]) / args.samples,
+                              np.asarray(ev["plain"]["wrong"]) / args.samples)
+    return {"test_sets": [folder.name for folder in kept], "games": len(ev["splice"]["won"]),
+            "recovery_difference": recovery[0], "se": recovery[1],
+            "success_difference": success[0], "se_success": success[1],
+            "injected_difference": injected[0], "se_injected": injected[1],
+            "erred_share_difference": erred[0], "se_erred_share": erred[1],
+            "target_met": bool(recovery[0] >= 2 * recovery[1] and success[0] >= 0)}
 
 
 def _mine(folder: Path, env: Any, policy: Any, games: list, search: SearchConfig,
@@ -371,12 +415,26 @@ def _table(record: dict[str, Any]) -> str:
         f"{pct('recovery_injected_after_plain_sft')}, Agent-R "
         f"{pct('recovery_injected_after_splice_sft')} (splice − plain "
         f"{record['injected_difference']:+.1%}, paired se {record['se_injected']:.1%}).",
+        *_pooled_lines(record.get("pooled")),
         "",
         "| round | arm | trees | trees won | validated splices | splice turns | win turns "
         "| SFT rows |",
         "|---|---|---|---|---|---|---|---|",
         rounds,
     ])
+
+
+def _pooled_lines(pool: dict[str, Any] | None) -> list[str]:
+    if pool is None:
+        return []
+    return ["", f"Pooled over the stored test sets ({', '.join(pool['test_sets'])}; "
+            f"{pool['games']} games), splice − plain: recovery {pool['recovery_difference']:+.1%} "
+            f"(paired se {pool['se']:.1%}), sampled success {pool['success_difference']:+.1%} "
+            f"(se {pool['se_success']:.1%}), recovery from the injected move "
+            f"{pool['injected_difference']:+.1%} (se {pool['se_injected']:.1%}), share of "
+            f"episodes with a wrong move {pool['erred_share_difference']:+.1%} "
+            f"(se {pool['se_erred_share']:.1%}). Target on the pooled games: "
+            f"{'met' if pool['target_met'] else 'not met'}."]
 
 
 if __name__ == "__main__":
