@@ -37,6 +37,8 @@ async def main() -> None:
     told = 0
     while not search.done:
         running |= {asyncio.create_task(model(search, leaf, rng)) for leaf in search.ask()}
+        if not running:  # ask() itself spent the last budget on terminal revisits: done
+            continue
         finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         for task in finished:  # in order of arrival, not of asking
             leaf, priors, value, terminal = task.result()

@@ -111,3 +111,29 @@ def test_max_pending_and_max_leaves_bound_what_goes_out():
     assert search_.ask() == []  # every tree has max_pending out
     tell(search_, leaves[0])
     assert [leaf.tree for leaf in search_.ask()] == [leaves[0].tree]
+
+
+def test_an_empty_ask_with_nothing_out_means_the_search_is_done():
+    """ask() may itself spend a tree's last simulations on terminal revisits (no leaf for
+    them) and so finish the search: an empty answer with nothing pending is the end, even when
+    done was false just before the call (a loop must check done again, not wait)."""
+    game = SyntheticGame(seed=0, branching=4, max_depth=8, terminal_prob=0.1)
+    evaluate = evaluator(game)
+    finished_by_ask = 0
+    for seed in range(120):
+        rng = random.Random(seed)
+        search_ = AskTell(num_simulations=48, num_trees=6, max_pending=4, logits=True)
+        out: list[Leaf] = []
+        while not search_.done:
+            out += search_.ask()
+            if not out:
+                assert search_.done and search_.pending == 0
+                finished_by_ask += 1
+                break
+            rng.shuffle(out)  # answers arrive in any order, some at a time
+            cut = rng.randint(1, len(out))
+            for leaf in out[:cut]:
+                e = evaluate(search_.forest, np.array([leaf.node]), None)
+                search_.tell(leaf, e.priors[0], float(e.values[0]), terminal=bool(e.terminal[0]))
+            out = out[cut:]
+    assert finished_by_ask > 0  # the case the example once missed does occur
