@@ -30,7 +30,8 @@ from round 1's trees, and for pairs of solutions the starting model sampled inde
 
 ``--replicate N`` then tests the start and every final model greedily on N fresh held-out
 problems (none of the first evaluation's): a larger second test, and an unbiased one of the
-step method the first test picked as best.
+step method the first test picked as best; ``--seeds K`` adds each method's final round
+trained again with K other seeds (how far a training seed alone moves a method).
 
 Each round searches fresh training problems with the current model, mines, trains and
 measures held-out greedy accuracy (and pass@k) on the same test problems; round 1's search
@@ -69,6 +70,7 @@ from mcts_agent.search.baselines import sample_solutions  # noqa: E402
 from mcts_agent.train import TrainConfig  # noqa: E402
 from mcts_agent.train.balance import BalanceConfig  # noqa: E402
 from mcts_agent.train.iterate import IterateConfig, iterate  # noqa: E402
+from mcts_agent.train.trainers import train_policy  # noqa: E402
 
 # what each method mines and how it trains; everything else is shared
 METHODS: dict[str, dict] = {
@@ -220,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: runs/bench-self-improve[-late-errors]")
     parser.add_argument("--results", type=Path, default=None,
                         help="write the table here (e.g. docs/results.md)")
+    parser.add_argument("--seeds", type=int, default=0, metavar="K",
+                        help="with --replicate: train each method's final round again with K "
+                        "other seeds (same model before it, same rows) and test those too")
     parser.add_argument("--replicate", type=int, default=0, metavar="N",
                         help="then test the start and every final model greedily on N fresh "
                         "held-out problems (none of the evaluation's): a second, larger test")
@@ -310,7 +315,8 @@ def replicate(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path,
     search = settings(next(iter(runs)), args).search
     folder = out / f"replicate_{len(fresh)}"
     models = {"start": str(setting["model"]),
-              **{m: str(out / m / f"round_{len(rows) - 1}" / "model") for m, rows in runs.items()}}
+              **{m: str(out / m / f"round_{len(rows) - 1}" / "model") for m, rows in runs.items()},
+              **retrained(runs, args, out)}
     folder.mkdir(parents=True, exist_ok=True)
     solved: dict[str, list[int]] = {}
     for name, model in models.items():
@@ -330,12 +336,38 @@ def replicate(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path,
             diff, se = paired_difference(solved[step], solved[other])
             vs[f"{step}_vs_{other}"] = {"difference": round(diff, 4), "se": round(se, 4)}
     picked_vs = {k: v for k, v in vs.items() if picked and k.startswith(f"{picked}_vs_")}
-    return {"tasks": len(fresh),
+    seeds = {m: [round(float(np.mean(solved[name])), 4) for name in solved
+                 if name == m or name.startswith(f"{m}@seed")] for m in runs}
+    return {"tasks": len(fresh), "final_round_seeds": seeds if args.seeds else None,
             "greedy_acc": {m: round(float(np.mean(v)), 4) for m, v in solved.items()},
             "picked": picked, "vs": vs,
             "picked_target_met": bool(picked_vs) and all(
                 v["difference"] > 0 and v["difference"] >= 2 * v["se"]
                 for v in picked_vs.values())}
+
+
+def retrained(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path
+              ) -> dict[str, str]:
+    """Each method's final round trained again with ``args.seeds`` other seeds, from the same
+    model on the same rows as ``iterate`` trained it (models kept under the round's folder):
+    how much a training seed alone moves a method. Model folders by ``method@seedK``."""
+    models = {}
+    for method, rows in runs.items():
+        config, r = settings(method, args), len(rows) - 1
+        if r < 1:
+            continue
+        before = str(out / method / f"round_{r - 1}" / "model") if r > 1 else config.model
+        dpo = config.train.method == "dpo"
+        data = out / method / f"round_{r}" / "data" / ("pairs.jsonl" if dpo else "sft.jsonl")
+        for k in range(1, args.seeds + 1):
+            folder = out / method / f"round_{r}" / f"seed_{k}"
+            if read_marker(folder / "training.json") is None:
+                train = config.train.model_copy(update={"seed": config.train.seed + r + 1000 * k})
+                reference = config.model if dpo and config.reference == "initial" else None
+                print(f"[seeds] {method}: round {r} again with seed {train.seed}", flush=True)
+                train_policy(before, read_rows(data), folder, train, reference=reference)
+            models[f"{method}@seed{k}"] = str(folder)
+    return models
 
 
 def replication_table(rep: dict) -> str:
@@ -345,11 +377,18 @@ def replication_table(rep: dict) -> str:
     lines = [f"Replication on {rep['tasks']} fresh held-out problems (greedy, final models; "
              f"`{rep['picked']}` was picked as the best step method on the first test):", "",
              "| model | greedy % | vs outcome_dpo | vs sft |", "|---|---|---|---|"]
-    for name, value in acc.items():
+    for name, value in ((n, v) for n, v in acc.items() if "@" not in n):  # seeds: below
         cells = [f"{100 * v['difference']:+.1f} ± {100 * v['se']:.1f}"
                  if (v := rep["vs"].get(f"{name}_vs_{other}")) else "—"
                  for other in ("outcome_dpo", "sft")]
         lines.append(f"| {name} | {100 * value:.1f} | " + " | ".join(cells) + " |")
+    if rep.get("final_round_seeds"):
+        lines += ["", "The final round trained again with other seeds (same model and rows; "
+                  "greedy % on the same problems, iterate's own seed first):", "",
+                  "| method | seeds | mean | spread (max − min) |", "|---|---|---|---|"]
+        for method, accs in rep["final_round_seeds"].items():
+            lines.append(f"| {method} | " + " / ".join(f"{100 * a:.1f}" for a in accs)
+                         + f" | {100 * np.mean(accs):.1f} | {100 * (max(accs) - min(accs)):.1f} |")
     return "\n".join(lines)
 
 

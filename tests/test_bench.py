@@ -52,7 +52,7 @@ def test_self_improvement_late_errors_small_run_measures_where_outcome_pairs_dif
         [sys.executable, str(bench), "--setting", "late-errors", "--tasks", "4", "--rounds", "1",
          "--eval-tasks", "4", "--eval-k", "2", "--simulations", "4", "--epochs", "1",
          "--threads", "1", "--methods", "first_error,corrupted,outcome_dpo,sft",
-         "--replicate", "6", "--out", str(tmp_path / "runs")],
+         "--replicate", "6", "--seeds", "1", "--out", str(tmp_path / "runs")],
         capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
@@ -67,9 +67,13 @@ def test_self_improvement_late_errors_small_run_measures_where_outcome_pairs_dif
     # the replication tests every final model on fresh problems, none of the evaluation's
     replication = figures["replication"]
     assert replication["tasks"] == 6 and replication["picked"] == figures["step_dpo_method"]
-    assert set(replication["greedy_acc"]) == {"start", "first_error", "corrupted", "outcome_dpo",
-                                              "sft"}
+    assert {m for m in replication["greedy_acc"] if "@" not in m} == {
+        "start", "first_error", "corrupted", "outcome_dpo", "sft"}
     assert {"first_error_vs_outcome_dpo", "corrupted_vs_sft"} <= set(replication["vs"])
+    # --seeds: each final round trained once more with another seed, and tested too
+    seeds = replication["final_round_seeds"]
+    assert set(seeds) == {"first_error", "corrupted", "outcome_dpo", "sft"}
+    assert all(len(accs) == 2 for accs in seeds.values())
 
 
 def test_critics_benchmark_small_run_prints_its_json_line(tmp_path):
