@@ -152,13 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"after {args.rounds} rounds of SFT on {arm}: greedy {after[arm]['greedy']:.1%}, "
               f"sampled {after[arm]['sampled']:.1%}, recovery {after[arm]['recovery']:.1%}",
               flush=True)
-    success_diff, success_se = paired_difference(after["splice"]["won"],
-                                                      after["plain"]["won"])
-    recovery_diff, recovery_se = paired_ratio_difference(
-        after["splice"]["recovered"], after["splice"]["wrong"],
-        after["plain"]["recovered"], after["plain"]["wrong"])
-    injected_diff, injected_se = paired_difference(injected["splice"]["won"],
-                                                        injected["plain"]["won"])
     record = {
         "games": len(test), "test_start": args.test_start, "samples": args.samples,
         "rounds": args.rounds,
@@ -182,14 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         "recovery_after_plain_sft": after["plain"]["recovery"],
         "wrong_episodes_splice": int(sum(after["splice"]["wrong"])),
         "wrong_episodes_plain": int(sum(after["plain"]["wrong"])),
-        "se": recovery_se, "se_success": success_se,
-        "recovery_difference": recovery_diff, "success_difference": success_diff,
-        "target_met": bool(recovery_diff >= 2 * recovery_se and success_diff >= 0),
+        **differences(after, injected, args.samples),
         "injected_games": injected["base"]["games"],
         "recovery_injected_before": injected["base"]["success"],
         "recovery_injected_after_splice_sft": injected["splice"]["success"],
         "recovery_injected_after_plain_sft": injected["plain"]["success"],
-        "injected_difference": injected_diff, "se_injected": injected_se,
         "per_round": rounds,
         "pooled": pooled(out, args),
         "seconds": round(time.perf_counter() - started, 1),
@@ -226,18 +216,27 @@ def pooled(out: Path, args: Any) -> dict[str, Any] | None:
                     lists.setdefault(key, []).extend(value)
         return lists
 
-    ev = {arm: joined(f"eval_{arm}.json") for arm in ARMS}
-    inj = {arm: joined(f"injected_{arm}.json") for arm in ARMS}
-    success = paired_difference(ev["splice"]["won"], ev["plain"]["won"])
-    recovery = paired_ratio_difference(ev["splice"]["recovered"], ev["splice"]["wrong"],
-                                       ev["plain"]["recovered"], ev["plain"]["wrong"])
-    injected = paired_difference(inj["splice"]["won"], inj["plain"]["won"])
-    erred = paired_difference(np.asarray(ev["splice"]["wrong"]) / args.samples,
-                              np.asarray(ev["plain"]["wrong"]) / args.samples)
-    return {"test_sets": [folder.name for folder in kept], "games": len(ev["splice"]["won"]),
-            "recovery_difference": recovery[0], "se": recovery[1],
+    evals = {arm: joined(f"eval_{arm}.json") for arm in ARMS}
+    return {"test_sets": [folder.name for folder in kept], "games": len(evals["splice"]["won"]),
+            **differences(evals, {arm: joined(f"injected_{arm}.json") for arm in ARMS},
+                          args.samples)}
+
+
+def differences(evals: dict[str, dict], injected: dict[str, dict], samples: int
+                ) -> dict[str, Any]:
+    """Splice − plain over the same test games (paired standard errors): sampled success,
+    recovery (a ratio over the episodes with a wrong move), recovery from the injected move,
+    the share of episodes with a wrong move; and the issue's target."""
+    splice, plain = evals["splice"], evals["plain"]
+    success = paired_difference(splice["won"], plain["won"])
+    recovery = paired_ratio_difference(splice["recovered"], splice["wrong"],
+                                       plain["recovered"], plain["wrong"])
+    recovery_injected = paired_difference(injected["splice"]["won"], injected["plain"]["won"])
+    erred = paired_difference(np.asarray(splice["wrong"]) / samples,
+                              np.asarray(plain["wrong"]) / samples)
+    return {"recovery_difference": recovery[0], "se": recovery[1],
             "success_difference": success[0], "se_success": success[1],
-            "injected_difference": injected[0], "se_injected": injected[1],
+            "injected_difference": recovery_injected[0], "se_injected": recovery_injected[1],
             "erred_share_difference": erred[0], "se_erred_share": erred[1],
             "target_met": bool(recovery[0] >= 2 * recovery[1] and success[0] >= 0)}
 

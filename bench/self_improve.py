@@ -69,8 +69,7 @@ from mcts_agent.search import SearchConfig  # noqa: E402
 from mcts_agent.search.baselines import sample_solutions  # noqa: E402
 from mcts_agent.train import TrainConfig  # noqa: E402
 from mcts_agent.train.balance import BalanceConfig  # noqa: E402
-from mcts_agent.train.iterate import IterateConfig, iterate  # noqa: E402
-from mcts_agent.train.trainers import train_policy  # noqa: E402
+from mcts_agent.train.iterate import IterateConfig, iterate, train_round  # noqa: E402
 
 # what each method mines and how it trains; everything else is shared
 METHODS: dict[str, dict] = {
@@ -312,7 +311,7 @@ def replicate(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path,
     used = {t.problem for t in load_tasks(env, args.eval_tasks, split="test")}
     fresh = [t for t in load_tasks(env, args.replicate + len(used), split="test",
                                    seed=args.seed + 1) if t.problem not in used][:args.replicate]
-    search = settings(next(iter(runs)), args).search
+    search = settings(next(iter(METHODS)), args).search  # the same for every method
     folder = out / f"replicate_{len(fresh)}"
     models = {"start": str(setting["model"]),
               **{m: str(out / m / f"round_{len(rows) - 1}" / "model") for m, rows in runs.items()},
@@ -357,15 +356,14 @@ def retrained(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path
         if r < 1:
             continue
         before = str(out / method / f"round_{r - 1}" / "model") if r > 1 else config.model
-        dpo = config.train.method == "dpo"
-        data = out / method / f"round_{r}" / "data" / ("pairs.jsonl" if dpo else "sft.jsonl")
         for k in range(1, args.seeds + 1):
             folder = out / method / f"round_{r}" / f"seed_{k}"
             if read_marker(folder / "training.json") is None:
-                train = config.train.model_copy(update={"seed": config.train.seed + r + 1000 * k})
-                reference = config.model if dpo and config.reference == "initial" else None
-                print(f"[seeds] {method}: round {r} again with seed {train.seed}", flush=True)
-                train_policy(before, read_rows(data), folder, train, reference=reference)
+                other = config.train.model_copy(update={"seed": config.train.seed + 1000 * k})
+                print(f"[seeds] {method}: round {r} again with seed {other.seed + r}", flush=True)
+                train_round(folder, before, config.model,
+                            read_rows(out / method / f"round_{r}" / "data"),
+                            config.model_copy(update={"train": other}), r)
             models[f"{method}@seed{k}"] = str(folder)
     return models
 

@@ -649,7 +649,7 @@ def first_children(
         return True
     if top == -np.inf:
         return False
-    first_child[leaf] = new  # attach's first-expansion case, written out
+    first_child[leaf] = new  # attach's first-expansion case written out: a call costs ~3 %
     num_children[leaf] = count
     meta[SIZE] = new + count
     meta[WIDEST] = max(meta[WIDEST], count)

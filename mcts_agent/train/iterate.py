@@ -293,11 +293,19 @@ def _train(folder: Path, policies: Policies, model: str, start: str, data: Path,
     if not rows:
         report(f"round {r}: nothing to train on; the policy stays as it was")
         return None
-    reference = start if config.train.method == "dpo" and config.reference == "initial" else None
     report(f"round {r}: training ({config.train.method}) on {len(rows)} rows")
     policies.release()  # training loads its own copy: do not hold two models
+    return train_round(folder, model, start, rows, config, r).to_dict()
+
+
+def train_round(folder: Path, model: str, start: str, rows: list[dict[str, Any]],
+                config: IterateConfig, r: int) -> Any:
+    """Round ``r``'s training of ``model`` on ``rows`` into ``folder``, as ``iterate`` does it
+    (the round's seed; DPO's reference model per ``config.reference``, ``start`` being the
+    run's first model): for a caller that trains a round again, e.g. with another seed."""
+    reference = start if config.train.method == "dpo" and config.reference == "initial" else None
     train = config.train.model_copy(update={"seed": config.train.seed + r})
-    return train_policy(model, rows, folder, train, reference=reference).to_dict()
+    return train_policy(model, rows, folder, train, reference=reference)
 
 
 def _evaluate(folder: Path, env: Any, policies: Policies, model: str, tasks: list,
