@@ -26,7 +26,11 @@ answer line) and the tiny reasoner trained on those (``tiny-arith-long``). There
 first measures whether outcome pairs localise the error: where the two sides of each outcome
 pair first differ, against the first false line of the rejected side — for the pairs mined
 from round 1's trees, and for pairs of solutions the starting model sampled independently
-(as the papers' outcome baselines are built).
+(as the papers' outcome baselines are built). ``free-order`` is ``late-errors`` where a
+problem's products may be worked out in any order, and the start model (trained here once,
+~10 min: ``tiny-arith-long`` taught on such solutions) samples the orders: two solutions of
+one problem then often differ from their first line, long before either errs, so an outcome
+pair no longer points at the error by where it differs.
 
 ``--replicate N`` then tests the start and every final model greedily on N fresh held-out
 problems (none of the first evaluation's): a larger second test, and an unbiased one of the
@@ -64,6 +68,7 @@ from mcts_agent.files import read_marker, write_json  # noqa: E402
 from mcts_agent.llm.load import load_policy  # noqa: E402
 from mcts_agent.metrics import paired_difference  # noqa: E402
 from mcts_agent.models.tiny import TINY_ARITH_DIR, TINY_ARITH_LONG_DIR  # noqa: E402
+from mcts_agent.models.tiny import train as train_tiny  # noqa: E402
 from mcts_agent.registry import environments  # noqa: E402
 from mcts_agent.search import SearchConfig  # noqa: E402
 from mcts_agent.search.baselines import sample_solutions  # noqa: E402
@@ -92,6 +97,14 @@ SETTINGS = {
                     "model": TINY_ARITH_LONG_DIR, "section": "self_improve_late",
                     "methods": ("first_error", "corrupted", "step_dpo_continuation",
                                 "outcome_dpo", "sft")},
+    "free-order": {"env_args": {"check_steps": False, "num_operands": (5, 7), "max_operand": 9,
+                                "step_order": "random"},
+                   "model": ROOT / "runs" / "tiny-arith-free", "section": "self_improve_free",
+                   "methods": ("first_error", "step_dpo_continuation", "outcome_dpo", "sft"),
+                   # the start model, trained here when missing: tiny-arith-long taught to
+                   # work out the products in any order
+                   "start": {"init": TINY_ARITH_LONG_DIR, "steps": 150, "max_positions": 192,
+                             "eval_every": 50}},
 }
 
 
@@ -114,6 +127,17 @@ def settings(method: str, args: argparse.Namespace) -> IterateConfig:
                          max_per_tree=32),
         balance=BalanceConfig() if spec.get("balance") else None,
         train=TrainConfig(**train))
+
+
+def start_model(setting: dict, threads: int) -> None:
+    """Train the setting's start model when it has a recipe and is not there yet (resumes
+    nothing: a stopped training starts again)."""
+    model = Path(setting["model"])
+    if "start" not in setting or (model / "training.json").exists():
+        return
+    print(f"[start] training the start model into {model} (once)", flush=True)
+    report = train_tiny(model, data=setting["env_args"], threads=threads, **setting["start"])
+    print(f"[start] held-out greedy {report['eval']['greedy_accuracy']:.1%}", flush=True)
 
 
 def share_start(source: Path, target: Path) -> None:
@@ -237,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; choose from {list(METHODS)}")
     started = time.perf_counter()
+    start_model(setting, args.threads)
     runs = {}
     for method in methods:
         first = next((m for m in runs if not METHODS[m].get("balance")), None)
@@ -399,9 +424,11 @@ def write_results(path: Path, key: str, setting: str, table: str, summary: dict,
     if "replication" in summary:
         per_method += "\n" + replication_table(summary["replication"]) + "\n"
 
-    title = ("Self-improvement on `arith` (bench/self_improve.py)" if setting == "check-steps"
-             else f"Self-improvement where errors surface late (bench/self_improve.py "
-                  f"--setting {setting})")
+    title = {"check-steps": "Self-improvement on `arith` (bench/self_improve.py)",
+             "late-errors": "Self-improvement where errors surface late (bench/self_improve.py "
+                            "--setting late-errors)",
+             "free-order": "Self-improvement where solutions differ from their first line "
+                           "(bench/self_improve.py --setting free-order)"}[setting]
     section = (
         f"## {title}\n\n"
         f"Command: `{command.strip()}` · {summary['compute_seconds'] / 60:.0f} min of search "

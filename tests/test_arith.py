@@ -94,6 +94,22 @@ def test_problems_respect_the_knobs_and_are_solved_right(
         assert p.split == split_of(p.question, cfg.held_out_fraction)
 
 
+def test_random_step_order_varies_the_multiplications_only_and_stays_correct():
+    config = ArithConfig(num_operands=(5, 7), max_operand=9, step_order="random")
+    moved = 0
+    for p in generate(config, 300, seed=1):
+        reference, answer = solve(p.question)  # leftmost multiplication first
+        assert p.answer == answer
+        assert all(check_step("", s) for s in p.steps)
+        assert is_correct(p, render_solution(p))
+        assert len(p.steps) == len(reference)
+        products = sum("*" in s for s in p.steps)
+        assert all("*" in s for s in p.steps[:products])  # the products first, in some order,
+        assert p.steps[products:] == reference[products:]  # then the rest left to right
+        moved += p.steps != reference
+    assert 60 < moved < 240  # a problem with two or more products is often, not always, moved
+
+
 def test_parentheses_probability_is_roughly_respected():
     problems = generate(ArithConfig(num_operands=(4, 4), paren_prob=0.3), 1000, seed=0)
     share = sum("(" in p.question for p in problems) / len(problems)

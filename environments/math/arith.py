@@ -89,6 +89,11 @@ class ArithConfig(Settings):
     """Share of all possible questions that belong to the test split (by question hash)."""
     seed: int = 0
     """Default seed of :func:`generate` and :func:`iter_problems`."""
+    step_order: Literal["first", "random"] = "first"
+    """Which multiplication a reference solution works out next when there are several: the
+    leftmost, or one drawn at random (solutions of one problem then differ from their first
+    line on, as a model trained on them samples them). Additions and subtractions always go
+    left to right. Any order of the multiplications is correct; only the reference differs."""
 
     @model_validator(mode="after")
     def _check(self) -> ArithConfig:
@@ -143,8 +148,10 @@ def _tokenize(question: str) -> list[Token]:
     return [int(t) if t.isdigit() else t for t in tokens]
 
 
-def _reduce(tokens: Sequence[Token]) -> tuple[list[tuple[int, str, int, int]], int]:
-    """Reduce a token list one operation at a time; return the operations and the result."""
+def _reduce(tokens: Sequence[Token], rng: np.random.Generator | None = None
+            ) -> tuple[list[tuple[int, str, int, int]], int]:
+    """Reduce a token list one operation at a time; return the operations and the result.
+    The leftmost multiplication goes first, or (``rng``) a random one."""
     toks = list(tokens)
     ops: list[tuple[int, str, int, int]] = []
     while len(toks) > 1:
@@ -168,7 +175,7 @@ def _reduce(tokens: Sequence[Token]) -> tuple[list[tuple[int, str, int, int]], i
         if not all(isinstance(t, str) and t in _OPS for t in seg[1::2]):
             raise ValueError("malformed expression")
         mul = [i for i in range(1, len(seg), 2) if seg[i] == "*"]
-        i = mul[0] if mul else 1
+        i = (mul[int(rng.integers(len(mul)))] if rng is not None else mul[0]) if mul else 1
         a, op, b = seg[i - 1], seg[i], seg[i + 1]
         assert isinstance(a, int) and isinstance(b, int) and isinstance(op, str)
         c = _apply(a, op, b)
@@ -267,7 +274,7 @@ def _draw(config: ArithConfig, rng: np.random.Generator,
     part = split_of(question, config.held_out_fraction)
     if split is not None and part != split:
         return None
-    ops, answer = _reduce(tokens)
+    ops, answer = _reduce(tokens, rng if config.step_order == "random" else None)
     if not config.allow_negative and any(c < 0 for *_, c in ops):
         return None
     steps = tuple(_fmt_step(*op) for op in ops)

@@ -526,13 +526,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="operands per problem (default: the generator's 3 3)")
     parser.add_argument("--max-operand", type=int, default=None,
                         help="largest operand (default: the generator's 20)")
+    parser.add_argument("--step-order", choices=("first", "random"), default=None,
+                        help="which product the solutions work out first when there are several "
+                             "(default: the generator's leftmost, 'first')")
     parser.add_argument("--max-positions", type=int, default=MAX_POSITIONS,
                         help="context length in characters (the prompt and its solution)")
     parser.add_argument("--init", type=Path, default=None,
                         help="start from this checkpoint's weights instead of from scratch")
     args = parser.parse_args(argv)
-    data = {k: v for k, v in (("num_operands", args.operands), ("max_operand", args.max_operand))
-            if v is not None}
+    data = {k: v for k, v in (("num_operands", args.operands), ("max_operand", args.max_operand),
+                              ("step_order", args.step_order)) if v is not None}
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     start = time.perf_counter()
     report = train(args.out, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
