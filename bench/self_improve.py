@@ -36,6 +36,8 @@ pair no longer points at the error by where it differs.
 problems (none of the first evaluation's): a larger second test, and an unbiased one of the
 step method the first test picked as best; ``--seeds K`` adds each method's final round
 trained again with K other seeds (how far a training seed alone moves a method).
+``--ablate`` trains each DPO method's round 1 again without its NLL term and with a vanishing
+beta (the NLL on the chosen sides alone): what the preference term itself adds.
 
 Each round searches fresh training problems with the current model, mines, trains and
 measures held-out greedy accuracy (and pass@k) on the same test problems; round 1's search
@@ -251,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicate", type=int, default=0, metavar="N",
                         help="then test the start and every final model greedily on N fresh "
                         "held-out problems (none of the evaluation's): a second, larger test")
+    parser.add_argument("--ablate", action="store_true",
+                        help="then train each DPO method's round 1 again without the NLL term "
+                        "and with a vanishing beta (what the preference term adds)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     setting = SETTINGS[args.setting]
@@ -274,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(runs, args, out)
     if args.replicate:
         summary["replication"] = replicate(runs, args, out, summary["step_dpo_method"])
+    if args.ablate:
+        summary["preference_ablation"] = preference_ablation(runs, args, out)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     if args.results is not None:
         details = {m: (out / m / "rounds.md").read_text() for m in runs}
@@ -341,17 +348,10 @@ def replicate(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path,
     models = {"start": str(setting["model"]),
               **{m: str(out / m / f"round_{len(rows) - 1}" / "model") for m, rows in runs.items()},
               **retrained(runs, args, out)}
-    folder.mkdir(parents=True, exist_ok=True)
     solved: dict[str, list[int]] = {}
     for name, model in models.items():
-        marker = folder / f"{name}.json"
-        if (row := read_marker(marker)) is None or row.get("model") != model:
-            attempts = sample_solutions(
-                env, load_policy(model, device="cpu"), fresh, 1, temperature=0.0,
-                max_tokens=search.max_step_tokens * search.max_depth, seed=args.seed)
-            row = {"model": model, "solved": [int(a.any_correct) for a in attempts]}
-            write_json(marker, row)
-        solved[name] = row["solved"]
+        solved[name] = greedy_solved(env, model, fresh, search, folder / f"{name}.json",
+                                     args.seed)
         print(f"[replicate] {name}: greedy {100 * np.mean(solved[name]):.1f}% on {len(fresh)} "
               "fresh problems", flush=True)
     vs = {}
@@ -368,6 +368,72 @@ def replicate(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path,
             "picked_target_met": bool(picked_vs) and all(
                 v["difference"] > 0 and v["difference"] >= 2 * v["se"]
                 for v in picked_vs.values())}
+
+
+def greedy_solved(env: object, model: str, tasks: list, search: SearchConfig, marker: Path,
+                  seed: int) -> list[int]:
+    """Per task, whether ``model`` solves it greedily; stored in ``marker`` (and read back
+    from it while it names the same model)."""
+    if (row := read_marker(marker)) is None or row.get("model") != model:
+        attempts = sample_solutions(
+            env, load_policy(model, device="cpu"), tasks, 1, temperature=0.0,
+            max_tokens=search.max_step_tokens * search.max_depth, seed=seed)
+        row = {"model": model, "solved": [int(a.any_correct) for a in attempts]}
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        write_json(marker, row)
+    return row["solved"]
+
+
+# A DPO method's training with one of its two terms switched off: no NLL on the chosen side,
+# or a vanishing beta (DPO's gradient scales with beta: the NLL on the chosen sides is left).
+ABLATIONS = {"dpo_only": {"nll_weight": 0.0}, "nll_only": {"beta": 1e-3}}
+
+
+def preference_ablation(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path
+                        ) -> dict:
+    """What the preference term adds: each DPO method's round 1 trained again, from the start
+    model on the same rows, with one term off (:data:`ABLATIONS`), and tested greedily beside
+    the method's own round-1 model on the evaluation's problems (paired differences)."""
+    setting = SETTINGS[args.setting]
+    env = environments.create("arith", **setting["env_args"])
+    tasks = load_tasks(env, args.eval_tasks, split="test")
+    search = settings(next(iter(METHODS)), args).search
+    result = {}
+    for method in (m for m, rows in runs.items() if m != "sft" and len(rows) > 1):
+        config, round_1 = settings(method, args), out / method / "round_1"
+        models = {"full": str(round_1 / "model")}
+        for name, change in ABLATIONS.items():
+            folder = round_1 / name
+            if read_marker(folder / "training.json") is None:
+                print(f"[ablation] {method}: round 1 again as {name}", flush=True)
+                train = config.train.model_copy(update=change)
+                train_round(folder, config.model, config.model, read_rows(round_1 / "data"),
+                            config.model_copy(update={"train": train}), 1)
+            models[name] = str(folder)
+        solved = {name: greedy_solved(env, model, tasks, search,
+                                      round_1 / f"ablation_{name}.json", args.seed)
+                  for name, model in models.items()}
+        result[method] = {"greedy_acc": {k: round(float(np.mean(v)), 4)
+                                         for k, v in solved.items()}}
+        for name in ABLATIONS:
+            diff, se = paired_difference(solved[name], solved["full"])
+            result[method][f"{name}_vs_full"] = {"difference": round(diff, 4),
+                                                 "se": round(se, 4)}
+    return result
+
+
+def ablation_table(ablation: dict) -> str:
+    """The preference ablation as markdown (greedy %, and points ± se against the full
+    method)."""
+    lines = ["| method (round 1) | DPO + NLL (as trained) | DPO only | NLL only |",
+             "|---|---|---|---|"]
+    for method, row in ablation.items():
+        acc = row["greedy_acc"]
+        cells = [f"{100 * acc['full']:.1f}"] + [
+            f"{100 * acc[name]:.1f} ({100 * row[f'{name}_vs_full']['difference']:+.1f} ± "
+            f"{100 * row[f'{name}_vs_full']['se']:.1f})" for name in ABLATIONS]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def retrained(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path
@@ -423,6 +489,11 @@ def write_results(path: Path, key: str, setting: str, table: str, summary: dict,
                          for m, md in details.items())
     if "replication" in summary:
         per_method += "\n" + replication_table(summary["replication"]) + "\n"
+    if "preference_ablation" in summary:
+        per_method += ("\nWhat the preference term adds (round 1 trained again from the start "
+                       "on the same rows; greedy % on the evaluation's problems, points ± se "
+                       "against the method as trained):\n\n"
+                       + ablation_table(summary["preference_ablation"]) + "\n")
 
     title = {"check-steps": "Self-improvement on `arith` (bench/self_improve.py)",
              "late-errors": "Self-improvement where errors surface late (bench/self_improve.py "

@@ -52,7 +52,7 @@ def test_self_improvement_late_errors_small_run_measures_where_outcome_pairs_dif
         [sys.executable, str(bench), "--setting", "late-errors", "--tasks", "4", "--rounds", "1",
          "--eval-tasks", "4", "--eval-k", "2", "--simulations", "4", "--epochs", "1",
          "--threads", "1", "--methods", "first_error,corrupted,outcome_dpo,sft",
-         "--replicate", "6", "--seeds", "1", "--out", str(tmp_path / "runs")],
+         "--replicate", "6", "--seeds", "1", "--ablate", "--out", str(tmp_path / "runs")],
         capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
@@ -74,6 +74,12 @@ def test_self_improvement_late_errors_small_run_measures_where_outcome_pairs_dif
     seeds = replication["final_round_seeds"]
     assert set(seeds) == {"first_error", "corrupted", "outcome_dpo", "sft"}
     assert all(len(accs) == 2 for accs in seeds.values())
+    # --ablate: each DPO method's round 1 again without its NLL term and with a vanishing beta
+    ablation = figures["preference_ablation"]
+    assert set(ablation) == {"first_error", "corrupted", "outcome_dpo"}
+    assert all(set(row["greedy_acc"]) == {"full", "dpo_only", "nll_only"}
+               and {"dpo_only_vs_full", "nll_only_vs_full"} <= set(row)
+               for row in ablation.values())
 
 
 def test_critics_benchmark_small_run_prints_its_json_line(tmp_path):
