@@ -354,20 +354,32 @@ def replicate(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path,
                                      args.seed)
         print(f"[replicate] {name}: greedy {100 * np.mean(solved[name]):.1f}% on {len(fresh)} "
               "fresh problems", flush=True)
-    vs = {}
-    for step in (m for m in runs if m not in NOT_STEP):
-        for other in (m for m in NOT_STEP if m in runs):
-            diff, se = paired_difference(solved[step], solved[other])
-            vs[f"{step}_vs_{other}"] = {"difference": round(diff, 4), "se": round(se, 4)}
+    vs = step_differences(list(runs), solved)
     picked_vs = {k: v for k, v in vs.items() if picked and k.startswith(f"{picked}_vs_")}
-    seeds = {m: [round(float(np.mean(solved[name])), 4) for name in solved
-                 if name == m or name.startswith(f"{m}@seed")] for m in runs}
+    per_seed = {m: [solved[name] for name in solved if name == m or name.startswith(f"{m}@seed")]
+                for m in runs}
+    seeds = {m: [round(float(np.mean(s)), 4) for s in lists] for m, lists in per_seed.items()}
     return {"tasks": len(fresh), "final_round_seeds": seeds if args.seeds else None,
+            # each problem's score averaged over a method's seeds, then paired as above
+            "seed_mean_vs": step_differences(list(runs), {
+                m: np.mean(lists, axis=0) for m, lists in per_seed.items()})
+            if args.seeds else None,
             "greedy_acc": {m: round(float(np.mean(v)), 4) for m, v in solved.items()},
             "picked": picked, "vs": vs,
             "picked_target_met": bool(picked_vs) and all(
                 v["difference"] > 0 and v["difference"] >= 2 * v["se"]
                 for v in picked_vs.values())}
+
+
+def step_differences(methods: list[str], scores: dict) -> dict:
+    """Each step method's paired difference (and its se) to outcome DPO and SFT, from
+    per-problem ``scores`` of the same problems."""
+    result = {}
+    for step in (m for m in methods if m not in NOT_STEP):
+        for other in (m for m in NOT_STEP if m in methods):
+            diff, se = paired_difference(scores[step], scores[other])
+            result[f"{step}_vs_{other}"] = {"difference": round(diff, 4), "se": round(se, 4)}
+    return result
 
 
 def greedy_solved(env: object, model: str, tasks: list, search: SearchConfig, marker: Path,
@@ -478,6 +490,9 @@ def replication_table(rep: dict) -> str:
         for method, accs in rep["final_round_seeds"].items():
             lines.append(f"| {method} | " + " / ".join(f"{100 * a:.1f}" for a in accs)
                          + f" | {100 * np.mean(accs):.1f} | {100 * (max(accs) - min(accs)):.1f} |")
+        lines += ["", "On each problem's score averaged over the seeds (points ± paired se):", ""]
+        lines += [f"- {pair.replace('_vs_', ' vs ')}: {100 * v['difference']:+.1f} ± "
+                  f"{100 * v['se']:.1f}" for pair, v in rep["seed_mean_vs"].items()]
     return "\n".join(lines)
 
 

@@ -74,6 +74,7 @@ def test_self_improvement_late_errors_small_run_measures_where_outcome_pairs_dif
     seeds = replication["final_round_seeds"]
     assert set(seeds) == {"first_error", "corrupted", "outcome_dpo", "sft"}
     assert all(len(accs) == 2 for accs in seeds.values())
+    assert set(replication["seed_mean_vs"]) == set(replication["vs"])
     # --ablate: each DPO method's round 1 again without its NLL term and with a vanishing beta
     ablation = figures["preference_ablation"]
     assert set(ablation) == {"first_error", "corrupted", "outcome_dpo"}
