@@ -131,6 +131,12 @@ def settings(method: str, args: argparse.Namespace) -> IterateConfig:
         train=TrainConfig(**train))
 
 
+def env_and_search(args: argparse.Namespace) -> tuple[object, SearchConfig]:
+    """The setting's environment, and the search settings (the same for every method)."""
+    env = environments.create("arith", **SETTINGS[args.setting]["env_args"])
+    return env, settings(next(iter(METHODS)), args).search
+
+
 def start_model(setting: dict, threads: int) -> None:
     """Train the setting's start model when it has a recipe and is not there yet (resumes
     nothing: a stopped training starts again)."""
@@ -188,9 +194,8 @@ def independent_pairs(args: argparse.Namespace, out: Path, samples: int = 8) -> 
     if (done := read_marker(stored)) is not None:
         return done["rows"]
     setting = SETTINGS[args.setting]
-    env = environments.create("arith", **setting["env_args"])
+    env, search = env_and_search(args)
     problems = load_tasks(env, args.tasks, split="train", seed=args.seed)
-    search = settings(next(iter(METHODS)), args).search
     attempts = sample_solutions(
         env, load_policy(str(setting["model"]), device="cpu"), problems, samples,
         temperature=search.temperature, max_tokens=search.max_step_tokens * search.max_depth,
@@ -306,8 +311,7 @@ def summarise(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path) 
     ses = {}
     for other in NOT_STEP:
         if best and other in runs and per_task[best] and per_task[other]:
-            diff, se = paired_difference(per_task[best], per_task[other])
-            ses[other] = {"difference": round(diff, 4), "se": round(se, 4)}
+            ses[other] = paired(per_task[best], per_task[other])
     summary["vs"] = ses
     summary["se"] = max((v["se"] for v in ses.values()), default=None)
     summary["target_met"] = bool(ses) and all(v["difference"] > 0 and v["difference"] >= 2 * v["se"]
@@ -339,11 +343,10 @@ def replicate(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path,
     method ``picked`` as best on the evaluation is tested here afresh, against outcome DPO and
     SFT (paired standard errors): the first test picked it, so only this one is unbiased."""
     setting = SETTINGS[args.setting]
-    env = environments.create("arith", **setting["env_args"])
+    env, search = env_and_search(args)
     used = {t.problem for t in load_tasks(env, args.eval_tasks, split="test")}
     fresh = [t for t in load_tasks(env, args.replicate + len(used), split="test",
                                    seed=args.seed + 1) if t.problem not in used][:args.replicate]
-    search = settings(next(iter(METHODS)), args).search  # the same for every method
     folder = out / f"replicate_{len(fresh)}"
     models = {"start": str(setting["model"]),
               **{m: str(out / m / f"round_{len(rows) - 1}" / "model") for m, rows in runs.items()},
@@ -371,14 +374,20 @@ def replicate(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path,
                 for v in picked_vs.values())}
 
 
+def paired(a: list, b: list) -> dict[str, float]:
+    """``a − b`` over the same problems and its paired standard error, as the JSON line
+    writes them."""
+    diff, se = paired_difference(a, b)
+    return {"difference": round(diff, 4), "se": round(se, 4)}
+
+
 def step_differences(methods: list[str], scores: dict) -> dict:
     """Each step method's paired difference (and its se) to outcome DPO and SFT, from
     per-problem ``scores`` of the same problems."""
     result = {}
     for step in (m for m in methods if m not in NOT_STEP):
         for other in (m for m in NOT_STEP if m in methods):
-            diff, se = paired_difference(scores[step], scores[other])
-            result[f"{step}_vs_{other}"] = {"difference": round(diff, 4), "se": round(se, 4)}
+            result[f"{step}_vs_{other}"] = paired(scores[step], scores[other])
     return result
 
 
@@ -406,31 +415,22 @@ def preference_ablation(runs: dict[str, list[dict]], args: argparse.Namespace, o
     """What the preference term adds: each DPO method's round 1 trained again, from the start
     model on the same rows, with one term off (:data:`ABLATIONS`), and tested greedily beside
     the method's own round-1 model on the evaluation's problems (paired differences)."""
-    setting = SETTINGS[args.setting]
-    env = environments.create("arith", **setting["env_args"])
+    env, search = env_and_search(args)
     tasks = load_tasks(env, args.eval_tasks, split="test")
-    search = settings(next(iter(METHODS)), args).search
     result = {}
     for method in (m for m, rows in runs.items() if m != "sft" and len(rows) > 1):
         config, round_1 = settings(method, args), out / method / "round_1"
         models = {"full": str(round_1 / "model")}
         for name, change in ABLATIONS.items():
-            folder = round_1 / name
-            if read_marker(folder / "training.json") is None:
-                print(f"[ablation] {method}: round 1 again as {name}", flush=True)
-                train = config.train.model_copy(update=change)
-                train_round(folder, config.model, config.model, read_rows(round_1 / "data"),
-                            config.model_copy(update={"train": train}), 1)
-            models[name] = str(folder)
+            models[name] = train_again(round_1 / name, config.model, config, 1, change,
+                                       f"[ablation] {method}: round 1 again as {name}")
         solved = {name: greedy_solved(env, model, tasks, search,
                                       round_1 / f"ablation_{name}.json", args.seed)
                   for name, model in models.items()}
         result[method] = {"greedy_acc": {k: round(float(np.mean(v)), 4)
                                          for k, v in solved.items()}}
         for name in ABLATIONS:
-            diff, se = paired_difference(solved[name], solved["full"])
-            result[method][f"{name}_vs_full"] = {"difference": round(diff, 4),
-                                                 "se": round(se, 4)}
+            result[method][f"{name}_vs_full"] = paired(solved[name], solved["full"])
     return result
 
 
@@ -460,15 +460,24 @@ def retrained(runs: dict[str, list[dict]], args: argparse.Namespace, out: Path
             continue
         before = str(out / method / f"round_{r - 1}" / "model") if r > 1 else config.model
         for k in range(1, args.seeds + 1):
-            folder = out / method / f"round_{r}" / f"seed_{k}"
-            if read_marker(folder / "training.json") is None:
-                other = config.train.model_copy(update={"seed": config.train.seed + 1000 * k})
-                print(f"[seeds] {method}: round {r} again with seed {other.seed + r}", flush=True)
-                train_round(folder, before, config.model,
-                            read_rows(out / method / f"round_{r}" / "data"),
-                            config.model_copy(update={"train": other}), r)
-            models[f"{method}@seed{k}"] = str(folder)
+            seed = config.train.seed + 1000 * k
+            models[f"{method}@seed{k}"] = train_again(
+                out / method / f"round_{r}" / f"seed_{k}", before, config, r, {"seed": seed},
+                f"[seeds] {method}: round {r} again with seed {seed + r}")
     return models
+
+
+def train_again(folder: Path, before: str, config: IterateConfig, r: int, change: dict,
+                label: str) -> str:
+    """Round ``r`` of ``config``'s run trained again from the model ``before`` on that round's
+    rows (``folder``'s parent's data), with ``change`` to its training settings, into
+    ``folder`` (kept when it is there); returns the folder."""
+    if read_marker(folder / "training.json") is None:
+        print(label, flush=True)
+        train = config.train.model_copy(update=change)
+        train_round(folder, before, config.model, read_rows(folder.parent / "data"),
+                    config.model_copy(update={"train": train}), r)
+    return str(folder)
 
 
 def replication_table(rep: dict) -> str:
