@@ -3,6 +3,7 @@ persistence, storage growth, seeding, fused search and input validation."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 import math
 
@@ -20,12 +21,15 @@ from mcts_agent.engine import (
     SyntheticGame,
     search,
     search_fused,
+    storage,
 )
 from mcts_agent.engine.storage import (
     EDGES_USED,
+    HUGE_PAGE_BYTES,
     NO_NODE,
     PENDING,
     SCATTERED,
+    Recycler,
     field_names,
 )
 from mcts_agent.engine.synthetic import evaluate_kernel, evaluator
@@ -709,6 +713,55 @@ def test_storage_grows_from_capacity_one():
     fused = [search_fused(evaluate_kernel, game, game.branching, 40,
                           forest=Forest(num_trees=2, capacity=c), logits=True) for c in (1, 9999)]
     assert_same_arrays(*fused)
+
+
+def test_a_short_edges_table_grows_alone():
+    forest = Forest(num_trees=1, capacity=100)
+    fields = forest.nodes.parent
+    forest.nodes.edges[:1] = 7
+    forest.nodes.meta[EDGES_USED] = 1
+    forest.reserve(0, 50)
+    assert forest.nodes.parent is fields  # the node fields were not copied
+    assert len(forest.nodes.edges) >= 51 and forest.nodes.edges[0] == 7
+    forest.reserve(500)
+    assert len(forest.nodes.parent) >= 501 and forest.nodes.edges[0] == 7
+
+
+def test_a_freed_node_pool_is_handed_out_again_zeroed():
+    recycler = Recycler(limit_bytes=64 << 20)
+    nbytes = 4 * HUGE_PAGE_BYTES
+    first = recycler_zeroed(recycler, nbytes)
+    address = first.ctypes.data
+    view = first[10:20]
+    view[:] = 255
+    del first
+    gc.collect()
+    assert recycler.take(nbytes) is None  # a view still uses it
+    del view
+    gc.collect()
+    second = recycler_zeroed(recycler, nbytes)
+    assert second.ctypes.data == address and not second.any()
+    del second
+    gc.collect()
+    assert recycler_zeroed(recycler, nbytes + 1).ctypes.data != address  # too small: fresh
+
+
+def test_the_recycler_keeps_no_more_than_its_limit():
+    recycler = Recycler(limit_bytes=3 * HUGE_PAGE_BYTES)
+    buffers = [recycler_zeroed(recycler, 2 * HUGE_PAGE_BYTES) for _ in range(3)]
+    del buffers
+    gc.collect()
+    assert recycler.take(1) is not None and recycler.take(1) is None
+
+
+def recycler_zeroed(recycler: Recycler, nbytes: int) -> np.ndarray:
+    """storage.zeroed drawing on ``recycler`` instead of the process-wide one."""
+    saved = storage.RECYCLED
+    storage.RECYCLED = recycler
+    try:
+        return storage.zeroed(nbytes)
+    finally:
+        storage.RECYCLED = saved
 
 
 def test_bytes_per_node_is_the_sum_of_field_sizes():

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 from forest_compare import assert_equal_trees
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference_mcts import ReferenceMCTS
 
-from mcts_agent.engine import EngineConfig, SyntheticGame, search, search_fused
+from mcts_agent.engine import EngineConfig, SyntheticGame, kernels, search, search_fused
+from mcts_agent.engine.kernels import EXPLORE_TABLE
 from mcts_agent.engine.synthetic import evaluate_kernel, evaluator
 
 configs = st.builds(
@@ -87,3 +91,25 @@ def test_values_stay_in_bounds_and_budgets_are_exact(game, num_trees, simulation
     assert ((means[visited] >= 0) & (means[visited] <= 1)).all()
     # every simulation is one visit at the root, on top of the root's own evaluation
     assert forest.nodes.visits[forest.roots].tolist() == [simulations + 1] * num_trees
+
+
+def test_the_explore_table_holds_the_formula_bit_for_bit():
+    config = EngineConfig(pb_c_init=1.25, pb_c_base=50.0)
+    params = config.kernel_params()
+    factors = [kernels.explore_factor(float(n), 1.25, 50.0) for n in range(EXPLORE_TABLE)]
+    assert params[0]["explore"].tolist() == factors
+    assert factors[7] == math.sqrt(7) * (1.25 + math.log((7 + 50.0 + 1.0) / 50.0))
+
+
+@pytest.mark.parametrize(("k", "virtual_loss"), [(1, 1.0), (3, 1.0), (3, 0.5)])
+def test_parents_past_the_explore_table_follow_the_formula(k, virtual_loss):
+    """The root's visits pass the table's end; with a virtual loss of 0.5 counts are
+    fractional, never in the table."""
+    game = SyntheticGame(seed=3, branching=3, max_depth=6, terminal_prob=0.1)
+    config = EngineConfig(pb_c_base=50.0, virtual_loss=virtual_loss)
+    simulations = EXPLORE_TABLE + 300
+    forest = search(evaluator(game), simulations, num_trees=1, config=config,
+                    leaves_per_call=k, logits=True)
+    reference = ReferenceMCTS(config, game, 1).run(simulations, k)
+    assert forest.nodes.visits[forest.roots[0]] > EXPLORE_TABLE
+    assert_same_trees(forest, reference, 1)

@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import ConfigDict, Field
 
 from ..settings import Settings
-from .kernels import ABMCTS, PARAMS, PUCT, UCT
+from .kernels import ABMCTS, PARAMS, PUCT, UCT, fill_explore
 
 
 class EngineConfig(Settings):
@@ -93,6 +93,7 @@ class EngineConfig(Settings):
             {"puct": PUCT, "uct": UCT, "abmcts": ABMCTS}[self.rule], self.pb_c_init,
             self.pb_c_base, self.uct_c, self.virtual_loss, self.virtual_value, self.widen_c,
             self.widen_alpha, self.discount, self.max_collisions, self.depth_weight,
-            self.diversity_weight, self.ab_prior[0], self.ab_prior[1], self.seed,
+            self.diversity_weight, self.ab_prior[0], self.ab_prior[1], self.seed, 0.0,
         )
+        fill_explore(params)
         return params

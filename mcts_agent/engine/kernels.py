@@ -56,19 +56,48 @@ BAD_VALUE, BAD_REWARD, NAN_PRIOR, POSINF_LOGIT, BAD_PROBABILITY = -1, -2, -3, -4
 NEED_ROOM = -6  # the edges table or scratch space is too small: grow the edges, call again
 
 
-#: The scalar settings the kernels read, as a numpy record (built by
+#: Visit counts 0 .. EXPLORE_TABLE - 1 whose PUCT exploration factor ``params`` carries.
+EXPLORE_TABLE = 4096
+
+#: The settings the kernels read, as a numpy record (built by
 #: :meth:`~mcts_agent.engine.EngineConfig.kernel_params`: a one-element array). Entry points
 #: take the array (``params``; one array enters a compiled call in ~1 µs, a named tuple of 15
 #: numbers took ~5.5) and hand its element ``p = params[0]`` to the helpers (``p.pb_c_init`` …).
+#: ``explore[n]`` is :func:`explore_factor` of n visits (filled by :func:`fill_explore`): a
+#: descent reads it instead of calling ``sqrt`` and ``log`` at every level (a tenth of a search).
 PARAMS = np.dtype([
     ("rule", np.int64), ("pb_c_init", np.float64), ("pb_c_base", np.float64),
     ("uct_c", np.float64), ("virtual_loss", np.float64), ("virtual_value", np.float64),
     ("widen_c", np.float64), ("widen_alpha", np.float64), ("discount", np.float64),
     ("max_collisions", np.int64), ("depth_weight", np.float64),
     ("diversity_weight", np.float64), ("ab_alpha", np.float64), ("ab_beta", np.float64),
-    ("seed", np.int64),
+    ("seed", np.int64), ("explore", np.float64, (EXPLORE_TABLE,)),
 ], align=True)
 KernelParams = np.void  # one element of a PARAMS array, as the helpers receive it
+
+
+@njit(cache=True, error_model="numpy")
+def explore_factor(n_parent: float, pb_c_init: float, pb_c_base: float) -> float:
+    """PUCT's ``sqrt(N) · pb_c`` with ``pb_c = pb_c_init + log((N + pb_c_base + 1) / pb_c_base)``
+    for a parent of ``n_parent`` visits (virtual loss included)."""
+    return np.sqrt(n_parent) * (pb_c_init + np.log((n_parent + pb_c_base + 1.0) / pb_c_base))
+
+
+@njit(cache=True, error_model="numpy")
+def fill_explore(params: np.ndarray) -> None:
+    """``params[0].explore[n]`` = :func:`explore_factor` of ``n`` visits, for every ``n``."""
+    p = params[0]
+    for n in range(EXPLORE_TABLE):
+        p.explore[n] = explore_factor(np.float64(n), p.pb_c_init, p.pb_c_base)
+
+
+@njit(cache=True, error_model="numpy")
+def explore_of(n_parent: float, p: KernelParams) -> float:
+    """:func:`explore_factor` from the table where ``n_parent`` is a whole number in it."""
+    n = np.int64(n_parent)
+    if n < EXPLORE_TABLE and n == n_parent:
+        return p.explore[n]
+    return explore_factor(n_parent, p.pb_c_init, p.pb_c_base)
 
 
 # --------------------------------------------------------------------------- path walks
@@ -99,6 +128,22 @@ def backup_path(
         value_sum[node] += g
         g = reward[node] + discount * g
         node = parent[node]
+
+
+@njit(cache=True, error_model="numpy")
+def backup_trail(path: np.ndarray, length: int, parent: np.ndarray, visits: np.ndarray,
+                 value_sum: np.ndarray, reward: np.ndarray, discount: float,
+                 value: float) -> None:
+    """:func:`backup_path` for a node whose path from its root, ``path[:length]``, the
+    descent recorded: the ids come from that array, not from a walk up ``parent`` (a chain of
+    dependent loads, each a likely cache miss, since selection reads no node's parent)."""
+    g = value
+    for d in range(length - 1, -1, -1):
+        x = path[d]
+        visits[x] += 1
+        value_sum[x] += g
+        g = reward[x] + discount * g
+    backup_path(parent, visits, value_sum, reward, discount, parent[path[0]], g)
 
 
 @njit(cache=True, error_model="numpy")
@@ -193,7 +238,8 @@ def select_tree(
     visits: np.ndarray, virtual: np.ndarray, flags: np.ndarray, prior: np.ndarray,
     reward: np.ndarray, value_sum: np.ndarray, height: np.ndarray, novelty: np.ndarray,
     action: np.ndarray, p: KernelParams, root: int, tree: int, k: int, budget: np.ndarray,
-    mark: bool, collided: np.ndarray, out_leaf: np.ndarray, out_tree: np.ndarray, count: int,
+    mark: bool, collided: np.ndarray, path: np.ndarray, out_leaf: np.ndarray,
+    out_tree: np.ndarray, count: int,
 ) -> int:
     """Up to ``k`` descents in one tree (see :func:`select`), leaves written from
     ``out_leaf[count]`` on; returns the new count. With ``mark`` False the leaves get no
@@ -208,11 +254,13 @@ def select_tree(
     collisions = 0
     while descents < k and budget[tree] > 0:
         node = root
+        path[0] = root
+        length = 1
         blocked = False
         stream = root_stream  # AB-MCTS: a hash of the path from the root
         if plain and virtual[root] == 0:  # nothing pending in the tree: the dense rule
-            node = descend_dense(first_child, num_children, flags, visits, value_sum, reward,
-                                 prior, root, discount, p.pb_c_init, p.pb_c_base)
+            node, length = descend_dense(first_child, num_children, flags, visits, value_sum,
+                                         reward, prior, root, discount, p, path)
         while not flags[node] & TERMINAL:
             nc = num_children[node]
             if nc == 0:
@@ -229,14 +277,17 @@ def select_tree(
                     break
                 stream = mix(stream ^ (np.uint64(action[pick] + 1) * np.uint64(GOLDEN)))
                 node = pick
+                path[length] = node
+                length += 1
                 continue
             if (p.widen_c > 0.0 and not flags[node] & (CLOSED | PENDING)
                     and nc < p.widen_c * visits[node] ** p.widen_alpha):
                 break
             pending = virtual[node] != 0  # else no child has virtual loss or is pending
             if p.rule == PUCT and not (pending or scattered or extra):
-                node = puct_dense(visits, value_sum, reward, prior, node, first, nc, discount,
-                                  p.pb_c_init, p.pb_c_base)
+                node = puct_dense(visits, value_sum, reward, prior, node, first, nc, discount, p)
+                path[length] = node
+                length += 1
                 continue
             n_parent = visits[node] + vl * virtual[node]
             best = NO_NODE
@@ -254,8 +305,7 @@ def select_tree(
                         lo = min(lo, q)
                         hi = max(hi, q)
                 scale = max(hi - lo, 1e-8)
-                pb_c = p.pb_c_init + np.log((n_parent + p.pb_c_base + 1.0) / p.pb_c_base)
-                explore = np.sqrt(n_parent) * pb_c
+                explore = explore_of(n_parent, p)
                 for i in range(nc):
                     c = child_id(first, i, scattered, edges)
                     n = visits[c] + vl * virtual[c]
@@ -288,10 +338,12 @@ def select_tree(
                 blocked = True
                 break
             node = best
+            path[length] = node
+            length += 1
 
         if flags[node] & TERMINAL:
             value = value_sum[node] / visits[node] if visits[node] > 0 else 0.0
-            backup_path(parent, visits, value_sum, reward, discount, node, value)
+            backup_trail(path, length, parent, visits, value_sum, reward, discount, value)
             budget[tree] -= 1
             descents += 1
         elif blocked or flags[node] & PENDING:
@@ -317,23 +369,26 @@ def select_tree(
 @njit(cache=True, error_model="numpy")
 def descend_dense(first_child: np.ndarray, num_children: np.ndarray, flags: np.ndarray,
                   visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
-                  prior: np.ndarray, node: int, discount: float, pb_c_init: float,
-                  pb_c_base: float) -> int:
+                  prior: np.ndarray, node: int, discount: float, p: KernelParams,
+                  path: np.ndarray) -> tuple[int, int]:
     """PUCT's descent from ``node`` through contiguous child ranges while nothing is pending
     (:func:`puct_dense` at each level); returns the node where it stops: a leaf, a terminal
     node, or a SCATTERED one (for :func:`select_tree`'s general loop to go on from)."""
+    length = 1
     while True:
         nc = num_children[node]
         if nc == 0 or flags[node] & (TERMINAL | SCATTERED):
-            return node
+            return node, length
         node = puct_dense(visits, value_sum, reward, prior, node, first_child[node], nc,
-                          discount, pb_c_init, pb_c_base)
+                          discount, p)
+        path[length] = node
+        length += 1
 
 
 @njit(cache=True, error_model="numpy")
 def puct_dense(visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
                prior: np.ndarray, node: int, first: int, nc: int, discount: float,
-               pb_c_init: float, pb_c_base: float) -> int:
+               p: KernelParams) -> int:
     """PUCT's pick among children ``first .. first + nc - 1`` of ``node`` when nothing is
     pending below it, no extra term is on and the children are one range: the common case,
     scanned like a dense row (the arithmetic of :func:`select_tree`'s loop with no virtual
@@ -341,21 +396,35 @@ def puct_dense(visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
     n_parent = np.float64(visits[node])
     lo = value_sum[node] / n_parent if n_parent > 0 else 0.0
     hi = lo
-    for c in range(first, first + nc):
+    start = np.uint64(first)  # unsigned ids: numba then skips the negative-index wraparound
+    end = start + np.uint64(nc)
+    for c in range(start, end):
         if visits[c] > 0:
             q = reward[c] + discount * value_sum[c] / np.float64(visits[c])
             lo = min(lo, q)
             hi = max(hi, q)
     scale = max(hi - lo, 1e-8)
-    explore = np.sqrt(n_parent) * (pb_c_init + np.log((n_parent + pb_c_base + 1.0) / pb_c_base))
-    best, best_score = first, -np.inf
-    for c in range(first, first + nc):
+    n = np.uint64(visits[node])
+    explore = p.explore[n] if n < EXPLORE_TABLE else explore_factor(n_parent, p.pb_c_init,
+                                                                     p.pb_c_base)
+    best, best_score = start, -np.inf
+    for c in range(start, end):
         n = np.float64(visits[c])
         score = (reward[c] + discount * value_sum[c] / n - lo) / scale if n > 0 else 0.0
         score += explore * prior[c] / (n + 1.0)
         if score > best_score:
             best, best_score = c, score
+    return np.int64(best)
     return best
+
+
+@njit(cache=True, error_model="numpy")
+def max_height(height: np.ndarray, roots: np.ndarray, trees: np.ndarray) -> int:
+    """The most levels below the root of any of ``trees``: a descent's path is one longer."""
+    tallest = 0
+    for t in trees:
+        tallest = max(tallest, height[roots[t]])
+    return tallest
 
 
 @njit(cache=True, error_model="numpy")
@@ -393,12 +462,13 @@ def select(
     """
     p = params[0]
     collided = np.empty(max(p.max_collisions, 1), np.int64)
+    path = np.empty(max_height(a.height, roots, trees) + 2, np.int64)
     count = 0
     for t in trees:
         count = select_tree(a.parent, a.first_child, a.edges, a.num_children, a.visits,
                             a.virtual, a.flags, a.prior, a.reward, a.value_sum, a.height,
                             a.novelty, a.action, p, roots[t], t, k, budget, mark, collided,
-                            out_leaf, out_tree, count)
+                            path, out_leaf, out_tree, count)
     return count
 
 
@@ -626,14 +696,14 @@ def check_evaluations(priors: np.ndarray, is_logit: bool, values: np.ndarray,
     return 0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def first_children(
     parent: np.ndarray, first_child: np.ndarray, num_children: np.ndarray, action: np.ndarray,
     depth: np.ndarray, flags: np.ndarray, logit: np.ndarray, prior: np.ndarray,
     height: np.ndarray, edges: np.ndarray, meta: np.ndarray, leaf: int, priors: np.ndarray,
     row: int, is_logit: bool, weights: np.ndarray,
 ) -> bool:
-    """:func:`apply_leaf`'s common case, a childless leaf's first expansion, in one pass over
+    """:func:`expand_leaf`'s common case, a childless leaf's first expansion, in one pass over
     ``priors[row]``: each valid log-prior is rounded to float32 as stored and kept in
     ``weights``, so the softmax (the arithmetic of :func:`softmax_priors`, so the same priors)
     reads no node back. A leaf with no valid action becomes terminal. Returns False, having
@@ -673,19 +743,18 @@ def first_children(
 
 
 @njit(cache=True, error_model="numpy")
-def apply_leaf(
+def expand_leaf(
     parent: np.ndarray, first_child: np.ndarray, num_children: np.ndarray, action: np.ndarray,
     depth: np.ndarray, flags: np.ndarray, logit: np.ndarray, prior: np.ndarray,
-    reward: np.ndarray, visits: np.ndarray, value_sum: np.ndarray, height: np.ndarray,
-    edges: np.ndarray, meta: np.ndarray, discount: float, leaf: int, priors: np.ndarray,
-    row: int, is_logit: bool, value: float, terminal: bool, edge_reward: float,
+    reward: np.ndarray, height: np.ndarray, edges: np.ndarray, meta: np.ndarray, leaf: int,
+    priors: np.ndarray, row: int, is_logit: bool, terminal: bool, edge_reward: float,
     scratch: np.ndarray,
 ) -> None:
-    """AlphaZero-style update of one evaluated leaf: store the edge reward, give it a child for
-    every valid prior in ``priors[row]`` (non-finite logit / zero probability = no such action)
-    and back up its
-    value. A leaf with no valid action, or ``terminal``, becomes terminal. Storage must have
-    room (and the edges table, when the leaf already has children)."""
+    """AlphaZero-style expansion of one evaluated leaf: store the edge reward and give it a
+    child for every valid prior in ``priors[row]`` (non-finite logit / zero probability = no
+    such action); the caller backs up its value. A leaf with no valid action, or ``terminal``,
+    becomes terminal. Storage must have room (and the edges table, when the leaf already has
+    children)."""
     reward[leaf] = edge_reward
     if terminal:
         flags[leaf] |= TERMINAL
@@ -712,7 +781,6 @@ def apply_leaf(
                     logit[c] = w if is_logit else np.log(w)
                     c += 1
             softmax_priors(first_child, num_children, flags, edges, logit, prior, leaf, scratch)
-    backup_path(parent, visits, value_sum, reward, discount, leaf, value)
 
 
 @njit(cache=True, error_model="numpy")
@@ -726,7 +794,7 @@ def apply_evaluations(
     terminal: np.ndarray,
     rewards: np.ndarray,
 ) -> int:
-    """AlphaZero-style update of evaluated leaves (:func:`apply_leaf`), releasing each leaf's
+    """AlphaZero-style update of evaluated leaves (:func:`expand_leaf`), releasing each leaf's
     virtual loss first. Returns 0, or an error code (and changes nothing) when the evaluation
     is invalid."""
     code = check_evaluations(priors, is_logit, values, rewards)
@@ -738,10 +806,10 @@ def apply_evaluations(
     for i in range(len(leaves)):
         leaf = leaves[i]
         release_leaf(flags, parent, virtual, leaf)
-        apply_leaf(parent, a.first_child, a.num_children, a.action, a.depth, flags, a.logit,
-                   a.prior, a.reward, a.visits, a.value_sum, a.height, a.edges, a.meta,
-                   p.discount, leaf, priors, i, is_logit, values[i], terminal[i], rewards[i],
-                   scratch)
+        expand_leaf(parent, a.first_child, a.num_children, a.action, a.depth, flags, a.logit,
+                    a.prior, a.reward, a.height, a.edges, a.meta, leaf, priors, i, is_logit,
+                    terminal[i], rewards[i], scratch)
+        backup_path(parent, a.visits, a.value_sum, a.reward, p.discount, leaf, values[i])
     return 0
 
 
@@ -807,6 +875,7 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
         priors, values = np.empty((k, num_actions)), np.empty(k)
         terminal, rewards = np.empty(k, np.bool_), np.empty(k)
         collided = np.empty(max(p.max_collisions, 1), np.int64)
+        path = np.empty(height[roots[tree]] + budget[tree] + 2, np.int64)
         scratch = np.empty(2 * (meta[WIDEST] + num_actions) + 8)
         codes[i] = 0
         while budget[tree] > 0:
@@ -817,7 +886,7 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
                 break
             n = select_tree(parent, first_child, edges, num_children, visits, virtual, flags,
                             prior, reward, value_sum, height, novelty, action, p, roots[tree],
-                            tree, k, budget, mark, collided, leaves, owners, 0)
+                            tree, k, budget, mark, collided, path, leaves, owners, 0)
             if n == 0:
                 continue  # every descent was a terminal revisit
             terminal[:] = False
@@ -835,10 +904,14 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
                 leaf = leaves[j]
                 if mark:
                     release_leaf(flags, parent, virtual, leaf)
-                apply_leaf(parent, first_child, num_children, action, depth, flags, logit,
-                           prior, reward, visits, value_sum, height, edges, meta, p.discount,
-                           leaf, priors, j, is_logit, values[j], terminal[j], rewards[j],
-                           scratch)
+                expand_leaf(parent, first_child, num_children, action, depth, flags, logit,
+                            prior, reward, height, edges, meta, leaf, priors, j, is_logit,
+                            terminal[j], rewards[j], scratch)
+                if mark:
+                    backup_path(parent, visits, value_sum, reward, p.discount, leaf, values[j])
+                else:  # the one leaf of this wave: its path is the last descent's
+                    backup_trail(path, depth[leaf] - depth[roots[tree]] + 1, parent, visits,
+                                 value_sum, reward, p.discount, values[j])
 
 
 def _renamed(function: Callable, name: str) -> Callable:

@@ -18,6 +18,8 @@ of any node, ``meta[EDGES_USED]`` slots of ``edges`` in use).
 from __future__ import annotations
 
 import mmap
+import threading
+import weakref
 from typing import NamedTuple
 
 import numpy as np
@@ -100,32 +102,86 @@ def allocate(capacity: int, edge_capacity: int = 0) -> NodeArrays:
 
 
 def zeroed(nbytes: int) -> np.ndarray:
-    """``nbytes`` zeroed bytes. Big buffers are fresh anonymous memory from the kernel with
-    huge pages advised: through malloc, whether a big block is fresh (zero, huge pages) or
-    reused heap (zeroed by hand, small pages) depends on what the process freed before, and
-    that moved a fused search's speed by a third."""
+    """``nbytes`` zeroed bytes. Big buffers are anonymous memory mapped with huge pages advised:
+    through malloc, whether a big block is fresh (zero, huge pages) or reused heap (zeroed by
+    hand, small pages) depends on what the process freed before, and that moved a fused
+    search's speed by a third.
+
+    A big buffer whose arrays have all been freed is kept (:data:`RECYCLED`) and handed out
+    again, zeroed here: the kernel zeroes a fresh page at its first touch, and on a virtual
+    machine that also makes the host back it, which cost a fused search a sixth of its time
+    (``bench/profile_engine.py``: ``clear_page_erms``); a memset of memory already mapped is
+    several times faster."""
     if nbytes < HUGE_PAGE_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
         return np.zeros(nbytes, np.uint8)
-    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    memory.madvise(mmap.MADV_HUGEPAGE)
-    return np.frombuffer(memory, np.uint8)
+    memory = RECYCLED.take(nbytes)
+    if memory is None:
+        memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        memory.madvise(mmap.MADV_HUGEPAGE)
+        buffer = np.frombuffer(memory, np.uint8)
+    else:
+        buffer = np.frombuffer(memory, np.uint8)
+        buffer[:nbytes].fill(0)
+    weakref.finalize(buffer, RECYCLED.give, memory)
+    return buffer[:nbytes]
+
+
+class Recycler:
+    """Big mapped buffers whose arrays are gone, kept for the next allocation (most recent
+    first, at most ``limit_bytes`` in all; a buffer that does not fit is let go, and unmapped
+    once the dying array releases it). The lock is re-entrant: the garbage collector may run
+    :meth:`give` inside :meth:`take` on the same thread."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self._kept: list[mmap.mmap] = []
+        self._lock = threading.RLock()
+
+    def take(self, nbytes: int) -> mmap.mmap | None:
+        """The smallest kept buffer of at least ``nbytes``, or None."""
+        with self._lock:
+            fits = [m for m in self._kept if len(m) >= nbytes]
+            if not fits:
+                return None
+            memory = min(fits, key=len)
+            self._kept.remove(memory)
+            return memory
+
+    def give(self, memory: mmap.mmap) -> None:
+        with self._lock:
+            self._kept.insert(0, memory)
+            while sum(len(m) for m in self._kept) > self.limit_bytes:
+                self._kept.pop()
+
+    def clear(self) -> None:
+        """Let every kept buffer go (each is unmapped with its last reference)."""
+        with self._lock:
+            self._kept.clear()
+
+
+#: Freed node pools kept for reuse (see :func:`zeroed`); ``RECYCLED.clear()`` returns them.
+RECYCLED = Recycler(limit_bytes=512 << 20)
 
 
 def grow(nodes: NodeArrays, needed: int, edges_needed: int = 0) -> NodeArrays:
     """Storage holding ``nodes`` with room for ``needed`` nodes and ``edges_needed`` edge slots
-    in all (doubling: amortised O(1)); ``nodes`` itself when it already has the room."""
+    in all (doubling: amortised O(1)); ``nodes`` itself when it already has the room. The node
+    fields and the edges table grow apart: a short edges table alone does not copy the nodes."""
     capacity, edge_capacity = len(nodes.parent), len(nodes.edges)
-    if needed <= capacity and edges_needed <= edge_capacity:
-        return nodes
-    bigger = allocate(max(needed, 2 * capacity) if needed > capacity else capacity,
-                      max(edges_needed, 2 * edge_capacity) if edges_needed > edge_capacity
-                      else edge_capacity)
-    used = int(nodes.meta[SIZE])
-    for name in _FIELDS:
-        getattr(bigger, name)[:used] = getattr(nodes, name)[:used]
-    bigger.edges[: nodes.meta[EDGES_USED]] = nodes.edges[: nodes.meta[EDGES_USED]]
-    bigger.meta[:] = nodes.meta
-    return bigger
+    if needed > capacity:
+        bigger = allocate(max(needed, 2 * capacity), edge_capacity)
+        used = int(nodes.meta[SIZE])
+        for name in _FIELDS:
+            getattr(bigger, name)[:used] = getattr(nodes, name)[:used]
+        bigger.edges[:] = nodes.edges
+        bigger.meta[:] = nodes.meta
+        nodes = bigger
+    if edges_needed > edge_capacity:
+        edges = np.zeros(max(edges_needed, 2 * edge_capacity), np.int32)
+        used = int(nodes.meta[EDGES_USED])
+        edges[:used] = nodes.edges[:used]
+        nodes = nodes._replace(edges=edges)
+    return nodes
 
 
 def field_names() -> tuple[str, ...]:
