@@ -234,25 +234,30 @@ def assert_retries_match(stats, proxy: FaultyProxy, calls: int) -> None:
 
     A busy server can be slower than the client's timeout by itself: then a request retries
     for a timeout that the proxy did not inject, or (where the proxy was waiting on the server
-    to break its reply) for a timeout instead of the injected fault. Both make "timeout" the
-    only slack; with a quiet server every count is exact.
+    to break its reply) for a timeout instead of the injected fault. On a busy machine a request
+    can also fail on its connection before the proxy reads it (a pooled connection the proxy
+    has just closed): a connection retry the proxy never counts. Those are the only slack; with
+    a quiet machine every count is exact.
     """
     faults = proxy.faults
     assert stats["retries"] == sum(v for k, v in stats.items() if k.startswith("retries_"))
-    assert stats["requests"] == proxy.counts.received == calls + stats["retries"]
+    assert stats["requests"] == calls + stats["retries"]
+    never_arrived = stats["requests"] - proxy.counts.received
     for status in ("status_500", "status_503", "status_429"):  # answered without the server
         assert stats[f"retries_{status}"] == faults[status]
     immediate_connection, waited_connection = faults["drop"], faults["cut_body"]
     immediate_bad, waited_bad = faults["invalid_json"], (
         faults["truncated_json"] + faults["missing_choice"] + faults["duplicate_choice"])
+    assert 0 <= never_arrived <= stats["retries_connection"] - immediate_connection
     assert immediate_connection <= stats["retries_connection"] <= (
-        immediate_connection + waited_connection)
+        immediate_connection + waited_connection + never_arrived)
     assert immediate_bad <= stats["retries_bad_reply"] <= immediate_bad + waited_bad
     assert stats["retries_timeout"] >= faults["slow"]
-    unfaulted_timeouts = stats["retries"] - sum(faults.values())
+    unfaulted_timeouts = stats["retries"] - sum(faults.values()) - never_arrived
     assert 0 <= unfaulted_timeouts <= stats["retries_timeout"] - faults["slow"]
     if stats["retries_timeout"] == faults["slow"]:  # no timeout of its own: all exact
-        assert stats["retries_connection"] == immediate_connection + waited_connection
+        assert stats["retries_connection"] == (
+            immediate_connection + waited_connection + never_arrived)
         assert stats["retries_bad_reply"] == immediate_bad + waited_bad
 
 
