@@ -55,6 +55,7 @@ def child(side: str, trees: int, sims: int, runs: int) -> None:
     for _ in range(runs):
         run(trees, sims)
     write_perf_map()
+    Path(os.environ["PROFILE_ENGINE_PID_FILE"]).write_text(str(os.getpid()))
 
 
 def write_perf_map() -> int:
@@ -111,8 +112,9 @@ def samples(side: str, trees: int, sims: int, runs: int) -> dict[str, int]:
     """perf samples per function of a child process (see :func:`child`)."""
     with tempfile.TemporaryDirectory() as scratch:
         data = Path(scratch) / "perf.data"
+        pid_file = Path(scratch) / "pid"
         env = {**os.environ, "NUMBA_CACHE_DIR": str(Path(scratch) / "numba"),
-               "OPENBLAS_NUM_THREADS": "1"}
+               "OPENBLAS_NUM_THREADS": "1", "PROFILE_ENGINE_PID_FILE": str(pid_file)}
         command = ["perf", "record", "-q", "-F", str(FREQUENCY), "-o", str(data), "--",
                    sys.executable, __file__, "--child", side, "--trees", str(trees),
                    "--sims", str(sims), "--runs", str(runs)]
@@ -120,8 +122,7 @@ def samples(side: str, trees: int, sims: int, runs: int) -> dict[str, int]:
         report = subprocess.run(["perf", "report", "-i", str(data), "--no-children",
                                  "--sort", "sym", "-F", "sample,sym", "--stdio"],
                                 capture_output=True, text=True, check=True).stdout
-    for stale in Path("/tmp").glob("perf-*.map"):
-        stale.unlink(missing_ok=True)
+        Path(f"/tmp/perf-{pid_file.read_text()}.map").unlink(missing_ok=True)
     counts: dict[str, int] = {}
     for line in report.splitlines():
         match = re.match(r"\s*(\d+)\s+\[[.k]\]\s+(\S+)", line)

@@ -91,12 +91,14 @@ def fill_explore(params: np.ndarray) -> None:
         p.explore[n] = explore_factor(np.float64(n), p.pb_c_init, p.pb_c_base)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def explore_of(n_parent: float, p: KernelParams) -> float:
-    """:func:`explore_factor` from the table where ``n_parent`` is a whole number in it."""
-    n = np.int64(n_parent)
-    if n < EXPLORE_TABLE and n == n_parent:
-        return p.explore[n]
+    """:func:`explore_factor` from the table where ``n_parent`` (never negative) is a whole
+    number in it."""
+    if n_parent < EXPLORE_TABLE:
+        n = np.uint64(np.int64(n_parent))
+        if n == n_parent:
+            return p.explore[n]
     return explore_factor(n_parent, p.pb_c_init, p.pb_c_base)
 
 
@@ -404,9 +406,7 @@ def puct_dense(visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
             lo = min(lo, q)
             hi = max(hi, q)
     scale = max(hi - lo, 1e-8)
-    n = np.uint64(visits[node])
-    explore = p.explore[n] if n < EXPLORE_TABLE else explore_factor(n_parent, p.pb_c_init,
-                                                                     p.pb_c_base)
+    explore = explore_of(n_parent, p)
     best, best_score = start, -np.inf
     for c in range(start, end):
         n = np.float64(visits[c])
@@ -415,7 +415,6 @@ def puct_dense(visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
         if score > best_score:
             best, best_score = c, score
     return np.int64(best)
-    return best
 
 
 @njit(cache=True, error_model="numpy")

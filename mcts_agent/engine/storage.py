@@ -115,12 +115,12 @@ def zeroed(nbytes: int) -> np.ndarray:
     if nbytes < HUGE_PAGE_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
         return np.zeros(nbytes, np.uint8)
     memory = RECYCLED.take(nbytes)
-    if memory is None:
+    recycled = memory is not None
+    if not recycled:
         memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         memory.madvise(mmap.MADV_HUGEPAGE)
-        buffer = np.frombuffer(memory, np.uint8)
-    else:
-        buffer = np.frombuffer(memory, np.uint8)
+    buffer = np.frombuffer(memory, np.uint8)
+    if recycled:
         buffer[:nbytes].fill(0)
     weakref.finalize(buffer, RECYCLED.give, memory)
     return buffer[:nbytes]
