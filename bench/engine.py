@@ -24,7 +24,9 @@ Beside them, at the headline size with one leaf per tree per wave, ``bench/dense
 plain dense-row numba PUCT, each tree to completion: the yardstick of issue 17) is timed
 interleaved with the engine's fused, step-wise, step-wise K=8 and parallel fused searches
 (``fused_vs_reference_b64``, ``stepwise_vs_reference_b64``, ``stepwise_k8_sims_per_s_b64``,
-``prange_sims_per_s_b64``); its root visits must equal the engine's (asserted). The parallel
+``prange_sims_per_s_b64``), the engine's forests keeping the game's state word per node as the
+reference keeps its rows' (and the fused and step-wise searches once more without it); its root
+visits must equal the engine's (asserted). The parallel
 search runs with ``OMP_WAIT_POLICY=passive`` unless set otherwise (numba's OpenMP threads
 spin-wait by default, which made each parallel region cost ~16 ms on 2 cores).
 
@@ -62,6 +64,7 @@ from rich.table import Table  # noqa: E402
 
 import mcts_agent.engine as engine  # noqa: E402
 from mcts_agent.engine import BYTES_PER_NODE, EngineConfig, SyntheticGame  # noqa: E402
+from mcts_agent.engine.storage import STATE_BYTES  # noqa: E402
 from mcts_agent.engine.synthetic import evaluate_kernel, evaluator  # noqa: E402
 
 GAME = SyntheticGame(seed=0, branching=8, max_depth=20, terminal_prob=0.0)
@@ -214,20 +217,28 @@ def versus_reference(batch: int, sims: int, repeats: int) -> dict[str, Any]:
     game, one leaf per tree per wave, timed interleaved (one run of each per round; medians).
 
     Also the engine step-wise at K=8 and fused with ``parallel=True``. Root visits of the
-    reference and of every engine mode must be equal (the same trees)."""
-    def ours(k: int, fused: bool, parallel: bool = False) -> Callable[[], Any]:
+    reference and of every engine mode must be equal (the same trees).
+
+    The engine's forests keep the game's state word per node (``EngineConfig(node_state=True)``:
+    the evaluator hashes a leaf from its parent's word, as the reference keeps each row's
+    ``steps``); the ``*_no_state`` runs are the same searches without it (the evaluator walks
+    up the path instead)."""
+    def ours(k: int, fused: bool, parallel: bool = False, state: bool = True) -> Callable[[], Any]:
+        config = EngineConfig(node_state=state)
         if fused:
             return lambda: engine.search_fused(evaluate_kernel, GAME, GAME.branching, sims,
                                                num_trees=batch, leaves_per_call=k, logits=True,
-                                               parallel=parallel)
+                                               parallel=parallel, config=config)
         return lambda: engine.search(evaluator(GAME), sims, num_trees=batch,
-                                     leaves_per_call=k, logits=True)
+                                     leaves_per_call=k, logits=True, config=config)
 
     runs = {
         "fused_k1": ours(1, True), "reference_fused": lambda: dense_puct.fused(GAME, batch, sims),
         "stepwise_k1": ours(1, False),
         "reference_stepwise": lambda: dense_puct.stepwise(GAME, batch, sims),
         "stepwise_k8": ours(8, False), "prange_k1": ours(1, True, parallel=True),
+        "fused_k1_no_state": ours(1, True, state=False),
+        "stepwise_k1_no_state": ours(1, False, state=False),
     }
     outputs = {name: run() for name, run in runs.items()}  # warm-up (and compile)
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -243,6 +254,9 @@ def versus_reference(batch: int, sims: int, repeats: int) -> dict[str, Any]:
         "batch": batch, "sims": sims, "repeats": repeats, "sims_per_s": rates,
         "fused_vs_reference": rates["fused_k1"] / rates["reference_fused"],
         "stepwise_vs_reference": rates["stepwise_k1"] / rates["reference_stepwise"],
+        "fused_no_state_vs_reference": rates["fused_k1_no_state"] / rates["reference_fused"],
+        "stepwise_no_state_vs_reference": (rates["stepwise_k1_no_state"]
+                                           / rates["reference_stepwise"]),
         "identical_root_visits": identical,
         "threads": numba.get_num_threads(), "threading_layer": _threading_layer(),
     }
@@ -476,12 +490,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"{ys['stepwise_k1']:,.0f} vs {ys['reference_stepwise']:,.0f} "
                   f"(×{yardstick['stepwise_vs_reference']:.2f}); step-wise K=8 "
                   f"{ys['stepwise_k8']:,.0f}; fused parallel ({yardstick['threads']} threads, "
-                  f"{yardstick['threading_layer']}) {ys['prange_k1']:,.0f}; root visits {same}")
+                  f"{yardstick['threading_layer']}) {ys['prange_k1']:,.0f}; root visits {same}. "
+                  f"Without the node state word: fused {ys['fused_k1_no_state']:,.0f} "
+                  f"(×{yardstick['fused_no_state_vs_reference']:.2f}), step-wise "
+                  f"{ys['stepwise_k1_no_state']:,.0f} "
+                  f"(×{yardstick['stepwise_no_state_vs_reference']:.2f})")
     if mctx_b64 is not None:
         console.print(f"DeepMind mctx (jitted muzero_policy, jax CPU), batch {HEADLINE_BATCH}, "
                       f"{headline_sims} sims: {mctx_b64:,.0f} sims/s (ours: step-wise "
                       f"{stepwise_b64:,.0f}, fused {fused_b64:,.0f})")
-    console.print(f"bytes/node: BYTES_PER_NODE={BYTES_PER_NODE}, forest.nbytes/num_nodes="
+    console.print(f"bytes/node: BYTES_PER_NODE={BYTES_PER_NODE} (+{STATE_BYTES} with "
+                  f"node_state), forest.nbytes/num_nodes="
                   f"{memory['forest_nbytes_per_node']:.1f} (allocated incl. spare capacity: "
                   f"step-wise {memory['stepwise_allocated_bytes_per_node']:.1f}, fused "
                   f"{memory['fused_allocated_bytes_per_node']:.1f})")

@@ -1,19 +1,20 @@
-"""Where a fused search spends its time, function by function: ours beside the dense-row reference.
+"""Where a search spends its time, function by function: ours beside the dense-row reference.
 
-    python bench/profile_engine.py                 # 64 trees x 1,024 simulations, 20 runs each
+    python bench/profile_engine.py                 # fused, 64 trees x 1,024 simulations, 20 runs
     python bench/profile_engine.py --runs 5 --trees 8
+    python bench/profile_engine.py --stepwise      # one leaf per tree per wave, from Python
+    python bench/profile_engine.py --no-state      # our forests without the game's state word
 
 Each side runs in a child process under ``perf record`` (Linux ``perf``; the machine must allow
 it: ``perf_event_paranoid`` <= 2 for your own processes). numba's compiled code is invisible to
 perf by default, so the child compiles everything afresh (into a temporary ``NUMBA_CACHE_DIR``:
 code loaded from numba's cache carries no function names) and writes ``/tmp/perf-<pid>.map``,
-the map perf reads for JIT code, from every compiled function's address. Samples in Python and
-in LLVM are left out, and a second child that only imports and compiles (one tiny search) is
-profiled too and its samples subtracted (libc, libm and page faults happen while compiling as
-well); the table gives nanoseconds per simulation for each compiled function, libm and libc call
-and kernel page fault, at perf's sampling frequency.
-
-The last line printed is one JSON object: ``{"ours": {function: ns}, "reference": {...}}``.
+the map perf reads for JIT code, from every compiled function's address. Each child compiles
+with a tiny search and runs one untimed search of the full size (as ``bench/engine.py`` does:
+fresh memory's first touch is not what a steady search pays) before it tells perf, through a
+control fifo, to start sampling; the table gives nanoseconds per simulation of the timed runs
+for each compiled function, libm and libc call and kernel page fault, at perf's sampling
+frequency, and one line for the rest (the Python interpreter, numba's dispatch).
 """
 
 from __future__ import annotations
@@ -31,31 +32,51 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FREQUENCY = 4000  # samples per second of CPU time
+REST = "(the rest: Python, dispatch, LLVM)"
 KEEP = re.compile(r"^(_ZN|__ieee754|exp@|log@|numba_|NRT_|clear_page|exc_page_fault|"
                   r"do_huge_pmd|memset|__memset|__memmove)")
 
 
-def child(side: str, trees: int, sims: int, runs: int) -> None:
-    """Compile with a tiny search, run the search ``runs`` times, then write the perf map."""
+def child(side: str, trees: int, sims: int, runs: int, stepwise: bool, state: bool) -> None:
+    """Compile with a tiny search, run one untimed search, then ``runs`` sampled ones, and
+    write the perf map."""
     for path in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(path))
     import dense_puct
 
     import mcts_agent.engine as engine
-    from mcts_agent.engine.synthetic import evaluate_kernel
+    from mcts_agent.engine.synthetic import evaluate_kernel, evaluator
 
     game = engine.SyntheticGame(seed=0, branching=8, max_depth=20, terminal_prob=0.0)
     def run(trees: int, sims: int):
-        if side == "ours":
-            return engine.search_fused(evaluate_kernel, game, game.branching, sims,
-                                       num_trees=trees, leaves_per_call=1, logits=True)
-        return dense_puct.fused(game, trees, sims)
+        if side == "reference":
+            return (dense_puct.stepwise if stepwise else dense_puct.fused)(game, trees, sims)
+        config = engine.EngineConfig(node_state=state)
+        if stepwise:
+            return engine.search(evaluator(game), sims, num_trees=trees, leaves_per_call=1,
+                                 logits=True, config=config)
+        return engine.search_fused(evaluate_kernel, game, game.branching, sims,
+                                   num_trees=trees, leaves_per_call=1, logits=True,
+                                   config=config)
 
     run(1, 16)
+    run(trees, sims)
+    perf_control("enable")
     for _ in range(runs):
         run(trees, sims)
+    perf_control("disable")
     write_perf_map()
     Path(os.environ["PROFILE_ENGINE_PID_FILE"]).write_text(str(os.getpid()))
+
+
+def perf_control(command: str) -> None:
+    """Tell the perf recording this process (``enable`` / ``disable`` sampling) and wait
+    for its acknowledgement."""
+    control, ack = os.environ["PROFILE_ENGINE_FIFOS"].split(",")
+    with open(control, "w") as out:
+        out.write(command + "\n")
+    with open(ack) as reply:
+        reply.readline()
 
 
 def write_perf_map() -> int:
@@ -98,26 +119,34 @@ def readable(symbol: str) -> str:
     return ".".join(parts[-2:]) if parts else symbol
 
 
-def profile(side: str, trees: int, sims: int, runs: int) -> dict[str, float]:
+def profile(side: str, trees: int, sims: int, runs: int, stepwise: bool,
+            state: bool) -> dict[str, float]:
     """ns per simulation of each compiled function, libm / libc call and page fault for one
-    side: the samples of ``runs`` searches less those of compiling alone."""
-    searched, compiled = samples(side, trees, sims, runs), samples(side, trees, sims, 0)
+    side (and of the rest, :data:`REST`) over ``runs`` searches."""
     per_sim = 1e9 / FREQUENCY / (runs * trees * sims)
-    spent = {name: (count - compiled.get(name, 0)) * per_sim for name, count in searched.items()}
+    spent = {name: count * per_sim for name, count in
+             samples(side, trees, sims, runs, stepwise, state).items()}
     return {name: round(ns, 1) for name, ns in sorted(spent.items(), key=lambda x: -x[1])
             if ns >= 1.0}
 
 
-def samples(side: str, trees: int, sims: int, runs: int) -> dict[str, int]:
+def samples(side: str, trees: int, sims: int, runs: int, stepwise: bool,
+            state: bool) -> dict[str, int]:
     """perf samples per function of a child process (see :func:`child`)."""
     with tempfile.TemporaryDirectory() as scratch:
         data = Path(scratch) / "perf.data"
         pid_file = Path(scratch) / "pid"
+        fifos = [Path(scratch) / name for name in ("control", "ack")]
+        for fifo in fifos:
+            os.mkfifo(fifo)
         env = {**os.environ, "NUMBA_CACHE_DIR": str(Path(scratch) / "numba"),
-               "OPENBLAS_NUM_THREADS": "1", "PROFILE_ENGINE_PID_FILE": str(pid_file)}
-        command = ["perf", "record", "-q", "-F", str(FREQUENCY), "-o", str(data), "--",
+               "OPENBLAS_NUM_THREADS": "1", "PROFILE_ENGINE_PID_FILE": str(pid_file),
+               "PROFILE_ENGINE_FIFOS": ",".join(map(str, fifos))}
+        command = ["perf", "record", "-q", "-F", str(FREQUENCY), "-o", str(data),
+                   "--delay=-1", f"--control=fifo:{fifos[0]},{fifos[1]}", "--",
                    sys.executable, __file__, "--child", side, "--trees", str(trees),
-                   "--sims", str(sims), "--runs", str(runs)]
+                   "--sims", str(sims), "--runs", str(runs)] + ["--stepwise"] * stepwise \
+            + ["--no-state"] * (not state)
         subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
         report = subprocess.run(["perf", "report", "-i", str(data), "--no-children",
                                  "--sort", "sym", "-F", "sample,sym", "--stdio"],
@@ -126,8 +155,8 @@ def samples(side: str, trees: int, sims: int, runs: int) -> dict[str, int]:
     counts: dict[str, int] = {}
     for line in report.splitlines():
         match = re.match(r"\s*(\d+)\s+\[[.k]\]\s+(\S+)", line)
-        if match and KEEP.match(match.group(2)):
-            name = readable(match.group(2))
+        if match:
+            name = readable(match.group(2)) if KEEP.match(match.group(2)) else REST
             counts[name] = counts.get(name, 0) + int(match.group(1))
     return counts
 
@@ -137,10 +166,16 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=64)
     parser.add_argument("--sims", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--stepwise", action="store_true",
+                        help="one leaf per tree per wave, each wave a return to Python "
+                             "(engine.search beside dense_puct.stepwise)")
+    parser.add_argument("--no-state", action="store_true",
+                        help="our forests without the game's state word per node (the "
+                             "evaluator walks up each leaf's path; bench/engine.py's *_no_state)")
     parser.add_argument("--child", choices=("ours", "reference"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.trees, args.sims, args.runs)
+        child(args.child, args.trees, args.sims, args.runs, args.stepwise, not args.no_state)
         return
     if shutil.which("perf") is None:
         sys.exit("perf is not installed: `apt-get install linux-perf` (Debian) or your "
@@ -148,9 +183,11 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    sides = {side: profile(side, args.trees, args.sims, args.runs)
+    sides = {side: profile(side, args.trees, args.sims, args.runs, args.stepwise,
+                           not args.no_state)
              for side in ("ours", "reference")}
-    table = Table(title=f"fused search, {args.trees} trees x {args.sims} simulations: "
+    kind = "step-wise" if args.stepwise else "fused"
+    table = Table(title=f"{kind} search, {args.trees} trees x {args.sims} simulations: "
                         "ns per simulation")
     for column in ("ours", "ns", "reference", "ns "):
         table.add_column(column, justify="right" if column.startswith("ns") else "left")

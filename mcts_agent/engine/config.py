@@ -79,6 +79,12 @@ class EngineConfig(Settings):
         8, ge=0, description="Descents per tree and call that may end on an already-selected "
         "leaf before the tree yields fewer leaves than asked."
     )
+    node_state: bool = Field(
+        False, description="Keep one 64-bit word per node for the evaluator (Forest.nodes.state, "
+        "zeroed until the evaluator writes it; 8 more bytes per node): what it derived for a "
+        "node, e.g. a hash of its path or an index into its own table, so a child's "
+        "evaluation starts from its parent's (mctx's embeddings)."
+    )
 
     @property
     def can_widen(self) -> bool:

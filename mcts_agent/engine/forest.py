@@ -35,12 +35,13 @@ from .storage import (
     PENDING,
     SCATTERED,
     SIZE,
+    STATE_BYTES,
     TERMINAL,
     WIDEST,
     NodeArrays,
     allocate,
-    field_names,
     grow,
+    stored_fields,
 )
 
 FORMAT_VERSION = 2  # 1: children as linked sibling lists (still read)
@@ -127,7 +128,7 @@ class Forest:
     ) -> None:
         self.config = config or EngineConfig()
         self._params = self.config.kernel_params()
-        self.nodes: NodeArrays = allocate(capacity)
+        self.nodes: NodeArrays = allocate(capacity, state=self.config.node_state)
         self.roots = np.zeros(0, np.int64)
         self.payload: dict[int, Any] = {}
         if num_trees:
@@ -145,9 +146,10 @@ class Forest:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of node storage in use, edges blocks included (capacity may be up to twice
-        this)."""
-        return self.num_nodes * BYTES_PER_NODE + int(self.nodes.meta[EDGES_USED]) * 4
+        """Bytes of node storage in use, edges blocks and evaluator state included (capacity
+        may be up to twice this)."""
+        per_node = BYTES_PER_NODE + (STATE_BYTES if self.config.node_state else 0)
+        return self.num_nodes * per_node + int(self.nodes.meta[EDGES_USED]) * 4
 
     def reserve(self, extra_nodes: int, extra_edges: int = 0) -> None:
         """Make room for ``extra_nodes`` more nodes and ``extra_edges`` more slots of the edges
@@ -160,7 +162,7 @@ class Forest:
         self.reserve(count)
         start = self.num_nodes
         ids = np.arange(start, start + count, dtype=np.int64)
-        for name in field_names():
+        for name in stored_fields(self.nodes):
             getattr(self.nodes, name)[ids] = NO_NODE if name in ("parent", "first_child") else 0
         self.nodes.meta[SIZE] += count
         first_tree = self.num_trees
@@ -480,7 +482,7 @@ class Forest:
     def save(self, path: str | Path) -> None:
         """Write the forest (arrays, config, payloads) to one ``.npz`` file."""
         n = self.num_nodes
-        arrays = {name: getattr(self.nodes, name)[:n] for name in field_names()}
+        arrays = {name: getattr(self.nodes, name)[:n] for name in stored_fields(self.nodes)}
         meta = {"format": FORMAT_VERSION, "config": self.config.model_dump()}
         payload = np.frombuffer(pickle.dumps(self.payload, protocol=5), np.uint8)
         edges = self.nodes.edges[: self.nodes.meta[EDGES_USED]]
@@ -503,7 +505,7 @@ class Forest:
             forest = cls(EngineConfig(**meta["config"]), capacity=n)
             forest.reserve(0, 2 * n)
             a = forest.nodes
-            for name in field_names():
+            for name in stored_fields(a):
                 if name in data:  # files from before novelty / height: zeros, then refilled
                     getattr(a, name)[:n] = data[name]
             a.meta[SIZE] = n

@@ -32,7 +32,10 @@ from typing import Any
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .storage import (
     CLOSED,
@@ -100,6 +103,37 @@ def explore_of(n_parent: float, p: KernelParams) -> float:
         if n == n_parent:
             return p.explore[n]
     return explore_factor(n_parent, p.pb_c_init, p.pb_c_base)
+
+
+@intrinsic
+def prefetch(typingctx: Any, array: nb.types.Array, index: nb.types.Integer) -> tuple:
+    """Start loading the cache line of ``array[index]`` (LLVM's ``llvm.prefetch``: a hint, no
+    fault, no result; ``index`` must not be negative)."""
+    def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: list) -> Any:
+        arraytype = signature.args[0]
+        view = context.make_array(arraytype)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, arraytype, view, [args[1]],
+                                           wraparound=False)
+        byte, word = ir.IntType(8).as_pointer(), ir.IntType(32)
+        hint = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte, word, word, word]),
+            "llvm.prefetch.p0")
+        # a read, kept in every cache level, of data (not instructions)
+        builder.call(hint, [builder.bitcast(pointer, byte), word(0), word(3), word(1)])
+        return context.get_dummy_value()
+    return nb.types.void(array, index), codegen
+
+
+@njit(cache=True, inline="always")
+def prefetch_children(first_child: np.ndarray, num_children: np.ndarray, flags: np.ndarray,
+                      first: int) -> None:
+    """Load the fields a descent reads at the next level for children ``first ..`` while it
+    scores them: the line holding the chosen child's ``first_child`` then arrives with the
+    children's statistics, not after them (one wait for memory per level, not two, when the
+    tree is out of cache: many trees searched a wave at a time)."""
+    prefetch(first_child, first)
+    prefetch(num_children, first)
+    prefetch(flags, first)
 
 
 # --------------------------------------------------------------------------- path walks
@@ -241,16 +275,17 @@ def select_tree(
     reward: np.ndarray, value_sum: np.ndarray, height: np.ndarray, novelty: np.ndarray,
     action: np.ndarray, p: KernelParams, root: int, tree: int, k: int, budget: np.ndarray,
     mark: bool, collided: np.ndarray, path: np.ndarray, out_leaf: np.ndarray,
-    out_tree: np.ndarray, count: int,
+    out_tree: np.ndarray, count: int, ahead: int = NO_NODE, ahead_length: int = 0,
 ) -> int:
     """Up to ``k`` descents in one tree (see :func:`select`), leaves written from
     ``out_leaf[count]`` on; returns the new count. With ``mark`` False the leaves get no
     PENDING flag and no virtual loss: only for a caller that updates the (single) leaf before
-    the tree's next descent."""
+    the tree's next descent. ``ahead``: where the first descent's dense part already stopped
+    (:func:`descend_apart`), its path in ``path[:ahead_length]``."""
     vl, vv, discount = p.virtual_loss, p.virtual_value, p.discount
     dw, nw = p.depth_weight, p.diversity_weight
     extra = dw != 0.0 or nw != 0.0  # off: the scores below are exactly the plain rule's
-    plain = p.rule == PUCT and not extra and p.widen_c <= 0.0
+    plain = is_plain(p)
     root_stream = mix(np.uint64(p.seed) * np.uint64(GOLDEN) + np.uint64(1))
     descents = 0  # leaves found + terminal revisits
     collisions = 0
@@ -260,7 +295,10 @@ def select_tree(
         length = 1
         blocked = False
         stream = root_stream  # AB-MCTS: a hash of the path from the root
-        if plain and virtual[root] == 0:  # nothing pending in the tree: the dense rule
+        if ahead != NO_NODE:
+            node, length = ahead, ahead_length
+            ahead = NO_NODE
+        elif plain and virtual[root] == 0:  # nothing pending in the tree: the dense rule
             node, length = descend_dense(first_child, num_children, flags, visits, value_sum,
                                          reward, prior, root, discount, p, path)
         while not flags[node] & TERMINAL:
@@ -368,6 +406,64 @@ def select_tree(
     return count
 
 
+@njit(cache=True, inline="always")
+def is_plain(p: KernelParams) -> bool:
+    """Whether descents may take the dense rule (:func:`descend_dense`) where nothing is
+    pending: PUCT with no extra selection term and no widening."""
+    return (p.rule == PUCT and p.depth_weight == 0.0 and p.diversity_weight == 0.0
+            and p.widen_c <= 0.0)
+
+
+@njit(cache=True, error_model="numpy")
+def descend_apart(first_child: np.ndarray, num_children: np.ndarray, flags: np.ndarray,
+                  visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
+                  prior: np.ndarray, virtual: np.ndarray, roots: np.ndarray, trees: np.ndarray,
+                  budget: np.ndarray, p: KernelParams, paths: np.ndarray, ahead: np.ndarray,
+                  lengths: np.ndarray) -> None:
+    """:func:`descend_dense` from the root of every tree of ``trees`` that has budget and
+    nothing pending, the trees side by side: each round takes every tree one level down, after
+    prefetching the statistics of every tree's next children. A wave of many trees finds each
+    tree out of cache, and one descent alone waits for memory at every level; side by side
+    those waits overlap. Tree ``trees[i]`` stops at ``ahead[i]`` (NO_NODE: not descended) with
+    its path in ``paths[i, :lengths[i]]`` (the picks :func:`descend_dense` makes)."""
+    walking = np.zeros(len(trees), np.bool_)
+    for i in range(len(trees)):
+        root = roots[trees[i]]
+        ahead[i] = NO_NODE
+        if budget[trees[i]] > 0 and virtual[root] == 0:
+            ahead[i], paths[i, 0], lengths[i], walking[i] = root, root, 1, True
+    left = walking.sum()
+    while left:
+        for i in range(len(trees)):  # where each goes next: stop, or fetch the children
+            if walking[i]:
+                x = ahead[i]
+                nc = num_children[x]
+                if nc == 0 or flags[x] & (TERMINAL | SCATTERED):
+                    walking[i] = False
+                    left -= 1
+                    continue
+                first = np.uint64(first_child[x])
+                last = first + np.uint64(nc - 1)  # the range may straddle two lines
+                prefetch(visits, first)
+                prefetch(visits, last)
+                prefetch(value_sum, first)
+                prefetch(value_sum, last)
+                prefetch(reward, first)
+                prefetch(reward, last)
+                prefetch(prior, first)
+                prefetch(prior, last)
+        for i in range(len(trees)):  # one level down
+            if walking[i]:
+                x = ahead[i]
+                first = first_child[x]
+                prefetch_children(first_child, num_children, flags, np.uint64(first))
+                x = puct_dense(visits, value_sum, reward, prior, x, first, num_children[x],
+                               p.discount, p)
+                paths[i, lengths[i]] = x
+                lengths[i] += 1
+                ahead[i] = x
+
+
 @njit(cache=True, error_model="numpy")
 def descend_dense(first_child: np.ndarray, num_children: np.ndarray, flags: np.ndarray,
                   visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
@@ -381,8 +477,9 @@ def descend_dense(first_child: np.ndarray, num_children: np.ndarray, flags: np.n
         nc = num_children[node]
         if nc == 0 or flags[node] & (TERMINAL | SCATTERED):
             return node, length
-        node = puct_dense(visits, value_sum, reward, prior, node, first_child[node], nc,
-                          discount, p)
+        first = first_child[node]
+        prefetch_children(first_child, num_children, flags, np.uint64(first))
+        node = puct_dense(visits, value_sum, reward, prior, node, first, nc, discount, p)
         path[length] = node
         length += 1
 
@@ -461,13 +558,23 @@ def select(
     """
     p = params[0]
     collided = np.empty(max(p.max_collisions, 1), np.int64)
-    path = np.empty(max_height(a.height, roots, trees) + 2, np.int64)
+    paths = np.empty((len(trees), max_height(a.height, roots, trees) + 2), np.int64)
+    # the fields read once, not per tree: each read from the tuple is two atomic reference counts
+    parent, first_child, edges, num_children, visits, virtual, flags, prior, reward, \
+        value_sum, height, novelty, action = a.parent, a.first_child, a.edges, \
+        a.num_children, a.visits, a.virtual, a.flags, a.prior, a.reward, a.value_sum, \
+        a.height, a.novelty, a.action
+    ahead, lengths = np.full(len(trees), NO_NODE, np.int64), np.zeros(len(trees), np.int64)
+    if is_plain(p):  # every tree's first descent, side by side
+        descend_apart(first_child, num_children, flags, visits, value_sum, reward, prior,
+                      virtual, roots, trees, budget, p, paths, ahead, lengths)
     count = 0
-    for t in trees:
-        count = select_tree(a.parent, a.first_child, a.edges, a.num_children, a.visits,
-                            a.virtual, a.flags, a.prior, a.reward, a.value_sum, a.height,
-                            a.novelty, a.action, p, roots[t], t, k, budget, mark, collided,
-                            path, out_leaf, out_tree, count)
+    for i in range(len(trees)):
+        t = trees[i]
+        count = select_tree(parent, first_child, edges, num_children, visits, virtual, flags,
+                            prior, reward, value_sum, height, novelty, action, p, roots[t], t,
+                            k, budget, mark, collided, paths[i], out_leaf, out_tree, count,
+                            ahead[i], lengths[i])
     return count
 
 
@@ -792,24 +899,55 @@ def apply_evaluations(
     values: np.ndarray,
     terminal: np.ndarray,
     rewards: np.ndarray,
+    apart: bool = False,
 ) -> int:
     """AlphaZero-style update of evaluated leaves (:func:`expand_leaf`), releasing each leaf's
     virtual loss first. Returns 0, or an error code (and changes nothing) when the evaluation
-    is invalid."""
+    is invalid. ``apart``: no two leaves are in the same tree (a wave of one leaf per tree),
+    so the backups go in lockstep (:func:`backup_apart`); the same numbers."""
     code = check_evaluations(priors, is_logit, values, rewards)
     if code:
         return code
     p = params[0]
     scratch = np.empty(max(a.meta[WIDEST], 1) + priors.shape[1])
-    parent, flags, virtual = a.parent, a.flags, a.virtual
+    # the fields read once, not per leaf (see select)
+    parent, first_child, num_children, action, depth, flags, logit, prior, reward, height, \
+        edges, meta, visits, value_sum, virtual = a.parent, a.first_child, a.num_children, \
+        a.action, a.depth, a.flags, a.logit, a.prior, a.reward, a.height, a.edges, a.meta, \
+        a.visits, a.value_sum, a.virtual
     for i in range(len(leaves)):
         leaf = leaves[i]
         release_leaf(flags, parent, virtual, leaf)
-        expand_leaf(parent, a.first_child, a.num_children, a.action, a.depth, flags, a.logit,
-                    a.prior, a.reward, a.height, a.edges, a.meta, leaf, priors, i, is_logit,
-                    terminal[i], rewards[i], scratch)
-        backup_path(parent, a.visits, a.value_sum, a.reward, p.discount, leaf, values[i])
+        expand_leaf(parent, first_child, num_children, action, depth, flags, logit, prior,
+                    reward, height, edges, meta, leaf, priors, i, is_logit, terminal[i],
+                    rewards[i], scratch)
+        if not apart:
+            backup_path(parent, visits, value_sum, reward, p.discount, leaf, values[i])
+    if apart:
+        backup_apart(parent, visits, value_sum, reward, p.discount, leaves, values)
     return 0
+
+
+@njit(cache=True, error_model="numpy")
+def backup_apart(parent: np.ndarray, visits: np.ndarray, value_sum: np.ndarray,
+                 reward: np.ndarray, discount: float, leaves: np.ndarray,
+                 values: np.ndarray) -> None:
+    """:func:`backup_path` of every leaf, where no two leaves share a node: one level of every
+    path per round. A path alone is a chain of dependent loads (each ``parent`` a likely cache
+    miss when many trees are searched a wave at a time); taking the paths side by side lets
+    those waits overlap. Each node gets at most one addition, so the order changes no bit."""
+    node, g = leaves.copy(), values.copy()
+    climbing = len(leaves)
+    while climbing:
+        climbing = 0
+        for i in range(len(node)):
+            x = node[i]
+            if x != NO_NODE:
+                visits[x] += 1
+                value_sum[x] += g[i]
+                g[i] = reward[x] + discount * g[i]
+                node[i] = parent[x]
+                climbing += 1
 
 
 @njit(cache=True, error_model="numpy")
@@ -838,7 +976,8 @@ def step(
         if not has_room(a.num_children, a.meta, len(a.parent), len(a.edges), leaves,
                         priors.shape[1]):
             return NEED_ROOM
-        code = apply_evaluations(a, params, leaves, priors, is_logit, values, terminal, rewards)
+        code = apply_evaluations(a, params, leaves, priors, is_logit, values, terminal, rewards,
+                                 k == 1)
         if code:
             return code
     if not select_next:
@@ -983,6 +1122,8 @@ def compact(a: NodeArrays, metas: np.ndarray, bases: np.ndarray, trees: np.ndarr
             move(a.reward, start, end, size)
             move(a.value_sum, start, end, size)
             move(a.novelty, start, end, size)
+            if len(a.state):
+                move(a.state, start, end, size)
             shift_ids(a.parent, a.action, a.first_child, a.num_children, size, end - start,
                       start, shift)
         size += end - start

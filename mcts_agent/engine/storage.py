@@ -10,6 +10,12 @@ later (progressive widening) keeps its range while the new ids directly follow i
 becomes SCATTERED: its child ids move to a block of the ``edges`` table (``first_child`` is then
 the block's offset; ``edges[offset - 1]`` holds the block's capacity, doubled when full).
 
+A forest may also keep one 64-bit word per node for its evaluator (``state``, see
+:class:`~mcts_agent.engine.EngineConfig`'s ``node_state``): like mctx's embeddings, what the
+evaluator derived for a node, so a child's evaluation starts from its parent's instead of
+recomputing the path. The engine never reads it; it keeps it with its node (growth,
+compaction, save / load). Unless asked for it is empty and costs nothing.
+
 The arrays travel into numba kernels as one :class:`NodeArrays` named tuple; ``meta`` holds the
 counters kernels update in place (``meta[SIZE]`` nodes in use, ``meta[WIDEST]`` the most children
 of any node, ``meta[EDGES_USED]`` slots of ``edges`` in use).
@@ -55,6 +61,7 @@ class NodeArrays(NamedTuple):
     value_sum: np.ndarray  # float64, sum of backed-up returns seen from this node
     novelty: np.ndarray  # float32, in [0, 1]: how unlike its siblings the node is (set by caller)
     height: np.ndarray  # int32, levels of this node's subtree below it (0 for a leaf)
+    state: np.ndarray  # uint64, the evaluator's own word per node (empty unless asked for)
     edges: np.ndarray  # int32, child-id blocks of SCATTERED nodes
     meta: np.ndarray  # int64[3]: SIZE, WIDEST, EDGES_USED
 
@@ -79,9 +86,13 @@ _FIELDS = {
 #: Memory one node costs in the pool (the sum of the per-node field sizes).
 BYTES_PER_NODE: int = sum(np.dtype(t).itemsize for t in _FIELDS.values())
 
+#: What a node's evaluator ``state`` adds to that, where a forest keeps one.
+STATE_BYTES: int = np.dtype(np.uint64).itemsize
 
-def allocate(capacity: int, edge_capacity: int = 0) -> NodeArrays:
-    """Empty storage with room for ``capacity`` nodes (and ``edge_capacity`` edge slots).
+
+def allocate(capacity: int, edge_capacity: int = 0, state: bool = False) -> NodeArrays:
+    """Empty storage with room for ``capacity`` nodes (and ``edge_capacity`` edge slots),
+    with a zeroed evaluator ``state`` word per node if asked for (else an empty one).
 
     The fields are views of one zeroed buffer (:func:`zeroed`): a big pool gets huge pages,
     so it takes a page fault per 2 MB, not per 4 kB of every field (new nodes fault in fresh
@@ -97,7 +108,8 @@ def allocate(capacity: int, edge_capacity: int = 0) -> NodeArrays:
         start += size
     for name in ("parent", "first_child"):
         arrays[name].fill(NO_NODE)
-    return NodeArrays(**arrays, edges=np.zeros(max(int(edge_capacity), 1), np.int32),
+    words = zeroed(capacity * STATE_BYTES if state else 0).view(np.uint64)
+    return NodeArrays(**arrays, state=words, edges=np.zeros(max(int(edge_capacity), 1), np.int32),
                       meta=np.zeros(3, np.int64))
 
 
@@ -169,9 +181,9 @@ def grow(nodes: NodeArrays, needed: int, edges_needed: int = 0) -> NodeArrays:
     fields and the edges table grow apart: a short edges table alone does not copy the nodes."""
     capacity, edge_capacity = len(nodes.parent), len(nodes.edges)
     if needed > capacity:
-        bigger = allocate(max(needed, 2 * capacity), edge_capacity)
+        bigger = allocate(max(needed, 2 * capacity), edge_capacity, len(nodes.state) > 0)
         used = int(nodes.meta[SIZE])
-        for name in _FIELDS:
+        for name in stored_fields(nodes):
             getattr(bigger, name)[:used] = getattr(nodes, name)[:used]
         bigger.edges[:] = nodes.edges
         bigger.meta[:] = nodes.meta
@@ -185,5 +197,11 @@ def grow(nodes: NodeArrays, needed: int, edges_needed: int = 0) -> NodeArrays:
 
 
 def field_names() -> tuple[str, ...]:
-    """Names of the per-node arrays, in storage order."""
+    """Names of the per-node arrays every forest keeps, in storage order."""
     return tuple(_FIELDS)
+
+
+def stored_fields(nodes: NodeArrays) -> tuple[str, ...]:
+    """Names of the per-node arrays ``nodes`` keeps: :func:`field_names`, and ``state`` where
+    it has one."""
+    return (*_FIELDS, "state") if len(nodes.state) else tuple(_FIELDS)

@@ -34,30 +34,62 @@ def unit(h: np.uint64) -> float:
     return np.float64(h >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
+@njit(cache=True, inline="always")
+def step_key(level: np.uint64, action: int) -> np.uint64:
+    """What one step of a path (its depth and action) adds to the path's key."""
+    return mix((level << np.uint64(32)) + np.uint64(action + 1))
+
+
 @njit(cache=True)
-def node_hash(parent: np.ndarray, depth: np.ndarray, action: np.ndarray, node: int,
-              seed: int) -> np.uint64:
-    """Hash of (seed, root id, (depth, action) of every step): walks up, allocates nothing
-    (and reads no depth but the first: each step up is one level less)."""
+def path_key(parent: np.ndarray, depth: np.ndarray, action: np.ndarray, node: int) -> np.uint64:
+    """Root id + the sum (mod 2**64) of :func:`step_key` over the path to ``node``: walks up,
+    allocates nothing (and reads no depth but the first: each step up is one level less)."""
     steps = np.uint64(0)
     level = np.uint64(depth[node])
     while parent[node] != NO_NODE:
-        steps += mix((level << np.uint64(32)) + np.uint64(action[node] + 1))
+        steps += step_key(level, action[node])
         level -= np.uint64(1)
         node = parent[node]
-    return mix(np.uint64(seed) * np.uint64(GOLDEN) + np.uint64(node) + steps)
+    return np.uint64(node) + steps
+
+
+@njit(cache=True, inline="always")
+def key_hash(key: np.uint64, seed: int) -> np.uint64:
+    """A node's hash from its path's key and the game's seed."""
+    return mix(np.uint64(seed) * np.uint64(GOLDEN) + key)
+
+
+@njit(cache=True)
+def node_hash(parent: np.ndarray, depth: np.ndarray, action: np.ndarray, node: int,
+              seed: int) -> np.uint64:
+    """Hash of (seed, root id, (depth, action) of every step)."""
+    return key_hash(path_key(parent, depth, action, node), seed)
 
 
 @njit(cache=True)
 def evaluate_kernel(a, leaves, game, priors, values, terminal, rewards):
-    """The game as an ``@njit`` evaluator for :func:`~mcts_agent.engine.search_fused` (logits)."""
-    parent, depth, action = a.parent, a.depth, a.action
+    """The game as an ``@njit`` evaluator for :func:`~mcts_agent.engine.search_fused` (logits).
+
+    Where the forest keeps a state word per node (``EngineConfig(node_state=True)``), a leaf's
+    path key is its parent's word plus one step, and is written to the leaf's word: no walk
+    up the path. A parent's word of 0 (never written; or, once in 2**64, a key of 0) means
+    walk: the same numbers either way."""
+    parent, depth, action, state = a.parent, a.depth, a.action, a.state
+    carried = len(state) > 0
     priors[:, :] = -np.inf
     for i in range(len(leaves)):
         node = leaves[i]
-        h = node_hash(parent, depth, action, node, game.seed)
+        up = parent[node]
+        key = state[up] if carried and up != NO_NODE else np.uint64(0)
+        if key:
+            key += step_key(np.uint64(depth[node]), action[node])
+        else:
+            key = path_key(parent, depth, action, node)
+        if carried:
+            state[node] = key
+        h = key_hash(key, game.seed)
         done = depth[node] >= game.max_depth or unit(mix(h ^ np.uint64(7))) < game.terminal_prob
-        if done and parent[node] != NO_NODE:
+        if done and up != NO_NODE:
             terminal[i] = True
             values[i] = 1.0 if unit(h) < 0.5 else 0.0
             continue
