@@ -1102,33 +1102,52 @@ def fused_search(a: NodeArrays, params: np.ndarray, roots: np.ndarray, trees: np
     loop(*args)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", parallel=True)
 def compact(a: NodeArrays, metas: np.ndarray, bases: np.ndarray, trees: np.ndarray) -> None:
     """Close the gaps a parallel search left between the trees' regions: tree ``trees[i]``
     used ids ``bases[i] .. metas[i, SIZE]``; they move down to follow the previous tree's, so
     the ids are those a search of one tree after the other would have given. (No node gained
-    children twice, so a node's first child is the one with action 0.)"""
+    children twice, so a node's first child is the one with action 0.)
+
+    The fields move in numba's threads, one field per task (they are independent: moving
+    memory is most of the work), then each tree's ids are shifted, one tree per task."""
+    starts = np.empty(len(trees), np.int64)  # where each tree's nodes go
     size = a.meta[SIZE]
     for i in range(len(trees)):
-        start, end = bases[i], metas[i, SIZE]
-        shift = start - size
-        if shift:
-            for ints in (a.parent, a.first_child, a.num_children, a.action, a.depth, a.visits,
-                         a.virtual, a.height):
-                move(ints, start, end, size)
-            move(a.flags, start, end, size)
-            move(a.logit, start, end, size)
-            move(a.prior, start, end, size)
-            move(a.reward, start, end, size)
-            move(a.value_sum, start, end, size)
-            move(a.novelty, start, end, size)
-            if len(a.state):
-                move(a.state, start, end, size)
-            shift_ids(a.parent, a.action, a.first_child, a.num_children, size, end - start,
-                      start, shift)
-        size += end - start
+        starts[i] = size
+        size += metas[i, SIZE] - bases[i]
         a.meta[WIDEST] = max(a.meta[WIDEST], metas[i, WIDEST])
     a.meta[SIZE] = size
+    ends = metas[:, SIZE].copy()
+    for field in prange(15):  # the arrays of NodeArrays but edges and meta, by number
+        if field < 8:
+            ints = (a.parent, a.first_child, a.num_children, a.action, a.depth, a.visits,
+                    a.virtual, a.height)
+            move_regions(ints[field], bases, ends, starts)
+        elif field < 12:
+            floats = (a.logit, a.prior, a.reward, a.novelty)
+            move_regions(floats[field - 8], bases, ends, starts)
+        elif field == 12:
+            move_regions(a.flags, bases, ends, starts)
+        elif field == 13:
+            move_regions(a.value_sum, bases, ends, starts)
+        elif field == 14 and len(a.state):
+            move_regions(a.state, bases, ends, starts)
+    for i in prange(len(trees)):
+        shift = bases[i] - starts[i]
+        if shift:
+            shift_ids(a.parent, a.action, a.first_child, a.num_children, starts[i],
+                      ends[i] - bases[i], bases[i], shift)
+
+
+@njit(cache=True, error_model="numpy")
+def move_regions(array: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                 to: np.ndarray) -> None:
+    """:func:`move` of every region ``starts[i] .. ends[i]`` to ``to[i]``, in order (each
+    ``to[i] <= starts[i]``, and the regions in ascending order)."""
+    for i in range(len(starts)):
+        if to[i] != starts[i]:
+            move(array, starts[i], ends[i], to[i])
 
 
 @njit(cache=True, error_model="numpy")
