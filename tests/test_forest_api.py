@@ -839,6 +839,26 @@ def test_search_and_search_fused_build_identical_trees(config, k):
     assert stepwise.nodes.visits[stepwise.roots].tolist() == [71] * 3
 
 
+def test_a_fused_search_hands_listed_children_to_the_general_rule():
+    """Forest.expand lists a node's children when it gives it more later, widening config or
+    not: the fused search's short way (one leaf per wave, the dense rule) must then go on
+    like the step-wise search."""
+    game = SyntheticGame(seed=5, branching=3, max_depth=6, terminal_prob=0.1)
+
+    def grown() -> Forest:
+        forest = search(evaluator(game), 4, num_trees=2, leaves_per_call=1, logits=True)
+        forest.expand(forest.roots, [2, 2])  # the roots' ranges cannot grow in place
+        return forest
+
+    stepwise, fused = grown(), grown()
+    assert (stepwise.nodes.flags[stepwise.roots] & SCATTERED).all()
+    search(evaluator(game), 40, forest=stepwise, leaves_per_call=1, logits=True)
+    search_fused(evaluate_kernel, game, game.branching, 40, forest=fused, leaves_per_call=1,
+                 logits=True)
+    assert_equal_trees(stepwise, fused)
+    assert stepwise.nodes.visits[stepwise.children(0)[-2:]].all()  # the listed ones searched
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

@@ -166,7 +166,7 @@ def backup_path(
         node = parent[node]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def backup_trail(path: np.ndarray, length: int, parent: np.ndarray, visits: np.ndarray,
                  value_sum: np.ndarray, reward: np.ndarray, discount: float,
                  value: float) -> None:
@@ -802,7 +802,7 @@ def check_evaluations(priors: np.ndarray, is_logit: bool, values: np.ndarray,
     return 0
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, error_model="numpy")
 def first_children(
     parent: np.ndarray, first_child: np.ndarray, num_children: np.ndarray, action: np.ndarray,
     depth: np.ndarray, flags: np.ndarray, logit: np.ndarray, prior: np.ndarray,
@@ -999,7 +999,14 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
     ``metas`` holds the allocation counters (see ``NodeArrays.meta``): one row shared by all
     trees (``a.meta``, one tree after the other), or one row per tree (trees in parallel,
     each allocating in its own region). ``codes[i]`` gets 0, NEED_ROOM (grow the edges table
-    and call again: each tree resumes where it stopped) or an evaluation error code."""
+    and call again: each tree resumes where it stopped) or an evaluation error code.
+
+    With one leaf per wave under the dense rule (:func:`is_plain`) a simulation goes the short
+    way: :func:`descend_dense` called here, and a leaf's first expansion by
+    :func:`first_children`, calls with fewer arguments than :func:`select_tree` and
+    :func:`expand_leaf` take (numba passes each array as seven words; pushing them was most of
+    this loop's own time). Anything else (a terminal revisit, a listed node) goes on through
+    :func:`select_tree` from where the descent stopped."""
     parent, first_child, num_children, action, depth = (a.parent, a.first_child,
                                                         a.num_children, a.action, a.depth)
     visits, virtual, flags, logit, prior = a.visits, a.virtual, a.flags, a.logit, a.prior
@@ -1007,6 +1014,7 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
     mark = k > 1
     for i in prange(len(trees)):
         p = params[0]  # taken in the loop: parfors cannot pass a record into their body
+        dense = not mark and is_plain(p)  # one leaf per wave, the dense rule: the short way
         tree = trees[i]
         meta = metas[min(np.int64(i), len(metas) - 1)]  # one row for all, or one per tree
         leaves, owners = np.empty(k, np.int64), np.empty(k, np.int64)
@@ -1022,9 +1030,21 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
                     or len(scratch) < widest):
                 codes[i] = NEED_ROOM
                 break
-            n = select_tree(parent, first_child, edges, num_children, visits, virtual, flags,
-                            prior, reward, value_sum, height, novelty, action, p, roots[tree],
-                            tree, k, budget, mark, collided, path, leaves, owners, 0)
+            ahead, length = NO_NODE, 0
+            if dense:
+                path[0] = roots[tree]
+                ahead, length = descend_dense(first_child, num_children, flags, visits,
+                                              value_sum, reward, prior, roots[tree], p.discount,
+                                              p, path)
+            if dense and num_children[ahead] == 0 and not flags[ahead] & TERMINAL:
+                leaves[0] = ahead  # a leaf: what select_tree would find from here
+                budget[tree] -= 1
+                n = 1
+            else:  # a terminal revisit or a listed (widened) node: the general rule from here
+                n = select_tree(parent, first_child, edges, num_children, visits, virtual,
+                                flags, prior, reward, value_sum, height, novelty, action, p,
+                                roots[tree], tree, k, budget, mark, collided, path, leaves,
+                                owners, 0, ahead, length)
             if n == 0:
                 continue  # every descent was a terminal revisit
             terminal[:] = False
@@ -1042,9 +1062,14 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
                 leaf = leaves[j]
                 if mark:
                     release_leaf(flags, parent, virtual, leaf)
-                expand_leaf(parent, first_child, num_children, action, depth, flags, logit,
-                            prior, reward, height, edges, meta, leaf, priors, j, is_logit,
-                            terminal[j], rewards[j], scratch)
+                if dense and not terminal[j] and num_children[leaf] == 0 and first_children(
+                        parent, first_child, num_children, action, depth, flags, logit, prior,
+                        height, edges, meta, leaf, priors, j, is_logit, scratch):
+                    reward[leaf] = rewards[j]  # expand_leaf's common case, a shorter call
+                else:
+                    expand_leaf(parent, first_child, num_children, action, depth, flags, logit,
+                                prior, reward, height, edges, meta, leaf, priors, j, is_logit,
+                                terminal[j], rewards[j], scratch)
                 if mark:
                     backup_path(parent, visits, value_sum, reward, p.discount, leaf, values[j])
                 else:  # the one leaf of this wave: its path is the last descent's
