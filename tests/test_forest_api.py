@@ -839,6 +839,20 @@ def test_search_and_search_fused_build_identical_trees(config, k):
     assert stepwise.nodes.visits[stepwise.roots].tolist() == [71] * 3
 
 
+def test_a_wrapped_njit_evaluator_takes_leaves_of_any_integer_type():
+    """numba_evaluator types its kernel's arguments once and then calls the compiled function
+    directly, so it must hand the kernel the same types at every call."""
+    game = SyntheticGame(seed=6, branching=3, max_depth=5)
+    evaluate = evaluator(game)
+    forest = search(evaluate, 12, num_trees=2, leaves_per_call=2, logits=True)
+    leaves = forest.tree_nodes(1)[1:5]
+    first = evaluate(forest, leaves, None)
+    for same in (leaves.astype(np.int32), leaves.tolist(), leaves[::-1][::-1]):
+        again = evaluate(forest, same, None)
+        np.testing.assert_array_equal(again.priors, first.priors)
+        np.testing.assert_array_equal(again.values, first.values)
+
+
 def test_a_fused_search_hands_listed_children_to_the_general_rule():
     """Forest.expand lists a node's children when it gives it more later, widening config or
     not: the fused search's short way (one leaf per wave, the dense rule) must then go on
