@@ -414,6 +414,9 @@ def is_plain(p: KernelParams) -> bool:
             and p.widen_c <= 0.0)
 
 
+PREFETCH_DISTANCE = 8  # trees between a tree's prefetch and its step down in descend_apart
+
+
 @njit(cache=True, error_model="numpy")
 def descend_apart(first_child: np.ndarray, num_children: np.ndarray, flags: np.ndarray,
                   visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
@@ -421,11 +424,13 @@ def descend_apart(first_child: np.ndarray, num_children: np.ndarray, flags: np.n
                   budget: np.ndarray, p: KernelParams, paths: np.ndarray, ahead: np.ndarray,
                   lengths: np.ndarray) -> None:
     """:func:`descend_dense` from the root of every tree of ``trees`` that has budget and
-    nothing pending, the trees side by side: each round takes every tree one level down, after
-    prefetching the statistics of every tree's next children. A wave of many trees finds each
-    tree out of cache, and one descent alone waits for memory at every level; side by side
-    those waits overlap. Tree ``trees[i]`` stops at ``ahead[i]`` (NO_NODE: not descended) with
-    its path in ``paths[i, :lengths[i]]`` (the picks :func:`descend_dense` makes)."""
+    nothing pending, the trees side by side: each round takes every tree one level down, the
+    statistics of a tree's next children prefetched :data:`PREFETCH_DISTANCE` trees ahead of
+    its step. A wave of many trees finds each tree out of cache, and one descent alone waits
+    for memory at every level; side by side those waits overlap (prefetching every tree's
+    children before any step overlapped fewer of them: more lines asked for at once than the
+    core keeps in flight). Tree ``trees[i]`` stops at ``ahead[i]`` (NO_NODE: not descended)
+    with its path in ``paths[i, :lengths[i]]`` (the picks :func:`descend_dense` makes)."""
     walking = np.zeros(len(trees), np.bool_)
     for i in range(len(trees)):
         root = roots[trees[i]]
@@ -434,26 +439,26 @@ def descend_apart(first_child: np.ndarray, num_children: np.ndarray, flags: np.n
             ahead[i], paths[i, 0], lengths[i], walking[i] = root, root, 1, True
     left = walking.sum()
     while left:
-        for i in range(len(trees)):  # where each goes next: stop, or fetch the children
-            if walking[i]:
+        for i in range(len(trees) + PREFETCH_DISTANCE):
+            if i < len(trees) and walking[i]:  # where tree i goes next: stop, or fetch
                 x = ahead[i]
                 nc = num_children[x]
                 if nc == 0 or flags[x] & (TERMINAL | SCATTERED):
                     walking[i] = False
                     left -= 1
-                    continue
-                first = np.uint64(first_child[x])
-                last = first + np.uint64(nc - 1)  # the range may straddle two lines
-                prefetch(visits, first)
-                prefetch(visits, last)
-                prefetch(value_sum, first)
-                prefetch(value_sum, last)
-                prefetch(reward, first)
-                prefetch(reward, last)
-                prefetch(prior, first)
-                prefetch(prior, last)
-        for i in range(len(trees)):  # one level down
-            if walking[i]:
+                else:
+                    first = np.uint64(first_child[x])
+                    last = first + np.uint64(nc - 1)  # the range may straddle two lines
+                    prefetch(visits, first)
+                    prefetch(visits, last)
+                    prefetch(value_sum, first)
+                    prefetch(value_sum, last)
+                    prefetch(reward, first)
+                    prefetch(reward, last)
+                    prefetch(prior, first)
+                    prefetch(prior, last)
+            i -= PREFETCH_DISTANCE
+            if i >= 0 and walking[i]:  # tree i one level down
                 x = ahead[i]
                 first = first_child[x]
                 prefetch_children(first_child, num_children, flags, np.uint64(first))
