@@ -78,6 +78,20 @@ def test_speed_only_settings_may_change(tmp_path, tasks):
     search(tmp_path, tasks, max_trees_in_flight=2)
 
 
+def test_a_folder_from_a_version_with_fewer_settings_resumes(tmp_path, tasks):
+    """Settings added since (a new engine field, say) were not recorded by older versions;
+    what is recorded must still match."""
+    search(tmp_path, tasks[:2])
+    record_file = tmp_path / "config.yaml"
+    record = yaml.safe_load(record_file.read_text())
+    del record["search"]["engine"]["node_state"]
+    record_file.write_text(yaml.safe_dump(record, sort_keys=False))
+    summary, _ = search(tmp_path, tasks)
+    assert summary.searched == 1
+    with pytest.raises(RunMismatchError, match=r"search.engine.seed 0 → 3"):
+        search(tmp_path, tasks, engine={"seed": 3})
+
+
 def test_allow_changed_keeps_the_earlier_settings(tmp_path, tasks):
     search(tmp_path, tasks[:2], simulations=4)
     env = ArithEnvironment(max_operand=9)

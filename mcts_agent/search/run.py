@@ -260,8 +260,9 @@ def check_run_folder(out: Path, settings: Mapping[str, Any],
 
 def settings_changes(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """Readable differences between two runs' settings ("search.seed 0 → 1",
-    "critic.settings.k 4 → 8"); keys the earlier record does not have (older versions wrote
-    fewer) are not compared, nor speed-only search settings."""
+    "critic.settings.k 4 → 8"); search settings the earlier record does not have, at any
+    depth (older versions wrote fewer, e.g. ``search.engine.node_state``), are not compared,
+    nor speed-only ones."""
     changes: list[str] = []
     for key, value in now.items():
         if key in before:
@@ -273,7 +274,8 @@ def _diff(where: str, old: Any, new: Any, changes: list[str]) -> None:
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new), key=str):
             path = f"{where}.{key}"
-            if (where == "search" and key in SPEED_ONLY) or (where == "search" and key not in old):
+            in_search = where == "search" or where.startswith("search.")
+            if (where == "search" and key in SPEED_ONLY) or (in_search and key not in old):
                 continue
             _diff(path, old.get(key), new.get(key), changes)
     elif old != new:
