@@ -1141,10 +1141,10 @@ def compact(a: NodeArrays, metas: np.ndarray, bases: np.ndarray, trees: np.ndarr
 
     The fields move in numba's threads, one field per task (they are independent: moving
     memory is most of the work), then each tree's ids are shifted, one tree per task."""
-    starts = np.empty(len(trees), np.int64)  # where each tree's nodes go
+    to = np.empty(len(trees), np.int64)  # where each tree's nodes go
     size = a.meta[SIZE]
     for i in range(len(trees)):
-        starts[i] = size
+        to[i] = size
         size += metas[i, SIZE] - bases[i]
         a.meta[WIDEST] = max(a.meta[WIDEST], metas[i, WIDEST])
     a.meta[SIZE] = size
@@ -1153,20 +1153,20 @@ def compact(a: NodeArrays, metas: np.ndarray, bases: np.ndarray, trees: np.ndarr
         if field < 8:
             ints = (a.parent, a.first_child, a.num_children, a.action, a.depth, a.visits,
                     a.virtual, a.height)
-            move_regions(ints[field], bases, ends, starts)
+            move_regions(ints[field], bases, ends, to)
         elif field < 12:
             floats = (a.logit, a.prior, a.reward, a.novelty)
-            move_regions(floats[field - 8], bases, ends, starts)
+            move_regions(floats[field - 8], bases, ends, to)
         elif field == 12:
-            move_regions(a.flags, bases, ends, starts)
+            move_regions(a.flags, bases, ends, to)
         elif field == 13:
-            move_regions(a.value_sum, bases, ends, starts)
+            move_regions(a.value_sum, bases, ends, to)
         elif field == 14 and len(a.state):
-            move_regions(a.state, bases, ends, starts)
+            move_regions(a.state, bases, ends, to)
     for i in prange(len(trees)):
-        shift = bases[i] - starts[i]
+        shift = bases[i] - to[i]
         if shift:
-            shift_ids(a.parent, a.action, a.first_child, a.num_children, starts[i],
+            shift_ids(a.parent, a.action, a.first_child, a.num_children, to[i],
                       ends[i] - bases[i], bases[i], shift)
 
 
