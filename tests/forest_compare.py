@@ -1,4 +1,5 @@
-"""Tree-for-tree equality of two forests whose node ids may differ.
+"""Equality of two forests: array for array (:func:`assert_same_arrays`), or tree for tree
+where node ids may differ (:func:`assert_equal_trees`).
 
 :func:`~mcts_agent.engine.search` allocates the nodes of all trees wave by wave, interleaved;
 :func:`~mcts_agent.engine.search_fused` allocates each tree's nodes together. The trees are the
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcts_agent.engine import Forest
-from mcts_agent.engine.storage import SCATTERED, field_names
+from mcts_agent.engine.storage import EDGES_USED, SCATTERED, field_names
 
 ID_FIELDS = ("parent", "first_child")  # node ids: compared through the tree's shape
 
@@ -36,3 +37,16 @@ def assert_equal_trees(a: Forest, b: Forest) -> None:
             np.testing.assert_array_equal(left[name], right[name],
                                           err_msg=f"tree {tree}, field {name}")
 
+
+
+def assert_same_arrays(a: Forest, b: Forest) -> None:
+    """The same nodes under the same ids: every field, the roots, the counters and the edges."""
+    assert a.num_nodes == b.num_nodes
+    n = a.num_nodes
+    for name in field_names():
+        np.testing.assert_array_equal(getattr(a.nodes, name)[:n], getattr(b.nodes, name)[:n],
+                                      err_msg=name)
+    np.testing.assert_array_equal(a.roots, b.roots)
+    np.testing.assert_array_equal(a.nodes.meta, b.nodes.meta)
+    used = a.nodes.meta[EDGES_USED]
+    np.testing.assert_array_equal(a.nodes.edges[:used], b.nodes.edges[:used])

@@ -10,7 +10,7 @@ import math
 import networkx as nx
 import numpy as np
 import pytest
-from forest_compare import assert_equal_trees
+from forest_compare import assert_equal_trees, assert_same_arrays
 from pydantic import ValidationError
 
 from mcts_agent.engine import (
@@ -33,18 +33,6 @@ from mcts_agent.engine.storage import (
     field_names,
 )
 from mcts_agent.engine.synthetic import evaluate_kernel, evaluator
-
-
-def assert_same_arrays(a: Forest, b: Forest) -> None:
-    assert a.num_nodes == b.num_nodes
-    n = a.num_nodes
-    for name in field_names():
-        np.testing.assert_array_equal(getattr(a.nodes, name)[:n], getattr(b.nodes, name)[:n],
-                                      err_msg=name)
-    np.testing.assert_array_equal(a.roots, b.roots)
-    np.testing.assert_array_equal(a.nodes.meta, b.nodes.meta)
-    used = a.nodes.meta[EDGES_USED]
-    np.testing.assert_array_equal(a.nodes.edges[:used], b.nodes.edges[:used])
 
 
 def arrays_differ(a: Forest, b: Forest) -> bool:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from forest_compare import assert_equal_trees
+from forest_compare import assert_equal_trees, assert_same_arrays
 
 from mcts_agent.engine import EngineConfig, Forest, SyntheticGame, kernels, search, search_fused
-from mcts_agent.engine.storage import BYTES_PER_NODE, NO_NODE, STATE_BYTES, field_names
+from mcts_agent.engine.storage import BYTES_PER_NODE, NO_NODE, STATE_BYTES
 from mcts_agent.engine.synthetic import evaluate_kernel, evaluator
 
 MASK = (1 << 64) - 1
@@ -35,13 +35,6 @@ def path_key(forest: Forest, node: int) -> int:
         key += mix((int(a.depth[node]) << 32) + int(a.action[node]) + 1)
         node = int(a.parent[node])
     return (key + node) & MASK
-
-
-def same_nodes(a: Forest, b: Forest) -> None:
-    assert a.num_nodes == b.num_nodes
-    for name in field_names():
-        np.testing.assert_array_equal(getattr(a.nodes, name)[:a.num_nodes],
-                                      getattr(b.nodes, name)[:b.num_nodes], err_msg=name)
 
 
 def assert_words_are_path_keys(forest: Forest) -> None:
@@ -79,7 +72,7 @@ def test_a_forest_keeps_no_state_word_unless_asked():
                                  "parallel-1", "parallel-3"])
 def test_the_game_builds_the_same_trees_with_its_state_words(how):
     walked, carried = searched(False, how), searched(True, how)
-    same_nodes(walked, carried)
+    assert_same_arrays(walked, carried)
     assert_words_are_path_keys(carried)
 
 
@@ -100,7 +93,7 @@ def test_a_word_never_written_means_walk_the_path():
     carried.nodes.state[:] = 0  # e.g. a forest another evaluator grew
     for forest in (walked, carried):
         searched(False, "stepwise-1", sims=30, forest=forest)
-    same_nodes(walked, carried)
+    assert_same_arrays(walked, carried)
     leaves = np.flatnonzero((carried.nodes.visits[:carried.num_nodes] > 0)
                             & (carried.nodes.state[:carried.num_nodes] != 0))
     assert len(leaves) > 20  # written again as the search went on
@@ -135,7 +128,7 @@ def test_side_by_side_descents_end_where_each_descent_ends_alone():
         path[0] = forest.roots[t]
         node, length = kernels.descend_dense(a.first_child, a.num_children, a.flags, a.visits,
                                              a.value_sum, a.reward, a.prior, forest.roots[t],
-                                             params[0]["discount"], params[0], path)
+                                             params[0], path)
         assert (ahead[t], lengths[t]) == (node, length) and length > 2
         np.testing.assert_array_equal(paths[t, :length], path[:length])
 

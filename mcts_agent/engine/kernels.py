@@ -300,7 +300,7 @@ def select_tree(
             ahead = NO_NODE
         elif plain and virtual[root] == 0:  # nothing pending in the tree: the dense rule
             node, length = descend_dense(first_child, num_children, flags, visits, value_sum,
-                                         reward, prior, root, discount, p, path)
+                                         reward, prior, root, p, path)
         while not flags[node] & TERMINAL:
             nc = num_children[node]
             if nc == 0:
@@ -325,7 +325,7 @@ def select_tree(
                 break
             pending = virtual[node] != 0  # else no child has virtual loss or is pending
             if p.rule == PUCT and not (pending or scattered or extra):
-                node = puct_dense(visits, value_sum, reward, prior, node, first, nc, discount, p)
+                node = puct_dense(visits, value_sum, reward, prior, node, first, nc, p)
                 path[length] = node
                 length += 1
                 continue
@@ -440,63 +440,72 @@ def descend_apart(first_child: np.ndarray, num_children: np.ndarray, flags: np.n
     left = walking.sum()
     while left:
         for i in range(len(trees) + PREFETCH_DISTANCE):
-            if i < len(trees) and walking[i]:  # where tree i goes next: stop, or fetch
-                x = ahead[i]
-                nc = num_children[x]
-                if nc == 0 or flags[x] & (TERMINAL | SCATTERED):
+            if i < len(trees) and walking[i] and num_children[ahead[i]]:  # fetch tree i's
+                first = np.uint64(first_child[ahead[i]])  # next children (a hint: harmless
+                last = first + np.uint64(num_children[ahead[i]] - 1)  # where it stops there)
+                prefetch(visits, first)  # the range may straddle two lines: first and last
+                prefetch(visits, last)
+                prefetch(value_sum, first)
+                prefetch(value_sum, last)
+                prefetch(reward, first)
+                prefetch(reward, last)
+                prefetch(prior, first)
+                prefetch(prior, last)
+            i -= PREFETCH_DISTANCE
+            if i >= 0 and walking[i]:  # tree i one level down, or stopped
+                x = dense_child(first_child, num_children, flags, visits, value_sum, reward,
+                                prior, ahead[i], p)
+                if x == NO_NODE:
                     walking[i] = False
                     left -= 1
                 else:
-                    first = np.uint64(first_child[x])
-                    last = first + np.uint64(nc - 1)  # the range may straddle two lines
-                    prefetch(visits, first)
-                    prefetch(visits, last)
-                    prefetch(value_sum, first)
-                    prefetch(value_sum, last)
-                    prefetch(reward, first)
-                    prefetch(reward, last)
-                    prefetch(prior, first)
-                    prefetch(prior, last)
-            i -= PREFETCH_DISTANCE
-            if i >= 0 and walking[i]:  # tree i one level down
-                x = ahead[i]
-                first = first_child[x]
-                prefetch_children(first_child, num_children, flags, np.uint64(first))
-                x = puct_dense(visits, value_sum, reward, prior, x, first, num_children[x],
-                               p.discount, p)
-                paths[i, lengths[i]] = x
-                lengths[i] += 1
-                ahead[i] = x
+                    paths[i, lengths[i]] = x
+                    lengths[i] += 1
+                    ahead[i] = x
 
 
 @njit(cache=True, error_model="numpy")
 def descend_dense(first_child: np.ndarray, num_children: np.ndarray, flags: np.ndarray,
                   visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
-                  prior: np.ndarray, node: int, discount: float, p: KernelParams,
+                  prior: np.ndarray, node: int, p: KernelParams,
                   path: np.ndarray) -> tuple[int, int]:
     """PUCT's descent from ``node`` through contiguous child ranges while nothing is pending
     (:func:`puct_dense` at each level); returns the node where it stops: a leaf, a terminal
     node, or a SCATTERED one (for :func:`select_tree`'s general loop to go on from)."""
     length = 1
     while True:
-        nc = num_children[node]
-        if nc == 0 or flags[node] & (TERMINAL | SCATTERED):
+        child = dense_child(first_child, num_children, flags, visits, value_sum, reward, prior,
+                            node, p)
+        if child == NO_NODE:
             return node, length
-        first = first_child[node]
-        prefetch_children(first_child, num_children, flags, np.uint64(first))
-        node = puct_dense(visits, value_sum, reward, prior, node, first, nc, discount, p)
+        node = child
         path[length] = node
         length += 1
 
 
 @njit(cache=True, error_model="numpy")
+def dense_child(first_child: np.ndarray, num_children: np.ndarray, flags: np.ndarray,
+                visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
+                prior: np.ndarray, node: int, p: KernelParams) -> int:
+    """One level of a dense descent: the child of ``node`` :func:`puct_dense` picks (the next
+    level's node fields prefetched), or NO_NODE where the descent stops: a leaf, a terminal
+    node, or a SCATTERED one."""
+    nc = num_children[node]
+    if nc == 0 or flags[node] & (TERMINAL | SCATTERED):
+        return NO_NODE
+    first = first_child[node]
+    prefetch_children(first_child, num_children, flags, np.uint64(first))
+    return puct_dense(visits, value_sum, reward, prior, node, first, nc, p)
+
+
+@njit(cache=True, error_model="numpy")
 def puct_dense(visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
-               prior: np.ndarray, node: int, first: int, nc: int, discount: float,
-               p: KernelParams) -> int:
+               prior: np.ndarray, node: int, first: int, nc: int, p: KernelParams) -> int:
     """PUCT's pick among children ``first .. first + nc - 1`` of ``node`` when nothing is
     pending below it, no extra term is on and the children are one range: the common case,
     scanned like a dense row (the arithmetic of :func:`select_tree`'s loop with no virtual
     loss, so the same picks)."""
+    discount = p.discount
     n_parent = np.float64(visits[node])
     lo = value_sum[node] / n_parent if n_parent > 0 else 0.0
     hi = lo
@@ -1039,8 +1048,7 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
             if dense:
                 path[0] = roots[tree]
                 ahead, length = descend_dense(first_child, num_children, flags, visits,
-                                              value_sum, reward, prior, roots[tree], p.discount,
-                                              p, path)
+                                              value_sum, reward, prior, roots[tree], p, path)
             if dense and num_children[ahead] == 0 and not flags[ahead] & TERMINAL:
                 leaves[0] = ahead  # a leaf: what select_tree would find from here
                 budget[tree] -= 1

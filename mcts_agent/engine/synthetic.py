@@ -60,13 +60,6 @@ def key_hash(key: np.uint64, seed: int) -> np.uint64:
 
 
 @njit(cache=True)
-def node_hash(parent: np.ndarray, depth: np.ndarray, action: np.ndarray, node: int,
-              seed: int) -> np.uint64:
-    """Hash of (seed, root id, (depth, action) of every step)."""
-    return key_hash(path_key(parent, depth, action, node), seed)
-
-
-@njit(cache=True)
 def evaluate_kernel(a, leaves, game, priors, values, terminal, rewards):
     """The game as an ``@njit`` evaluator for :func:`~mcts_agent.engine.search_fused` (logits).
 
