@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import itertools
 import math
+import mmap
 
 import networkx as nx
 import numpy as np
@@ -19,6 +20,7 @@ from mcts_agent.engine import (
     Evaluation,
     Forest,
     SyntheticGame,
+    kernels,
     search,
     search_fused,
     storage,
@@ -715,10 +717,10 @@ def test_a_short_edges_table_grows_alone():
     assert len(forest.nodes.parent) >= 501 and forest.nodes.edges[0] == 7
 
 
-def test_a_freed_node_pool_is_handed_out_again_zeroed():
+def test_a_freed_node_pool_is_handed_out_again_as_it_was():
     recycler = Recycler(limit_bytes=64 << 20)
     nbytes = 4 * HUGE_PAGE_BYTES
-    first = recycler_zeroed(recycler, nbytes)
+    first = recycler_memory(recycler, nbytes)
     address = first.ctypes.data
     view = first[10:20]
     view[:] = 255
@@ -727,29 +729,104 @@ def test_a_freed_node_pool_is_handed_out_again_zeroed():
     assert recycler.take(nbytes) is None  # a view still uses it
     del view
     gc.collect()
-    second = recycler_zeroed(recycler, nbytes)
-    assert second.ctypes.data == address and not second.any()
+    second = recycler_memory(recycler, nbytes)
+    assert second.ctypes.data == address and (second[10:20] == 255).all()  # not zeroed
     del second
     gc.collect()
-    assert recycler_zeroed(recycler, nbytes + 1).ctypes.data != address  # too small: fresh
+    assert recycler_memory(recycler, nbytes + 1).ctypes.data != address  # too small: fresh
 
 
 def test_the_recycler_keeps_no_more_than_its_limit():
     recycler = Recycler(limit_bytes=3 * HUGE_PAGE_BYTES)
-    buffers = [recycler_zeroed(recycler, 2 * HUGE_PAGE_BYTES) for _ in range(3)]
+    buffers = [recycler_memory(recycler, 2 * HUGE_PAGE_BYTES) for _ in range(3)]
     del buffers
     gc.collect()
     assert recycler.take(1) is not None and recycler.take(1) is None
 
 
-def recycler_zeroed(recycler: Recycler, nbytes: int) -> np.ndarray:
-    """storage.zeroed drawing on ``recycler`` instead of the process-wide one."""
+def recycler_memory(recycler: Recycler, nbytes: int) -> np.ndarray:
+    """storage.pool_memory drawing on ``recycler`` instead of the process-wide one."""
     saved = storage.RECYCLED
     storage.RECYCLED = recycler
     try:
-        return storage.zeroed(nbytes)
+        return storage.pool_memory(nbytes)
     finally:
         storage.RECYCLED = saved
+
+
+BIG = 60_000  # nodes: a pool this big comes from the recycler (HUGE_PAGE_BYTES and more)
+DIRTY = SyntheticGame(seed=3, branching=8, max_depth=12, terminal_prob=0.02)
+
+
+def dirty_fused(parallel: bool = False, **config) -> Forest:
+    forest = Forest(EngineConfig(**config), num_trees=4, capacity=BIG)
+    return search_fused(evaluate_kernel, DIRTY, DIRTY.branching, 1000, forest=forest,
+                        leaves_per_call=3, logits=True, parallel=parallel)
+
+
+def dirty_expansions() -> Forest:
+    forest = Forest(num_trees=1, capacity=BIG)
+    wide = kernels.CLEAN_AHEAD + 100
+    forest.expand([0], [wide], np.linspace(0.0, 1.0, wide))
+    forest.add_trees(2)
+    forest.expand([wide + 2, 2], [2, 1], [0.5, 0.5, 1.0])
+    forest.expand([wide + 2], [1], [3.0])  # a widened node: its children listed
+    return forest
+
+
+BUILDS = {
+    "step-wise": lambda: search(evaluator(DIRTY), 1000, forest=Forest(num_trees=4, capacity=BIG),
+                                leaves_per_call=1, logits=True),
+    "step-wise, widening": lambda: search(
+        evaluator(DIRTY), 1000, forest=Forest(EngineConfig(widen_c=1.0), num_trees=4,
+                                             capacity=BIG), leaves_per_call=4, logits=True),
+    "grown from one node": lambda: search(evaluator(DIRTY), 4000, num_trees=4, logits=True,
+                                          forest=Forest(num_trees=4, capacity=1)),
+    "fused": lambda: dirty_fused(node_state=True),
+    "fused, widening": lambda: dirty_fused(widen_c=1.0),
+    "fused, parallel": lambda: dirty_fused(parallel=True),
+    "expand and add_trees": dirty_expansions,
+}
+
+
+@pytest.fixture
+def old_nodes_in_every_pool(monkeypatch):
+    """A recycler full of big buffers with 0x7F in every byte, as pools freed by earlier
+    searches hold old nodes: whatever a build reads before writing it is garbage."""
+    recycler = Recycler(limit_bytes=1 << 30)
+    for megabytes in (4, 4, 8, 8, 16, 16, 32, 32):
+        memory = mmap.mmap(-1, megabytes << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        memory.write(b"\x7f" * len(memory))
+        recycler.give(memory)
+    monkeypatch.setattr(storage, "RECYCLED", recycler)
+
+
+@pytest.mark.parametrize("build", BUILDS, ids=list(BUILDS))
+def test_old_nodes_in_a_recycled_pool_change_nothing(build, monkeypatch, request):
+    monkeypatch.setattr(storage, "RECYCLED", Recycler(limit_bytes=1 << 30))
+    fresh = BUILDS[build]()  # fresh maps: zero pages
+    request.getfixturevalue("old_nodes_in_every_pool")
+    dirty = BUILDS[build]()
+    assert dirty.num_nodes > kernels.CLEAN_AHEAD  # past the ids the first roots' call cleans
+    assert_same_arrays(fresh, dirty)
+    dirty.check_invariants()
+
+
+def test_a_forest_loaded_into_a_recycled_pool_is_the_saved_one(tmp_path, monkeypatch):
+    saved = dirty_fused(node_state=True)
+    leaf = int(np.flatnonzero(saved.nodes.num_children[:saved.num_nodes] == 0)[0])
+    saved.expand([leaf], [BIG], np.zeros(BIG))  # a file big enough for a recycled pool
+    saved.save(tmp_path / "f.npz")
+    with np.load(tmp_path / "f.npz") as data:  # as saved before novelty and height existed
+        older = {name: data[name] for name in data.files if name not in ("novelty", "height")}
+    np.savez(tmp_path / "older.npz", **older)
+    for name in ("older.npz", "f.npz"):
+        recycler = Recycler(limit_bytes=1 << 30)
+        memory = mmap.mmap(-1, 64 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        memory.write(b"\x7f" * len(memory))
+        recycler.give(memory)
+        monkeypatch.setattr(storage, "RECYCLED", recycler)
+        assert_same_arrays(saved, Forest.load(tmp_path / name))
 
 
 def test_bytes_per_node_is_the_sum_of_field_sizes():
@@ -1032,4 +1109,4 @@ def test_the_fields_of_a_pool_are_aligned_views_of_one_buffer():
     assert len(owners) == 1  # one allocation: big pools get huge pages for every field
     for a in arrays:
         assert len(a) == 100_000 and a.flags.c_contiguous and a.ctypes.data % 16 == 0
-    assert forest.nodes.parent[0] == NO_NODE and forest.nodes.visits.sum() == 0
+    assert forest.num_nodes == 0

@@ -162,8 +162,7 @@ class Forest:
         self.reserve(count)
         start = self.num_nodes
         ids = np.arange(start, start + count, dtype=np.int64)
-        for name in stored_fields(self.nodes):
-            getattr(self.nodes, name)[ids] = NO_NODE if name in ("parent", "first_child") else 0
+        kernels.clean(self.nodes, self.nodes.meta, count, len(self.nodes.parent))
         self.nodes.meta[SIZE] += count
         first_tree = self.num_trees
         self.roots = np.concatenate([self.roots, ids])
@@ -505,6 +504,7 @@ class Forest:
             forest = cls(EngineConfig(**meta["config"]), capacity=n)
             forest.reserve(0, 2 * n)
             a = forest.nodes
+            kernels.clean(a, a.meta, n, n)
             for name in stored_fields(a):
                 if name in data:  # files from before novelty / height: zeros, then refilled
                     getattr(a, name)[:n] = data[name]

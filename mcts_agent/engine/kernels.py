@@ -38,6 +38,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .storage import (
+    CLEAN,
     CLOSED,
     EDGES_USED,
     NO_NODE,
@@ -595,11 +596,38 @@ def select(
 # --------------------------------------------------------------------------- expand
 
 
+CLEAN_AHEAD = 2048  # ids :func:`clean` readies at a time: ~130 kB, still in cache when used
+
+
+@njit(cache=True, error_model="numpy")
+def clean(a: NodeArrays, meta: np.ndarray, need: int, limit: int) -> None:
+    """Make sure the ``need`` ids from ``meta[SIZE]`` on hold a new node's initial values
+    (``parent`` and ``first_child`` NO_NODE, the rest 0; see :mod:`~mcts_agent.engine.storage`).
+    When they do not, :data:`CLEAN_AHEAD` ids (or ``need``) past ``meta[CLEAN]`` are cleaned,
+    but none at or past ``limit`` (nor past storage): ids a caller may not touch, such as
+    another thread's region."""
+    lo = max(meta[CLEAN], meta[SIZE])  # (never below SIZE: ids in use are never cleaned)
+    if lo >= meta[SIZE] + need:
+        return
+    hi = min(lo + max(CLEAN_AHEAD, need), limit, len(a.parent))
+    a.parent[lo:hi] = NO_NODE
+    a.first_child[lo:hi] = NO_NODE
+    for ints in (a.num_children, a.action, a.depth, a.visits, a.virtual, a.height):
+        ints[lo:hi] = 0
+    for floats in (a.logit, a.prior, a.reward, a.novelty):
+        floats[lo:hi] = 0.0
+    a.flags[lo:hi] = 0
+    a.value_sum[lo:hi] = 0.0
+    if len(a.state):
+        a.state[lo:hi] = 0
+    meta[CLEAN] = hi
+
+
 @njit(cache=True, error_model="numpy")
 def attach(parent: np.ndarray, first_child: np.ndarray, num_children: np.ndarray,
            flags: np.ndarray, height: np.ndarray, edges: np.ndarray, meta: np.ndarray,
            node: int, count: int) -> int:
-    """Give ``node`` ``count`` new child ids (``meta[SIZE]`` onwards, fields not yet written);
+    """Give ``node`` ``count`` new child ids (``meta[SIZE]`` onwards, clean: see :func:`clean`);
     returns the first. The ids extend the node's contiguous range when they directly follow
     it, else the node's children are listed in an edges block (the caller made room)."""
     new = meta[SIZE]
@@ -677,8 +705,8 @@ def init_children(parent: np.ndarray, action: np.ndarray, depth: np.ndarray, nod
     """Parent, action (from ``start``) and depth of new children ``first ..`` of ``node``.
 
     Every other field of a new node already holds its initial value (0, or NO_NODE for
-    ``first_child``): storage is allocated that way and ids past ``meta[SIZE]`` were never
-    used (nodes are only ever appended). Not writing them halves the stores of an expansion."""
+    ``first_child``): the caller cleaned the ids (:func:`clean`) and nodes are only ever
+    appended. Not writing them halves the stores of an expansion."""
     level = depth[node] + 1
     for i in range(count):
         parent[first + i] = node
@@ -724,6 +752,7 @@ def expand(
     new, are renormalised together (softmax), so widening keeps priors a distribution; if every
     child weighs 0 the priors are uniform. Storage must already have room.
     """
+    clean(a, a.meta, counts.sum(), len(a.parent))
     parent, first_child, num_children, flags = a.parent, a.first_child, a.num_children, a.flags
     widest = a.meta[WIDEST]
     for i in range(len(parents)):
@@ -923,6 +952,7 @@ def apply_evaluations(
     if code:
         return code
     p = params[0]
+    clean(a, a.meta, len(leaves) * priors.shape[1], len(a.parent))
     scratch = np.empty(max(a.meta[WIDEST], 1) + priors.shape[1])
     # the fields read once, not per leaf (see select)
     parent, first_child, num_children, action, depth, flags, logit, prior, reward, height, \
@@ -1044,6 +1074,10 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
                     or len(scratch) < widest):
                 codes[i] = NEED_ROOM
                 break
+            if meta[CLEAN] < meta[SIZE] + k * num_actions:  # clean's test, outside the call:
+                # passing it the node tuple costs more than the test. The limit: the ids this
+                # tree may still use (a thread's region ends there), num_actions a simulation
+                clean(a, meta, k * num_actions, meta[SIZE] + budget[tree] * num_actions)
             ahead, length = NO_NODE, 0
             if dense:
                 path[0] = roots[tree]
@@ -1155,7 +1189,7 @@ def compact(a: NodeArrays, metas: np.ndarray, bases: np.ndarray, trees: np.ndarr
         to[i] = size
         size += metas[i, SIZE] - bases[i]
         a.meta[WIDEST] = max(a.meta[WIDEST], metas[i, WIDEST])
-    a.meta[SIZE] = size
+    a.meta[SIZE] = a.meta[CLEAN] = size  # the ids past it hold moved nodes' old copies
     ends = metas[:, SIZE].copy()
     for field in prange(15):  # the arrays of NodeArrays but edges and meta, by number
         if field < 8:

@@ -26,7 +26,7 @@ from numba.core.registry import CPUDispatcher as Dispatcher
 from . import kernels
 from .config import EngineConfig
 from .forest import Evaluation, Forest, raise_for
-from .storage import SIZE, WIDEST
+from .storage import CLEAN, SIZE, WIDEST
 
 Evaluator = Callable[[Forest, np.ndarray, np.random.Generator], Evaluation]
 
@@ -261,7 +261,7 @@ def _fused_parallel(forest: Forest, trees: np.ndarray, k: int, budget: np.ndarra
     forest.reserve(int((budget[trees] * num_actions).sum()), k * kernels.edge_slots(width, 0))
     a = forest.nodes
     metas = np.repeat(a.meta[None], len(trees), axis=0)
-    metas[:, SIZE] = bases
+    metas[:, SIZE] = metas[:, CLEAN] = bases
     codes = np.zeros(len(trees), np.int64)
     kernels.fused_search(a, forest._params, forest.roots, trees, k, budget, kernel, context,
                          num_actions, logits, metas, codes, parallel=True)

@@ -18,7 +18,14 @@ compaction, save / load). Unless asked for it is empty and costs nothing.
 
 The arrays travel into numba kernels as one :class:`NodeArrays` named tuple; ``meta`` holds the
 counters kernels update in place (``meta[SIZE]`` nodes in use, ``meta[WIDEST]`` the most children
-of any node, ``meta[EDGES_USED]`` slots of ``edges`` in use).
+of any node, ``meta[EDGES_USED]`` slots of ``edges`` in use, ``meta[CLEAN]`` see below).
+
+Storage is not zeroed when it is handed out. Ids ``meta[SIZE]`` up to ``meta[CLEAN]`` hold a new
+node's initial values (``parent`` and ``first_child`` NO_NODE, every other field 0); ids past
+``meta[CLEAN]`` may hold anything (a recycled pool's old nodes). Whatever appends nodes first
+cleans a chunk of ids just ahead of them (``kernels.clean``): zeroing a whole pool up front wrote
+every line out to memory and read it back at its first use, a tenth of a fused search's time;
+a chunk cleaned just ahead is still in cache when its nodes are written.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ SCATTERED = np.uint8(8)  # children listed in the edges table instead of a conti
 HUGE_PAGE_BYTES = 2 << 20  # buffers from this size on are mapped with huge pages advised
 
 # Slots of ``NodeArrays.meta``.
-SIZE, WIDEST, EDGES_USED = 0, 1, 2
+SIZE, WIDEST, EDGES_USED, CLEAN = 0, 1, 2, 3
 
 
 class NodeArrays(NamedTuple):
@@ -63,7 +70,7 @@ class NodeArrays(NamedTuple):
     height: np.ndarray  # int32, levels of this node's subtree below it (0 for a leaf)
     state: np.ndarray  # uint64, the evaluator's own word per node (empty unless asked for)
     edges: np.ndarray  # int32, child-id blocks of SCATTERED nodes
-    meta: np.ndarray  # int64[3]: SIZE, WIDEST, EDGES_USED
+    meta: np.ndarray  # int64[4]: SIZE, WIDEST, EDGES_USED, CLEAN
 
 
 _FIELDS = {
@@ -91,49 +98,43 @@ STATE_BYTES: int = np.dtype(np.uint64).itemsize
 
 
 def allocate(capacity: int, edge_capacity: int = 0, state: bool = False) -> NodeArrays:
-    """Empty storage with room for ``capacity`` nodes (and ``edge_capacity`` edge slots),
-    with a zeroed evaluator ``state`` word per node if asked for (else an empty one).
+    """Storage with room for ``capacity`` nodes, none of them clean yet (see the module's
+    docstring), and ``edge_capacity`` edge slots, with an evaluator ``state`` word per node if
+    asked for (else an empty one).
 
-    The fields are views of one zeroed buffer (:func:`zeroed`): a big pool gets huge pages,
-    so it takes a page fault per 2 MB, not per 4 kB of every field (new nodes fault in fresh
-    memory as the search writes them)."""
+    The fields are views of one buffer (:func:`pool_memory`): a big pool gets huge pages, so it
+    takes a page fault per 2 MB, not per 4 kB of every field."""
     capacity = max(int(capacity), 1)
     width = -(-capacity // 16) * 16  # each field starts 64-byte aligned
-    buffer = zeroed(width * BYTES_PER_NODE + 64)
+    buffer = pool_memory(width * BYTES_PER_NODE + 64)
     start = -buffer.ctypes.data % 64
     arrays = {}
     for name, dtype in _FIELDS.items():
         size = width * np.dtype(dtype).itemsize
         arrays[name] = buffer[start:start + size].view(dtype)[:capacity]
         start += size
-    for name in ("parent", "first_child"):
-        arrays[name].fill(NO_NODE)
-    words = zeroed(capacity * STATE_BYTES if state else 0).view(np.uint64)
+    words = pool_memory(capacity * STATE_BYTES if state else 0).view(np.uint64)
     return NodeArrays(**arrays, state=words, edges=np.zeros(max(int(edge_capacity), 1), np.int32),
-                      meta=np.zeros(3, np.int64))
+                      meta=np.zeros(4, np.int64))
 
 
-def zeroed(nbytes: int) -> np.ndarray:
-    """``nbytes`` zeroed bytes. Big buffers are anonymous memory mapped with huge pages advised:
-    through malloc, whether a big block is fresh (zero, huge pages) or reused heap (zeroed by
-    hand, small pages) depends on what the process freed before, and that moved a fused
-    search's speed by a third.
+def pool_memory(nbytes: int) -> np.ndarray:
+    """``nbytes`` bytes, not initialised. Big buffers are anonymous memory mapped with huge
+    pages advised: through malloc, whether a big block is fresh (huge pages) or reused heap
+    (small pages) depends on what the process freed before, and that moved a fused search's
+    speed by a third.
 
     A big buffer whose arrays have all been freed is kept (:data:`RECYCLED`) and handed out
-    again, zeroed here: the kernel zeroes a fresh page at its first touch, and on a virtual
-    machine that also makes the host back it, which cost a fused search a sixth of its time
-    (``bench/profile_engine.py``: ``clear_page_erms``); a memset of memory already mapped is
-    several times faster."""
+    again as it is: the kernel zeroes a fresh page at its first touch, and on a virtual machine
+    that also makes the host back it, which cost a fused search a sixth of its time
+    (``bench/profile_engine.py``: ``clear_page_erms``)."""
     if nbytes < HUGE_PAGE_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return np.zeros(nbytes, np.uint8)
+        return np.empty(nbytes, np.uint8)
     memory = RECYCLED.take(nbytes)
-    recycled = memory is not None
-    if not recycled:
+    if memory is None:
         memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         memory.madvise(mmap.MADV_HUGEPAGE)
     buffer = np.frombuffer(memory, np.uint8)
-    if recycled:
-        buffer[:nbytes].fill(0)
     weakref.finalize(buffer, RECYCLED.give, memory)
     return buffer[:nbytes]
 
@@ -171,7 +172,7 @@ class Recycler:
             self._kept.clear()
 
 
-#: Freed node pools kept for reuse (see :func:`zeroed`); ``RECYCLED.clear()`` returns them.
+#: Freed node pools kept for reuse (see :func:`pool_memory`); ``RECYCLED.clear()`` returns them.
 RECYCLED = Recycler(limit_bytes=512 << 20)
 
 
@@ -187,6 +188,7 @@ def grow(nodes: NodeArrays, needed: int, edges_needed: int = 0) -> NodeArrays:
             getattr(bigger, name)[:used] = getattr(nodes, name)[:used]
         bigger.edges[:] = nodes.edges
         bigger.meta[:] = nodes.meta
+        bigger.meta[CLEAN] = used  # the ids past the copied ones are not
         nodes = bigger
     if edges_needed > edge_capacity:
         edges = np.zeros(max(edges_needed, 2 * edge_capacity), np.int32)
