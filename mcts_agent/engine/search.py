@@ -240,6 +240,8 @@ def search_fused(
     if parallel and not forest.config.can_widen:
         _fused_parallel(forest, trees, k, budget, kernel, context, num_actions, bool(logits))
         return forest
+    width = int(forest.nodes.meta[WIDEST]) + num_actions  # the edges a first wave may need
+    forest.reserve(0, k * kernels.edge_slots(width, 0))
     codes = np.zeros(len(trees), np.int64)
     while True:
         kernels.fused_search(forest.nodes, forest._params, forest.roots, trees, k, budget,
