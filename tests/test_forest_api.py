@@ -793,12 +793,17 @@ BUILDS = {
 def old_nodes_in_every_pool(monkeypatch):
     """A recycler full of big buffers with 0x7F in every byte, as pools freed by earlier
     searches hold old nodes: whatever a build reads before writing it is garbage."""
+    monkeypatch.setattr(storage, "RECYCLED", dirty_recycler(4, 4, 8, 8, 16, 16, 32, 32))
+
+
+def dirty_recycler(*megabytes: int) -> Recycler:
+    """A recycler holding buffers of these sizes with 0x7F in every byte."""
     recycler = Recycler(limit_bytes=1 << 30)
-    for megabytes in (4, 4, 8, 8, 16, 16, 32, 32):
-        memory = mmap.mmap(-1, megabytes << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for size in megabytes:
+        memory = mmap.mmap(-1, size << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         memory.write(b"\x7f" * len(memory))
         recycler.give(memory)
-    monkeypatch.setattr(storage, "RECYCLED", recycler)
+    return recycler
 
 
 @pytest.mark.parametrize("build", BUILDS, ids=list(BUILDS))
@@ -821,11 +826,7 @@ def test_a_forest_loaded_into_a_recycled_pool_is_the_saved_one(tmp_path, monkeyp
         older = {name: data[name] for name in data.files if name not in ("novelty", "height")}
     np.savez(tmp_path / "older.npz", **older)
     for name in ("older.npz", "f.npz"):
-        recycler = Recycler(limit_bytes=1 << 30)
-        memory = mmap.mmap(-1, 64 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        memory.write(b"\x7f" * len(memory))
-        recycler.give(memory)
-        monkeypatch.setattr(storage, "RECYCLED", recycler)
+        monkeypatch.setattr(storage, "RECYCLED", dirty_recycler(64))
         assert_same_arrays(saved, Forest.load(tmp_path / name))
 
 

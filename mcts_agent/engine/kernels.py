@@ -599,6 +599,12 @@ def select(
 CLEAN_AHEAD = 2048  # ids :func:`clean` readies at a time: ~130 kB, still in cache when used
 
 
+@njit(cache=True, inline="always")
+def is_clean(meta: np.ndarray, need: int) -> bool:
+    """Whether the ``need`` ids from ``meta[SIZE]`` on are clean (see :func:`clean`)."""
+    return meta[CLEAN] >= meta[SIZE] + need
+
+
 @njit(cache=True, error_model="numpy")
 def clean(a: NodeArrays, meta: np.ndarray, need: int, limit: int) -> None:
     """Make sure the ``need`` ids from ``meta[SIZE]`` on hold a new node's initial values
@@ -606,9 +612,9 @@ def clean(a: NodeArrays, meta: np.ndarray, need: int, limit: int) -> None:
     When they do not, :data:`CLEAN_AHEAD` ids (or ``need``) past ``meta[CLEAN]`` are cleaned,
     but none at or past ``limit`` (nor past storage): ids a caller may not touch, such as
     another thread's region."""
-    lo = max(meta[CLEAN], meta[SIZE])  # (never below SIZE: ids in use are never cleaned)
-    if lo >= meta[SIZE] + need:
+    if is_clean(meta, need):
         return
+    lo = max(meta[CLEAN], meta[SIZE])  # (never below SIZE: ids in use are never cleaned)
     hi = min(lo + max(CLEAN_AHEAD, need), limit, len(a.parent))
     a.parent[lo:hi] = NO_NODE
     a.first_child[lo:hi] = NO_NODE
@@ -1074,9 +1080,9 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
                     or len(scratch) < widest):
                 codes[i] = NEED_ROOM
                 break
-            if meta[CLEAN] < meta[SIZE] + k * num_actions:  # clean's test, outside the call:
-                # passing it the node tuple costs more than the test. The limit: the ids this
-                # tree may still use (a thread's region ends there), num_actions a simulation
+            if not is_clean(meta, k * num_actions):  # tested here: passing clean the node
+                # tuple costs more than the test. The limit: the ids this tree may still use (a
+                # thread's region ends there), num_actions a simulation
                 clean(a, meta, k * num_actions, meta[SIZE] + budget[tree] * num_actions)
             ahead, length = NO_NODE, 0
             if dense:

@@ -240,18 +240,21 @@ def search_fused(
     if parallel and not forest.config.can_widen:
         _fused_parallel(forest, trees, k, budget, kernel, context, num_actions, bool(logits))
         return forest
-    width = int(forest.nodes.meta[WIDEST]) + num_actions  # the edges a first wave may need
-    forest.reserve(0, k * kernels.edge_slots(width, 0))
     codes = np.zeros(len(trees), np.int64)
-    while True:
+    while True:  # storage grows by doubling: a NEED_ROOM comes back O(log) times
+        forest.reserve(0, _wave_edges(forest, k, num_actions))
         kernels.fused_search(forest.nodes, forest._params, forest.roots, trees, k, budget,
                              kernel, context, num_actions, bool(logits), forest.nodes.meta[None],
                              codes)
         if not (codes == kernels.NEED_ROOM).any():
             raise_for(int(codes.min()))
             return forest
-        width = int(forest.nodes.meta[WIDEST]) + num_actions
-        forest.reserve(0, max(k * kernels.edge_slots(width, 0), len(forest.nodes.edges)))
+
+
+def _wave_edges(forest: Forest, k: int, num_actions: int) -> int:
+    """Edge slots a wave of ``k`` leaves may use: the room the fused loop asks for before each
+    wave (else NEED_ROOM)."""
+    return k * kernels.edge_slots(int(forest.nodes.meta[WIDEST]) + num_actions, 0)
 
 
 def _fused_parallel(forest: Forest, trees: np.ndarray, k: int, budget: np.ndarray,
@@ -259,8 +262,8 @@ def _fused_parallel(forest: Forest, trees: np.ndarray, k: int, budget: np.ndarra
     """The trees in parallel threads, each allocating in its own region (room for its whole
     budget), then the regions closed up: the ids of a search of one tree after the other."""
     bases = forest.num_nodes + np.concatenate([[0], np.cumsum(budget[trees] * num_actions)[:-1]])
-    width = int(forest.nodes.meta[WIDEST]) + num_actions  # no widening: the most it can be
-    forest.reserve(int((budget[trees] * num_actions).sum()), k * kernels.edge_slots(width, 0))
+    # no widening: WIDEST cannot grow past the first wave's
+    forest.reserve(int((budget[trees] * num_actions).sum()), _wave_edges(forest, k, num_actions))
     a = forest.nodes
     metas = np.repeat(a.meta[None], len(trees), axis=0)
     metas[:, SIZE] = metas[:, CLEAN] = bases
