@@ -4,6 +4,7 @@
     python bench/profile_engine.py --runs 5 --trees 8
     python bench/profile_engine.py --stepwise      # one leaf per tree per wave, from Python
     python bench/profile_engine.py --no-state      # our forests without the game's state word
+    python bench/profile_engine.py --stepwise --leaves 8   # ours at 8 leaves per tree per wave
 
 Each side runs in a child process under ``perf record`` (Linux ``perf``; the machine must allow
 it: ``perf_event_paranoid`` <= 2 for your own processes). numba's compiled code is invisible to
@@ -37,7 +38,8 @@ KEEP = re.compile(r"^(_ZN|__ieee754|exp@|log@|numba_|NRT_|clear_page|exc_page_fa
                   r"do_huge_pmd|memset|__memset|__memmove)")
 
 
-def child(side: str, trees: int, sims: int, runs: int, stepwise: bool, state: bool) -> None:
+def child(side: str, trees: int, sims: int, runs: int, stepwise: bool, state: bool,
+          leaves: int) -> None:
     """Compile with a tiny search, run one untimed search, then ``runs`` sampled ones, and
     write the perf map."""
     for path in (ROOT, ROOT / "bench"):
@@ -53,10 +55,10 @@ def child(side: str, trees: int, sims: int, runs: int, stepwise: bool, state: bo
             return (dense_puct.stepwise if stepwise else dense_puct.fused)(game, trees, sims)
         config = engine.EngineConfig(node_state=state)
         if stepwise:
-            return engine.search(evaluator(game), sims, num_trees=trees, leaves_per_call=1,
-                                 logits=True, config=config)
+            return engine.search(evaluator(game), sims, num_trees=trees,
+                                 leaves_per_call=leaves, logits=True, config=config)
         return engine.search_fused(evaluate_kernel, game, game.branching, sims,
-                                   num_trees=trees, leaves_per_call=1, logits=True,
+                                   num_trees=trees, leaves_per_call=leaves, logits=True,
                                    config=config)
 
     run(1, 16)
@@ -120,18 +122,18 @@ def readable(symbol: str) -> str:
 
 
 def profile(side: str, trees: int, sims: int, runs: int, stepwise: bool,
-            state: bool) -> dict[str, float]:
+            state: bool, leaves: int) -> dict[str, float]:
     """ns per simulation of each compiled function, libm / libc call and page fault for one
     side (and of the rest, :data:`REST`) over ``runs`` searches."""
     per_sim = 1e9 / FREQUENCY / (runs * trees * sims)
     spent = {name: count * per_sim for name, count in
-             samples(side, trees, sims, runs, stepwise, state).items()}
+             samples(side, trees, sims, runs, stepwise, state, leaves).items()}
     return {name: round(ns, 1) for name, ns in sorted(spent.items(), key=lambda x: -x[1])
             if ns >= 1.0}
 
 
 def samples(side: str, trees: int, sims: int, runs: int, stepwise: bool,
-            state: bool) -> dict[str, int]:
+            state: bool, leaves: int) -> dict[str, int]:
     """perf samples per function of a child process (see :func:`child`)."""
     with tempfile.TemporaryDirectory() as scratch:
         data = Path(scratch) / "perf.data"
@@ -146,7 +148,7 @@ def samples(side: str, trees: int, sims: int, runs: int, stepwise: bool,
                    "--delay=-1", f"--control=fifo:{fifos[0]},{fifos[1]}", "--",
                    sys.executable, __file__, "--child", side, "--trees", str(trees),
                    "--sims", str(sims), "--runs", str(runs)] + ["--stepwise"] * stepwise \
-            + ["--no-state"] * (not state)
+            + ["--no-state"] * (not state) + ["--leaves", str(leaves)]
         subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
         report = subprocess.run(["perf", "report", "-i", str(data), "--no-children",
                                  "--sort", "sym", "-F", "sample,sym", "--stdio"],
@@ -172,10 +174,13 @@ def main() -> None:
     parser.add_argument("--no-state", action="store_true",
                         help="our forests without the game's state word per node (the "
                              "evaluator walks up each leaf's path; bench/engine.py's *_no_state)")
+    parser.add_argument("--leaves", type=int, default=1,
+                        help="our leaves per tree per wave (the reference always takes one)")
     parser.add_argument("--child", choices=("ours", "reference"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.trees, args.sims, args.runs, args.stepwise, not args.no_state)
+        child(args.child, args.trees, args.sims, args.runs, args.stepwise, not args.no_state,
+              args.leaves)
         return
     if shutil.which("perf") is None:
         sys.exit("perf is not installed: `apt-get install linux-perf` (Debian) or your "
@@ -184,9 +189,9 @@ def main() -> None:
     from rich.table import Table
 
     sides = {side: profile(side, args.trees, args.sims, args.runs, args.stepwise,
-                           not args.no_state)
+                           not args.no_state, args.leaves)
              for side in ("ours", "reference")}
-    kind = "step-wise" if args.stepwise else "fused"
+    kind = ("step-wise" if args.stepwise else "fused") + f", ours at K={args.leaves}"
     table = Table(title=f"{kind} search, {args.trees} trees x {args.sims} simulations: "
                         "ns per simulation")
     for column in ("ours", "ns", "reference", "ns "):

@@ -325,8 +325,20 @@ def select_tree(
                     and nc < p.widen_c * visits[node] ** p.widen_alpha):
                 break
             pending = virtual[node] != 0  # else no child has virtual loss or is pending
-            if p.rule == PUCT and not (pending or scattered or extra):
-                node = puct_dense(visits, value_sum, reward, prior, node, first, nc, p)
+            if p.rule == PUCT and not (scattered or extra):
+                if pending:
+                    pick = puct_pending(visits, virtual, value_sum, reward, prior, flags,
+                                        num_children, node, first, nc, p)
+                    if pick == NO_NODE:  # every child is a pending leaf
+                        blocked = True
+                        break
+                    node = pick
+                elif plain:  # nothing pending below: the dense rule all the way down
+                    node, length = descend_dense(first_child, num_children, flags, visits,
+                                                 value_sum, reward, prior, node, p, path, length)
+                    continue
+                else:
+                    node = puct_dense(visits, value_sum, reward, prior, node, first, nc, p)
                 path[length] = node
                 length += 1
                 continue
@@ -468,12 +480,12 @@ def descend_apart(first_child: np.ndarray, num_children: np.ndarray, flags: np.n
 @njit(cache=True, error_model="numpy")
 def descend_dense(first_child: np.ndarray, num_children: np.ndarray, flags: np.ndarray,
                   visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
-                  prior: np.ndarray, node: int, p: KernelParams,
-                  path: np.ndarray) -> tuple[int, int]:
-    """PUCT's descent from ``node`` through contiguous child ranges while nothing is pending
-    (:func:`puct_dense` at each level); returns the node where it stops: a leaf, a terminal
-    node, or a SCATTERED one (for :func:`select_tree`'s general loop to go on from)."""
-    length = 1
+                  prior: np.ndarray, node: int, p: KernelParams, path: np.ndarray,
+                  length: int = 1) -> tuple[int, int]:
+    """PUCT's descent from ``node`` (``path[length - 1]``) through contiguous child ranges
+    while nothing is pending (:func:`puct_dense` at each level); returns the node where it
+    stops, a leaf, a terminal node or a SCATTERED one (for :func:`select_tree`'s general loop
+    to go on from), and the path's new length."""
     while True:
         child = dense_child(first_child, num_children, flags, visits, value_sum, reward, prior,
                             node, p)
@@ -527,6 +539,41 @@ def puct_dense(visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
         if score > best_score:
             best, best_score = c, score
     return np.int64(best)
+
+
+@njit(cache=True, error_model="numpy")
+def puct_pending(visits: np.ndarray, virtual: np.ndarray, value_sum: np.ndarray,
+                 reward: np.ndarray, prior: np.ndarray, flags: np.ndarray,
+                 num_children: np.ndarray, node: int, first: int, nc: int,
+                 p: KernelParams) -> int:
+    """:func:`puct_dense` where selections are pending below ``node``: each count carries its
+    virtual loss (the arithmetic of :func:`select_tree`'s general loop, so the same picks) and
+    a pending leaf is skipped; NO_NODE when every child is one."""
+    vl, vv, discount = p.virtual_loss, p.virtual_value, p.discount
+    n_parent = visits[node] + vl * virtual[node]
+    lo = (value_sum[node] + vl * virtual[node] * vv) / n_parent if n_parent > 0 else 0.0
+    hi = lo
+    start = np.uint64(first)
+    end = start + np.uint64(nc)
+    for c in range(start, end):
+        n = visits[c] + vl * virtual[c]
+        if n > 0:
+            q = reward[c] + discount * (value_sum[c] + vl * virtual[c] * vv) / n
+            lo = min(lo, q)
+            hi = max(hi, q)
+    scale = max(hi - lo, 1e-8)
+    explore = explore_of(n_parent, p)
+    best, best_score = NO_NODE, -np.inf
+    for c in range(start, end):
+        n = visits[c] + vl * virtual[c]
+        score = 0.0
+        if n > 0:
+            q = reward[c] + discount * (value_sum[c] + vl * virtual[c] * vv) / n
+            score = (q - lo) / scale
+        score += explore * prior[c] / (n + 1.0)
+        if score > best_score and (not flags[c] & PENDING or num_children[c] > 0):
+            best, best_score = np.int64(c), score
+    return best
 
 
 @njit(cache=True, error_model="numpy")

@@ -67,9 +67,16 @@ def compiled(kernel: Dispatcher, *args: Any) -> Callable:
     return kernel.compile(tuple(nb.typeof(arg) for arg in args))
 
 
+_evaluator_entries: dict[tuple, Callable] = {}
+
+
 def numba_evaluator(kernel: Callable, context: Any, num_actions: int) -> Evaluator:
-    """Wrap an ``@njit`` evaluator of the :func:`search_fused` kind as a Python ``evaluate``."""
-    run = None
+    """Wrap an ``@njit`` evaluator of the :func:`search_fused` kind as a Python ``evaluate``.
+
+    Its compiled function is looked up once per process for each kernel and context type
+    (typing the node tuple costs ~0.5 ms: more than a whole wave of a small search)."""
+    key = (kernel, nb.typeof(context)) if isinstance(kernel, Dispatcher) else None
+    run = kernel if key is None else _evaluator_entries.get(key)
 
     def evaluate(forest: Forest, leaves: np.ndarray, rng: Any) -> Evaluation:
         nonlocal run
@@ -78,8 +85,8 @@ def numba_evaluator(kernel: Callable, context: Any, num_actions: int) -> Evaluat
         priors = np.empty((n, num_actions))
         values, terminal, rewards = np.empty(n), np.zeros(n, bool), np.zeros(n)
         args = (forest.nodes, leaves, context, priors, values, terminal, rewards)
-        if run is None:  # the types are the same at every call: typed once
-            run = compiled(kernel, *args) if isinstance(kernel, Dispatcher) else kernel
+        if run is None:  # every forest's node tuple has the same type: typed once
+            run = _evaluator_entries.setdefault(key, compiled(kernel, *args))
         run(*args)
         return Evaluation(priors, values, terminal, rewards)
 
