@@ -35,6 +35,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange
 from numba.core import cgutils
+from numba.experimental import structref
 from numba.extending import intrinsic
 
 from .storage import (
@@ -1109,6 +1110,7 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
     visits, virtual, flags, logit, prior = a.visits, a.virtual, a.flags, a.logit, a.prior
     reward, value_sum, novelty, height, edges = a.reward, a.value_sum, a.novelty, a.height, a.edges
     mark = k > 1
+    view = NodeView(*a)  # what the evaluator gets: one reference, not 17 arrays a call
     for i in prange(len(trees)):
         p = params[0]  # taken in the loop: parfors cannot pass a record into their body
         dense = not mark and is_plain(p)  # one leaf per wave, the dense rule: the short way
@@ -1150,10 +1152,10 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
             terminal[:] = False
             rewards[:] = 0.0
             if n == k:  # whole buffers: no views to make (each costs reference counts)
-                evaluate(a, leaves, context, priors, values, terminal, rewards)
+                evaluate(view, leaves, context, priors, values, terminal, rewards)
                 codes[i] = check_evaluations(priors, is_logit, values, rewards)
             else:
-                evaluate(a, leaves[:n], context, priors[:n], values[:n], terminal[:n],
+                evaluate(view, leaves[:n], context, priors[:n], values[:n], terminal[:n],
                          rewards[:n])
                 codes[i] = check_evaluations(priors[:n], is_logit, values[:n], rewards[:n])
             if codes[i]:
@@ -1191,11 +1193,32 @@ _LOOPS = {False: _fused_search, True: _renamed(_fused_search, "_fused_search_par
 _compiled_loops: dict[tuple, Callable] = {}
 
 
+@structref.register
+class NodeViewType(nb.types.StructRef):
+    """The numba type of :class:`NodeView`: one field per :class:`NodeArrays` field."""
+
+    def preprocess_fields(self, fields: Any) -> tuple:
+        return tuple((name, nb.types.unliteral(kind)) for name, kind in fields)
+
+
+class NodeView(structref.StructRefProxy):
+    """The node arrays as one reference, with :class:`NodeArrays`'s fields as attributes: what
+    a fused evaluator gets as ``nodes``. A call through a first-class function passes a tuple
+    of arrays word by word (7 words an array: 32 ns a call for the 17 arrays, against 8 for
+    this reference)."""
+
+
+structref.define_proxy(NodeView, NodeViewType, list(NodeArrays._fields))
+
+
 def evaluator_type(nodes: nb.types.Type, context: nb.types.Type) -> nb.types.FunctionType:
     """The numba type of a fused evaluator ``kernel(nodes, leaves, context, priors, values,
-    terminal, rewards)`` taking a context of type ``context``: a first-class function."""
+    terminal, rewards)`` for a forest whose :class:`NodeArrays` have type ``nodes`` (the
+    kernel gets them as a :class:`NodeView`) and a context of type ``context``: a first-class
+    function."""
+    view = NodeViewType(list(zip(NodeArrays._fields, nodes.types, strict=True)))
     floats, flags = nb.types.float64[::1], nb.types.boolean[::1]
-    return nb.types.FunctionType(nb.types.none(nodes, nb.types.int64[::1], context,
+    return nb.types.FunctionType(nb.types.none(view, nb.types.int64[::1], context,
                                                nb.types.float64[:, ::1], floats, flags, floats))
 
 
@@ -1211,7 +1234,7 @@ def fused_search(a: NodeArrays, params: np.ndarray, roots: np.ndarray, trees: np
     address, typed by its signature), not as a constant of its code: one compiled loop then
     serves every evaluator of the same argument types, and numba's disk cache keeps it. A new
     process loads it in ~0.03 s instead of compiling it for ~2.5 s; the price is a call that
-    is not inlined (1–3 % of a fused search with one leaf per wave)."""
+    is not inlined (~8 ns, the node arrays passed as one :class:`NodeView`)."""
     args = (a, params, roots, trees, k, budget, evaluate, context, num_actions, is_logit,
             metas, codes)
     # The engine passes the same types every call but the context's; typing the node tuple

@@ -220,8 +220,12 @@ def search_fused(
 
     ``kernel(nodes, leaves, context, priors, values, terminal, rewards)`` fills the output
     arrays (``priors`` is ``(len(leaves), num_actions)``; ``terminal`` and ``rewards`` arrive
-    as False / 0) from the :class:`~mcts_agent.engine.storage.NodeArrays` ``nodes`` and any
-    numba-compatible ``context`` (e.g. a named tuple of settings). The search loop is compiled
+    as False / 0) from the node arrays ``nodes`` and any numba-compatible ``context`` (e.g. a
+    named tuple of settings). ``nodes`` has the fields of
+    :class:`~mcts_agent.engine.storage.NodeArrays` as attributes (``nodes.parent`` …): inside
+    the fused loop it is a :class:`~mcts_agent.engine.kernels.NodeView` (the same arrays as one
+    reference), wrapped by :func:`numba_evaluator` the tuple itself; write the kernel for
+    either (read fields, do not unpack or index it). The search loop is compiled
     once per argument types, not per evaluator, and numba's disk cache keeps it: a new process
     starts its first fused search in ~0.03 s, not ~2.5 s.
 
