@@ -101,6 +101,20 @@ def test_the_explore_table_holds_the_formula_bit_for_bit():
     assert factors[7] == math.sqrt(7) * (1.25 + math.log((7 + 50.0 + 1.0) / 50.0))
 
 
+
+def test_each_forest_gets_its_own_copy_of_a_configs_params():
+    """The params are worked out once per config and copied: one forest's array is not
+    another's."""
+    config = EngineConfig(pb_c_init=1.25, pb_c_base=50.0)
+    first, second = config.kernel_params(), config.kernel_params()
+    assert first.tobytes() == second.tobytes()
+    first[0]["explore"][:] = 0.0
+    assert second[0]["explore"][7] > 0.0
+    assert config.kernel_params()[0]["explore"][7] > 0.0
+    assert EngineConfig(pb_c_init=2.0, pb_c_base=50.0).kernel_params()[0]["explore"][7] > (
+        config.kernel_params()[0]["explore"][7])
+
+
 @pytest.mark.parametrize(("k", "virtual_loss"), [(1, 1.0), (3, 1.0), (3, 0.5)])
 def test_parents_past_the_explore_table_follow_the_formula(k, virtual_loss):
     """The root's visits pass the table's end; with a virtual loss of 0.5 counts are

@@ -34,12 +34,15 @@ PRESERVE_NODES = 1 << 20  # nodes reserved up front at most (~53 MB), to skip ea
 
 
 def _prepare(
-    forest: Forest | None, num_trees: int | None, config: EngineConfig | None
+    forest: Forest | None, num_trees: int | None, config: EngineConfig | None,
+    capacity: int = 1024,
 ) -> Forest:
+    """The forest to search: ``forest``, or a new one of ``num_trees`` roots with room for
+    ``capacity`` nodes (one allocation, not a small one grown)."""
     if forest is None:
         if not num_trees or num_trees < 1:
             raise ValueError("give a forest or num_trees >= 1")
-        forest = Forest(config, num_trees=num_trees)
+        forest = Forest(config, num_trees=num_trees, capacity=capacity)
     elif config is not None and config != forest.config:
         raise ValueError("the forest already has a config; pass one or the other")
     return forest
@@ -239,7 +242,8 @@ def search_fused(
     if not isinstance(kernel, Dispatcher):
         raise TypeError(f"search_fused needs an @njit evaluator, got {kernel!r:.80}; "
                         "search() takes a Python one")
-    forest = _prepare(forest, num_trees, config)
+    forest = _prepare(forest, num_trees, config,
+                      capacity=(num_trees or 0) * (num_simulations + 1) * num_actions + 1)
     trees = np.arange(forest.num_trees, dtype=np.int64)
     budget = np.full(forest.num_trees, int(num_simulations), np.int64)
     forest.reserve(forest.num_trees * (num_simulations + 1) * num_actions)
