@@ -711,7 +711,7 @@ def attach(parent: np.ndarray, first_child: np.ndarray, num_children: np.ndarray
     return new
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def raise_heights(parent: np.ndarray, height: np.ndarray, node: int) -> None:
     """``node`` just gained its first level of children: raise its ancestors' heights, up to
     the first that already reaches the new one (O(1) per expansion unless the tree deepens)."""
