@@ -549,7 +549,9 @@ def puct_pending(visits: np.ndarray, virtual: np.ndarray, value_sum: np.ndarray,
                  p: KernelParams) -> int:
     """:func:`puct_dense` where selections are pending below ``node``: each count carries its
     virtual loss (the arithmetic of :func:`select_tree`'s general loop, so the same picks) and
-    a pending leaf is skipped; NO_NODE when every child is one."""
+    a pending leaf is skipped; NO_NODE when every child is one. A twin of that loop on purpose:
+    one function for both, its per-child branch between an id range and a listed node's
+    edges, made 64 x 1,024 searches at K = 8 17 % slower (63.9 against 54.7 ms)."""
     vl, vv, discount = p.virtual_loss, p.virtual_value, p.discount
     n_parent = visits[node] + vl * virtual[node]
     lo = (value_sum[node] + vl * virtual[node] * vv) / n_parent if n_parent > 0 else 0.0
