@@ -1102,11 +1102,11 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
     and call again: each tree resumes where it stopped) or an evaluation error code.
 
     With one leaf per wave under the dense rule (:func:`is_plain`) a simulation goes the short
-    way: :func:`descend_dense` called here, and a leaf's first expansion by
-    :func:`first_children`, calls with fewer arguments than :func:`select_tree` and
-    :func:`expand_leaf` take (numba passes each array as seven words; pushing them was most of
+    way: :func:`descend_dense` called here, a call with fewer arguments than
+    :func:`select_tree` takes (numba passes each array as seven words; pushing them was most of
     this loop's own time). Anything else (a terminal revisit, a listed node) goes on through
-    :func:`select_tree` from where the descent stopped."""
+    :func:`select_tree` from where the descent stopped. A leaf's first expansion is
+    :func:`first_children`'s, called here for the same reason, whatever the rule (K = 8: 5 %)."""
     parent, first_child, num_children, action, depth = (a.parent, a.first_child,
                                                         a.num_children, a.action, a.depth)
     visits, virtual, flags, logit, prior = a.visits, a.virtual, a.flags, a.logit, a.prior
@@ -1166,7 +1166,7 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
                 leaf = leaves[j]
                 if mark:
                     release_leaf(flags, parent, virtual, leaf)
-                if dense and not terminal[j] and num_children[leaf] == 0 and first_children(
+                if not terminal[j] and num_children[leaf] == 0 and first_children(
                         parent, first_child, num_children, action, depth, flags, logit, prior,
                         height, edges, meta, leaf, priors, j, is_logit, scratch):
                     reward[leaf] = rewards[j]  # expand_leaf's common case, a shorter call
