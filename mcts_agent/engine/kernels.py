@@ -1018,9 +1018,14 @@ def apply_evaluations(
     for i in range(len(leaves)):
         leaf = leaves[i]
         release_leaf(flags, parent, virtual, leaf)
-        expand_leaf(parent, first_child, num_children, action, depth, flags, logit, prior,
-                    reward, height, edges, meta, leaf, priors, i, is_logit, terminal[i],
-                    rewards[i], scratch)
+        if not terminal[i] and num_children[leaf] == 0 and first_children(
+                parent, first_child, num_children, action, depth, flags, logit, prior, height,
+                edges, meta, leaf, priors, i, is_logit, scratch):
+            reward[leaf] = rewards[i]  # expand_leaf's common case, a shorter call
+        else:
+            expand_leaf(parent, first_child, num_children, action, depth, flags, logit, prior,
+                        reward, height, edges, meta, leaf, priors, i, is_logit, terminal[i],
+                        rewards[i], scratch)
         if not apart:
             backup_path(parent, visits, value_sum, reward, p.discount, leaf, values[i])
     if apart:
