@@ -959,14 +959,13 @@ def expand_leaf(
     child for every valid prior in ``priors[row]`` (non-finite logit / zero probability = no
     such action); the caller backs up its value. A leaf with no valid action, or ``terminal``,
     becomes terminal. Storage must have room (and the edges table, when the leaf already has
-    children)."""
+    children).
+
+    Complete for any leaf, but callers try :func:`first_children` first on a childless,
+    non-terminal one (the same numbers in one shorter call) and come here when it declines."""
     reward[leaf] = edge_reward
     if terminal:
         flags[leaf] |= TERMINAL
-    elif num_children[leaf] == 0 and first_children(
-            parent, first_child, num_children, action, depth, flags, logit, prior, height, edges,
-            meta, leaf, priors, row, is_logit, scratch):
-        pass
     else:
         count = 0
         for j in range(priors.shape[1]):

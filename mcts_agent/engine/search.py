@@ -242,11 +242,11 @@ def search_fused(
     if not isinstance(kernel, Dispatcher):
         raise TypeError(f"search_fused needs an @njit evaluator, got {kernel!r:.80}; "
                         "search() takes a Python one")
-    forest = _prepare(forest, num_trees, config,
-                      capacity=(num_trees or 0) * (num_simulations + 1) * num_actions + 1)
+    per_tree = (num_simulations + 1) * num_actions  # the most nodes a tree's search adds
+    forest = _prepare(forest, num_trees, config, capacity=(num_trees or 0) * per_tree + 1)
     trees = np.arange(forest.num_trees, dtype=np.int64)
     budget = np.full(forest.num_trees, int(num_simulations), np.int64)
-    forest.reserve(forest.num_trees * (num_simulations + 1) * num_actions)
+    forest.reserve(forest.num_trees * per_tree)
     unevaluated = forest.roots[forest.nodes.visits[forest.roots] == 0]
     if len(unevaluated):
         evaluate = numba_evaluator(kernel, context, num_actions)
