@@ -9,6 +9,7 @@ import math
 import mmap
 
 import networkx as nx
+import numba
 import numpy as np
 import pytest
 from forest_compare import assert_equal_trees, assert_same_arrays
@@ -598,13 +599,21 @@ def test_forests_saved_with_sibling_lists_still_load(tmp_path):
     assert loaded.children(0).tolist() == [2, 3, 7, 8, 9, 10]
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("k", [1, 4])
-def test_parallel_fused_search_gives_the_serial_forest_ids_included(k):
+def test_parallel_fused_search_gives_the_serial_forest_ids_included(k, threads):
+    # 5 trees in one group per thread: on 2 threads the second group's region moves down
+    # past trees that ended terminal (used less than their room)
     game = SyntheticGame(seed=8, branching=4, max_depth=7, terminal_prob=0.1)
     serial = search_fused(evaluate_kernel, game, game.branching, 80, num_trees=5,
                           leaves_per_call=k, logits=True)
-    parallel = search_fused(evaluate_kernel, game, game.branching, 80, num_trees=5,
-                            leaves_per_call=k, logits=True, parallel=True)
+    was = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        parallel = search_fused(evaluate_kernel, game, game.branching, 80, num_trees=5,
+                                leaves_per_call=k, logits=True, parallel=True)
+    finally:
+        numba.set_num_threads(was)
     assert_same_arrays(serial, parallel)
     parallel.check_invariants()
 

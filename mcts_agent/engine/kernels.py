@@ -1096,14 +1096,15 @@ def step(
 
 
 def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_actions, is_logit,
-                  metas, codes):
+                  metas, groups, codes):
     """Run every tree of ``trees`` to the end of its budget: select → evaluate → update, all
     compiled (see :func:`fused_search`).
 
-    ``metas`` holds the allocation counters (see ``NodeArrays.meta``): one row shared by all
-    trees (``a.meta``, one tree after the other), or one row per tree (trees in parallel,
-    each allocating in its own region). ``codes[i]`` gets 0, NEED_ROOM (grow the edges table
-    and call again: each tree resumes where it stopped) or an evaluation error code.
+    The trees come in groups, ``trees[groups[g]:groups[g + 1]]`` one after the other in group
+    ``g``, which allocates through the counters ``metas[g]`` (see ``NodeArrays.meta``): one
+    group sharing ``a.meta`` (serial), or one per thread, each in its own region of the pool
+    (parallel). ``codes[i]`` gets 0, NEED_ROOM (grow the edges table and call again: each tree
+    resumes where it stopped) or an evaluation error code.
 
     With one leaf per wave under the dense rule (:func:`is_plain`) a simulation goes the short
     way: :func:`descend_dense` called here, a call with fewer arguments than
@@ -1117,72 +1118,73 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
     reward, value_sum, novelty, height, edges = a.reward, a.value_sum, a.novelty, a.height, a.edges
     mark = k > 1
     view = NodeView(*a)  # what the evaluator gets: one reference, not 17 arrays a call
-    for i in prange(len(trees)):
+    for g in prange(len(metas)):
         p = params[0]  # taken in the loop: parfors cannot pass a record into their body
         dense = not mark and is_plain(p)  # one leaf per wave, the dense rule: the short way
-        tree = trees[i]
-        meta = metas[min(np.int64(i), len(metas) - 1)]  # one row for all, or one per tree
+        meta = metas[g]
         leaves, owners = np.empty(k, np.int64), np.empty(k, np.int64)
         priors, values = np.empty((k, num_actions)), np.empty(k)
         terminal, rewards = np.empty(k, np.bool_), np.empty(k)
         collided = np.empty(max(p.max_collisions, 1), np.int64)
-        path = np.empty(height[roots[tree]] + budget[tree] + 2, np.int64)
         scratch = np.empty(2 * (meta[WIDEST] + num_actions) + 8)
-        codes[i] = 0
-        while budget[tree] > 0:
-            widest = meta[WIDEST] + num_actions  # at most, after this wave
-            if (meta[EDGES_USED] + k * edge_slots(widest, 0) > len(edges)
-                    or len(scratch) < widest):
-                codes[i] = NEED_ROOM
-                break
-            if not is_clean(meta, k * num_actions):  # tested here: passing clean the node
-                # tuple costs more than the test. The limit: the ids this tree may still use (a
-                # thread's region ends there), num_actions a simulation
-                clean(a, meta, k * num_actions, meta[SIZE] + budget[tree] * num_actions)
-            ahead, length = NO_NODE, 0
-            if dense:
-                path[0] = roots[tree]
-                ahead, length = descend_dense(first_child, num_children, flags, visits,
-                                              value_sum, reward, prior, roots[tree], p, path)
-            if dense and num_children[ahead] == 0 and not flags[ahead] & TERMINAL:
-                leaves[0] = ahead  # a leaf: what select_tree would find from here
-                budget[tree] -= 1
-                n = 1
-            else:  # a terminal revisit or a listed (widened) node: the general rule from here
-                n = select_tree(parent, first_child, edges, num_children, visits, virtual,
-                                flags, prior, reward, value_sum, height, novelty, action, p,
-                                roots[tree], tree, k, budget, mark, collided, path, leaves,
-                                owners, 0, ahead, length)
-            if n == 0:
-                continue  # every descent was a terminal revisit
-            terminal[:] = False
-            rewards[:] = 0.0
-            if n == k:  # whole buffers: no views to make (each costs reference counts)
-                evaluate(view, leaves, context, priors, values, terminal, rewards)
-                codes[i] = check_evaluations(priors, is_logit, values, rewards)
-            else:
-                evaluate(view, leaves[:n], context, priors[:n], values[:n], terminal[:n],
-                         rewards[:n])
-                codes[i] = check_evaluations(priors[:n], is_logit, values[:n], rewards[:n])
-            if codes[i]:
-                break
-            for j in range(n):
-                leaf = leaves[j]
-                if mark:
-                    release_leaf(flags, parent, virtual, leaf)
-                if not terminal[j] and num_children[leaf] == 0 and first_children(
-                        parent, first_child, num_children, action, depth, flags, logit, prior,
-                        height, edges, meta, leaf, priors, j, is_logit, scratch):
-                    reward[leaf] = rewards[j]  # expand_leaf's common case, a shorter call
+        for i in range(groups[g], groups[g + 1]):
+            tree = trees[i]
+            path = np.empty(height[roots[tree]] + budget[tree] + 2, np.int64)
+            codes[i] = 0
+            while budget[tree] > 0:
+                widest = meta[WIDEST] + num_actions  # at most, after this wave
+                if (meta[EDGES_USED] + k * edge_slots(widest, 0) > len(edges)
+                        or len(scratch) < widest):
+                    codes[i] = NEED_ROOM
+                    break
+                if not is_clean(meta, k * num_actions):  # tested here: passing clean the node
+                    # tuple costs more than the test. The limit: the ids this tree may still use (a
+                    # thread's region ends there), num_actions a simulation
+                    clean(a, meta, k * num_actions, meta[SIZE] + budget[tree] * num_actions)
+                ahead, length = NO_NODE, 0
+                if dense:
+                    path[0] = roots[tree]
+                    ahead, length = descend_dense(first_child, num_children, flags, visits,
+                                                  value_sum, reward, prior, roots[tree], p, path)
+                if dense and num_children[ahead] == 0 and not flags[ahead] & TERMINAL:
+                    leaves[0] = ahead  # a leaf: what select_tree would find from here
+                    budget[tree] -= 1
+                    n = 1
+                else:  # a terminal revisit or a listed (widened) node: the general rule from here
+                    n = select_tree(parent, first_child, edges, num_children, visits, virtual,
+                                    flags, prior, reward, value_sum, height, novelty, action, p,
+                                    roots[tree], tree, k, budget, mark, collided, path, leaves,
+                                    owners, 0, ahead, length)
+                if n == 0:
+                    continue  # every descent was a terminal revisit
+                terminal[:] = False
+                rewards[:] = 0.0
+                if n == k:  # whole buffers: no views to make (each costs reference counts)
+                    evaluate(view, leaves, context, priors, values, terminal, rewards)
+                    codes[i] = check_evaluations(priors, is_logit, values, rewards)
                 else:
-                    expand_leaf(parent, first_child, num_children, action, depth, flags, logit,
-                                prior, reward, height, edges, meta, leaf, priors, j, is_logit,
-                                terminal[j], rewards[j], scratch)
-                if mark:
-                    backup_path(parent, visits, value_sum, reward, p.discount, leaf, values[j])
-                else:  # the one leaf of this wave: its path is the last descent's
-                    backup_trail(path, depth[leaf] - depth[roots[tree]] + 1, parent, visits,
-                                 value_sum, reward, p.discount, values[j])
+                    evaluate(view, leaves[:n], context, priors[:n], values[:n], terminal[:n],
+                             rewards[:n])
+                    codes[i] = check_evaluations(priors[:n], is_logit, values[:n], rewards[:n])
+                if codes[i]:
+                    break
+                for j in range(n):
+                    leaf = leaves[j]
+                    if mark:
+                        release_leaf(flags, parent, virtual, leaf)
+                    if not terminal[j] and num_children[leaf] == 0 and first_children(
+                            parent, first_child, num_children, action, depth, flags, logit, prior,
+                            height, edges, meta, leaf, priors, j, is_logit, scratch):
+                        reward[leaf] = rewards[j]  # expand_leaf's common case, a shorter call
+                    else:
+                        expand_leaf(parent, first_child, num_children, action, depth, flags, logit,
+                                    prior, reward, height, edges, meta, leaf, priors, j, is_logit,
+                                    terminal[j], rewards[j], scratch)
+                    if mark:
+                        backup_path(parent, visits, value_sum, reward, p.discount, leaf, values[j])
+                    else:  # the one leaf of this wave: its path is the last descent's
+                        backup_trail(path, depth[leaf] - depth[roots[tree]] + 1, parent, visits,
+                                     value_sum, reward, p.discount, values[j])
 
 
 def _renamed(function: Callable, name: str) -> Callable:
@@ -1230,11 +1232,11 @@ def evaluator_type(nodes: nb.types.Type, context: nb.types.Type) -> nb.types.Fun
 
 def fused_search(a: NodeArrays, params: np.ndarray, roots: np.ndarray, trees: np.ndarray,
                  k: int, budget: np.ndarray, evaluate: Callable, context: Any,
-                 num_actions: int, is_logit: bool, metas: np.ndarray, codes: np.ndarray,
-                 parallel: bool = False) -> None:
-    """Run :func:`_fused_search` (``parallel``: trees in numba's threads, each allocating in
-    its own region of the pool, which :func:`compact` then closes up; only for searches that
-    cannot widen a node, so no edges blocks).
+                 num_actions: int, is_logit: bool, metas: np.ndarray, groups: np.ndarray,
+                 codes: np.ndarray, parallel: bool = False) -> None:
+    """Run :func:`_fused_search` (``parallel``: its groups of trees in numba's threads, each
+    allocating in its own region of the pool, which :func:`compact` then closes up; only for
+    searches that cannot widen a node, so no edges blocks).
 
     The loop is compiled with the evaluator as an argument of a first-class function type (an
     address, typed by its signature), not as a constant of its code: one compiled loop then
@@ -1242,7 +1244,7 @@ def fused_search(a: NodeArrays, params: np.ndarray, roots: np.ndarray, trees: np
     process loads it in ~0.03 s instead of compiling it for ~2.5 s; the price is a call that
     is not inlined (~8 ns, the node arrays passed as one :class:`NodeView`)."""
     args = (a, params, roots, trees, k, budget, evaluate, context, num_actions, is_logit,
-            metas, codes)
+            metas, groups, codes)
     # The engine passes the same types every call but the context's; typing the node tuple
     # in Python costs ~0.2 ms, so the full signature is worked out once per context type.
     key = (nb.typeof(context), parallel)
@@ -1257,17 +1259,18 @@ def fused_search(a: NodeArrays, params: np.ndarray, roots: np.ndarray, trees: np
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def compact(a: NodeArrays, metas: np.ndarray, bases: np.ndarray, trees: np.ndarray) -> None:
-    """Close the gaps a parallel search left between the trees' regions: tree ``trees[i]``
-    used ids ``bases[i] .. metas[i, SIZE]``; they move down to follow the previous tree's, so
-    the ids are those a search of one tree after the other would have given. (No node gained
-    children twice, so a node's first child is the one with action 0.)
+def compact(a: NodeArrays, metas: np.ndarray, bases: np.ndarray) -> None:
+    """Close the gaps a parallel search left between its regions: region ``i`` used ids
+    ``bases[i] .. metas[i, SIZE]``; they move down to follow the previous region's, so the ids
+    are those a search of one tree after the other would have given. (No node gained children
+    twice, so a node's first child is the one with action 0.)
 
     The fields move in numba's threads, one field per task (they are independent: moving
-    memory is most of the work), then each tree's ids are shifted, one tree per task."""
-    to = np.empty(len(trees), np.int64)  # where each tree's nodes go
+    memory is most of the work), then each region's ids are shifted, one region per task."""
+    regions = len(bases)
+    to = np.empty(regions, np.int64)  # where each region's nodes go
     size = a.meta[SIZE]
-    for i in range(len(trees)):
+    for i in range(regions):
         to[i] = size
         size += metas[i, SIZE] - bases[i]
         a.meta[WIDEST] = max(a.meta[WIDEST], metas[i, WIDEST])
@@ -1287,7 +1290,7 @@ def compact(a: NodeArrays, metas: np.ndarray, bases: np.ndarray, trees: np.ndarr
             move_regions(a.value_sum, bases, ends, to)
         elif field == 14 and len(a.state):
             move_regions(a.state, bases, ends, to)
-    for i in prange(len(trees)):
+    for i in prange(regions):
         shift = bases[i] - to[i]
         if shift:
             shift_ids(a.parent, a.action, a.first_child, a.num_children, to[i],
