@@ -243,7 +243,8 @@ def search_fused(
         raise TypeError(f"search_fused needs an @njit evaluator, got {kernel!r:.80}; "
                         "search() takes a Python one")
     per_tree = (num_simulations + 1) * num_actions  # the most nodes a tree's search adds
-    forest = _prepare(forest, num_trees, config, capacity=(num_trees or 0) * per_tree + 1)
+    # a new forest's roots and the most their searches add: the reserve below must not grow it
+    forest = _prepare(forest, num_trees, config, capacity=(num_trees or 0) * (per_tree + 1))
     trees = np.arange(forest.num_trees, dtype=np.int64)
     budget = np.full(forest.num_trees, int(num_simulations), np.int64)
     forest.reserve(forest.num_trees * per_tree)
