@@ -20,6 +20,18 @@ def test_engine_benchmark_quick_run_prints_its_json_line():
     assert figures["bytes_per_node"] <= 64
 
 
+def test_engine_ab_small_run_times_a_revision_beside_the_working_tree():
+    bench = Path(__file__).parents[1] / "bench" / "ab_engine.py"
+    done = subprocess.run([sys.executable, str(bench), "--rev", "HEAD", "--trees", "2",
+                           "--sims", "16", "--rounds", "2", "--leaves", "1,4"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]  # 1 = a version left the reference's trees
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["identical_root_visits"]
+    assert set(figures["median_ms"]) == {"rev_k1", "tree_k1", "rev_k4", "tree_k4", "reference"}
+    assert figures["vs_reference"]["reference"] == 1.0
+
+
 def test_search_benchmark_small_run_prints_its_json_line():
     bench = Path(__file__).parents[1] / "bench" / "search.py"
     done = subprocess.run([sys.executable, str(bench), "--tasks", "3", "--simulations", "2",
