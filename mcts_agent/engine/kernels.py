@@ -126,6 +126,24 @@ def prefetch(typingctx: Any, array: nb.types.Array, index: nb.types.Integer) -> 
     return nb.types.void(array, index), codegen
 
 
+@intrinsic
+def memmove_items(typingctx: Any, array: nb.types.Array, to: nb.types.Integer,
+                  start: nb.types.Integer, count: nb.types.Integer) -> tuple:
+    """Copy items ``start .. start + count - 1`` of a contiguous ``array`` to ``to ..`` (LLVM's
+    ``llvm.memmove``: the ranges may overlap; no bounds checked)."""
+    def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: list) -> Any:
+        arraytype = signature.args[0]
+        view = context.make_array(arraytype)(context, builder, args[0])
+        target, source = (cgutils.get_item_pointer(context, builder, arraytype, view, [index],
+                                                   wraparound=False)
+                          for index in (args[1], args[2]))
+        itemsize = context.get_abi_sizeof(context.get_data_type(arraytype.dtype))
+        cgutils.raw_memmove(builder, target, source, args[3],
+                            context.get_constant(nb.types.intp, itemsize), align=1)
+        return context.get_dummy_value()
+    return nb.types.void(array, to, start, count), codegen
+
+
 @njit(cache=True, inline="always")
 def prefetch_children(first_child: np.ndarray, num_children: np.ndarray, flags: np.ndarray,
                       first: int) -> None:
@@ -1324,6 +1342,8 @@ def shift_ids(parent: np.ndarray, action: np.ndarray, first_child: np.ndarray,
 
 @njit(cache=True, error_model="numpy")
 def move(array: np.ndarray, start: int, end: int, to: int) -> None:
-    """``array[to:to + end - start] = array[start:end]`` for ``to <= start`` (overlap-safe)."""
-    for j in range(end - start):
-        array[to + j] = array[start + j]
+    """``array[to:to + end - start] = array[start:end]`` (overlap-safe): one ``memmove``. A
+    loop of item copies ran at an item a nanosecond (LLVM does not vectorise a copy onto an
+    overlapping range), 8 times slower for int32 fields."""
+    if end > start:
+        memmove_items(array, np.int64(to), np.int64(start), np.int64(end - start))
