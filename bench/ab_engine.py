@@ -144,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(args)
         return 0
-    sha, folder = checkout(args.rev)
+    try:
+        sha, folder = checkout(args.rev)
+    except subprocess.CalledProcessError as error:
+        parser.error(f"--rev {args.rev}: git could not give that revision's engine "
+                     f"({(error.stderr or b'').strip()[-200:]!r}); pass a commit, tag or branch")
     passed = list(argv if argv is not None else sys.argv[1:])
     servers = {"rev": Server(folder, passed), "tree": Server(ROOT, passed)}
     leaves = [int(x) for x in args.leaves.split(",")]
