@@ -273,6 +273,9 @@ def _wave_edges(forest: Forest, k: int, num_actions: int) -> int:
     return k * kernels.edge_slots(int(forest.nodes.meta[WIDEST]) + num_actions, 0)
 
 
+META_ROW = 16  # int64 slots a thread's counters take: two cache lines, whatever the alignment
+
+
 def _fused_parallel(forest: Forest, trees: np.ndarray, k: int, budget: np.ndarray,
                     kernel: Callable, context: Any, num_actions: int, logits: bool) -> None:
     """The trees in parallel threads, in one group of consecutive trees per thread, each group
@@ -287,7 +290,10 @@ def _fused_parallel(forest: Forest, trees: np.ndarray, k: int, budget: np.ndarra
     # no widening: WIDEST cannot grow past the first wave's
     forest.reserve(int(room[-1]), _wave_edges(forest, k, num_actions))
     a = forest.nodes
-    metas = np.repeat(a.meta[None], len(bases), axis=0)
+    # each thread's counters on cache lines of their own: they change at every expansion, and
+    # two threads writing one line pass it back and forth
+    metas = np.zeros((len(bases), META_ROW), np.int64)
+    metas[:, :len(a.meta)] = a.meta
     metas[:, SIZE] = metas[:, CLEAN] = bases
     codes = np.zeros(len(trees), np.int64)
     kernels.fused_search(a, forest._params, forest.roots, trees, k, budget, kernel, context,
