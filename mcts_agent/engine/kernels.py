@@ -1113,16 +1113,14 @@ def step(
 # --------------------------------------------------------------------------- whole search
 
 
-def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_actions, is_logit,
-                  metas, groups, codes):
-    """Run every tree of ``trees`` to the end of its budget: select → evaluate → update, all
-    compiled (see :func:`fused_search`).
-
-    The trees come in groups, ``trees[groups[g]:groups[g + 1]]`` one after the other in group
-    ``g``, which allocates through the counters ``metas[g]`` (see ``NodeArrays.meta``): one
-    group sharing ``a.meta`` (serial), or one per thread, each in its own region of the pool
-    (parallel). ``codes[i]`` gets 0, NEED_ROOM (grow the edges table and call again: each tree
-    resumes where it stopped) or an evaluation error code.
+@njit(cache=True, error_model="numpy")
+def search_tree(a: NodeArrays, view: NodeView, p: KernelParams, root: int, tree: int, k: int,
+                budget: np.ndarray, evaluate: Callable, context: Any, num_actions: int,
+                is_logit: bool, meta: np.ndarray) -> int:
+    """Run tree ``tree`` (root ``root``) to the end of its budget, allocating through the
+    counters ``meta``: select → evaluate (``evaluate(view, ...)``) → update, wave after wave.
+    Returns 0, NEED_ROOM (grow the edges table and call again: the tree resumes where it
+    stopped) or an evaluation error code.
 
     With one leaf per wave under the dense rule (:func:`is_plain`) a simulation goes the short
     way: :func:`descend_dense` called here, a call with fewer arguments than
@@ -1135,74 +1133,82 @@ def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_act
     visits, virtual, flags, logit, prior = a.visits, a.virtual, a.flags, a.logit, a.prior
     reward, value_sum, novelty, height, edges = a.reward, a.value_sum, a.novelty, a.height, a.edges
     mark = k > 1
+    dense = not mark and is_plain(p)  # one leaf per wave, the dense rule: the short way
+    leaves, owners = np.empty(k, np.int64), np.empty(k, np.int64)
+    priors, values = np.empty((k, num_actions)), np.empty(k)
+    terminal, rewards = np.empty(k, np.bool_), np.empty(k)
+    collided = np.empty(max(p.max_collisions, 1), np.int64)
+    scratch = np.empty(2 * (meta[WIDEST] + num_actions) + 8)
+    path = np.empty(height[root] + budget[tree] + 2, np.int64)
+    while budget[tree] > 0:
+        widest = meta[WIDEST] + num_actions  # at most, after this wave
+        if meta[EDGES_USED] + k * edge_slots(widest, 0) > len(edges) or len(scratch) < widest:
+            return NEED_ROOM
+        if not is_clean(meta, k * num_actions):  # tested here: passing clean the node tuple
+            # costs more than the test. The limit: the ids this tree may still use (a thread's
+            # region ends there), num_actions a simulation
+            clean(a, meta, k * num_actions, meta[SIZE] + budget[tree] * num_actions)
+        ahead, length = NO_NODE, 0
+        if dense:
+            path[0] = root
+            ahead, length = descend_dense(first_child, num_children, flags, visits, value_sum,
+                                          reward, prior, root, p, path)
+        if dense and num_children[ahead] == 0 and not flags[ahead] & TERMINAL:
+            leaves[0] = ahead  # a leaf: what select_tree would find from here
+            budget[tree] -= 1
+            n = 1
+        else:  # a terminal revisit or a listed (widened) node: the general rule from here
+            n = select_tree(parent, first_child, edges, num_children, visits, virtual, flags,
+                            prior, reward, value_sum, height, novelty, action, p, root, tree, k,
+                            budget, mark, collided, path, leaves, owners, 0, ahead, length)
+        if n == 0:
+            continue  # every descent was a terminal revisit
+        terminal[:] = False
+        rewards[:] = 0.0
+        if n == k:  # whole buffers: no views to make (each costs reference counts)
+            evaluate(view, leaves, context, priors, values, terminal, rewards)
+            code = check_evaluations(priors, is_logit, values, rewards)
+        else:
+            evaluate(view, leaves[:n], context, priors[:n], values[:n], terminal[:n],
+                     rewards[:n])
+            code = check_evaluations(priors[:n], is_logit, values[:n], rewards[:n])
+        if code:
+            return code
+        for j in range(n):
+            leaf = leaves[j]
+            if mark:
+                release_leaf(flags, parent, virtual, leaf)
+            if not terminal[j] and num_children[leaf] == 0 and first_children(
+                    parent, first_child, num_children, action, depth, flags, logit, prior,
+                    height, edges, meta, leaf, priors, j, is_logit, scratch):
+                reward[leaf] = rewards[j]  # expand_leaf's common case, a shorter call
+            else:
+                expand_leaf(parent, first_child, num_children, action, depth, flags, logit,
+                            prior, reward, height, edges, meta, leaf, priors, j, is_logit,
+                            terminal[j], rewards[j], scratch)
+            if mark:
+                backup_path(parent, visits, value_sum, reward, p.discount, leaf, values[j])
+            else:  # the one leaf of this wave: its path is the last descent's
+                backup_trail(path, depth[leaf] - depth[root] + 1, parent, visits, value_sum,
+                             reward, p.discount, values[j])
+    return 0
+
+
+def _fused_search(a, params, roots, trees, k, budget, evaluate, context, num_actions, is_logit,
+                  metas, groups, codes):
+    """Run every tree of ``trees`` to the end of its budget (:func:`search_tree`), all
+    compiled (see :func:`fused_search`).
+
+    The trees come in groups, ``trees[groups[g]:groups[g + 1]]`` one after the other in group
+    ``g``, which allocates through the counters ``metas[g]`` (see ``NodeArrays.meta``): one
+    group sharing ``a.meta`` (serial), or one per thread, each in its own region of the pool
+    (parallel). ``codes[i]`` gets :func:`search_tree`'s code for ``trees[i]``."""
     view = NodeView(*a)  # what the evaluator gets: one reference, not 17 arrays a call
     for g in prange(len(metas)):
         p = params[0]  # taken in the loop: parfors cannot pass a record into their body
-        dense = not mark and is_plain(p)  # one leaf per wave, the dense rule: the short way
-        meta = metas[g]
-        leaves, owners = np.empty(k, np.int64), np.empty(k, np.int64)
-        priors, values = np.empty((k, num_actions)), np.empty(k)
-        terminal, rewards = np.empty(k, np.bool_), np.empty(k)
-        collided = np.empty(max(p.max_collisions, 1), np.int64)
-        scratch = np.empty(2 * (meta[WIDEST] + num_actions) + 8)
         for i in range(groups[g], groups[g + 1]):
-            tree = trees[i]
-            path = np.empty(height[roots[tree]] + budget[tree] + 2, np.int64)
-            codes[i] = 0
-            while budget[tree] > 0:
-                widest = meta[WIDEST] + num_actions  # at most, after this wave
-                if (meta[EDGES_USED] + k * edge_slots(widest, 0) > len(edges)
-                        or len(scratch) < widest):
-                    codes[i] = NEED_ROOM
-                    break
-                if not is_clean(meta, k * num_actions):  # tested here: passing clean the node
-                    # tuple costs more than the test. The limit: the ids this tree may still use (a
-                    # thread's region ends there), num_actions a simulation
-                    clean(a, meta, k * num_actions, meta[SIZE] + budget[tree] * num_actions)
-                ahead, length = NO_NODE, 0
-                if dense:
-                    path[0] = roots[tree]
-                    ahead, length = descend_dense(first_child, num_children, flags, visits,
-                                                  value_sum, reward, prior, roots[tree], p, path)
-                if dense and num_children[ahead] == 0 and not flags[ahead] & TERMINAL:
-                    leaves[0] = ahead  # a leaf: what select_tree would find from here
-                    budget[tree] -= 1
-                    n = 1
-                else:  # a terminal revisit or a listed (widened) node: the general rule from here
-                    n = select_tree(parent, first_child, edges, num_children, visits, virtual,
-                                    flags, prior, reward, value_sum, height, novelty, action, p,
-                                    roots[tree], tree, k, budget, mark, collided, path, leaves,
-                                    owners, 0, ahead, length)
-                if n == 0:
-                    continue  # every descent was a terminal revisit
-                terminal[:] = False
-                rewards[:] = 0.0
-                if n == k:  # whole buffers: no views to make (each costs reference counts)
-                    evaluate(view, leaves, context, priors, values, terminal, rewards)
-                    codes[i] = check_evaluations(priors, is_logit, values, rewards)
-                else:
-                    evaluate(view, leaves[:n], context, priors[:n], values[:n], terminal[:n],
-                             rewards[:n])
-                    codes[i] = check_evaluations(priors[:n], is_logit, values[:n], rewards[:n])
-                if codes[i]:
-                    break
-                for j in range(n):
-                    leaf = leaves[j]
-                    if mark:
-                        release_leaf(flags, parent, virtual, leaf)
-                    if not terminal[j] and num_children[leaf] == 0 and first_children(
-                            parent, first_child, num_children, action, depth, flags, logit, prior,
-                            height, edges, meta, leaf, priors, j, is_logit, scratch):
-                        reward[leaf] = rewards[j]  # expand_leaf's common case, a shorter call
-                    else:
-                        expand_leaf(parent, first_child, num_children, action, depth, flags, logit,
-                                    prior, reward, height, edges, meta, leaf, priors, j, is_logit,
-                                    terminal[j], rewards[j], scratch)
-                    if mark:
-                        backup_path(parent, visits, value_sum, reward, p.discount, leaf, values[j])
-                    else:  # the one leaf of this wave: its path is the last descent's
-                        backup_trail(path, depth[leaf] - depth[roots[tree]] + 1, parent, visits,
-                                     value_sum, reward, p.discount, values[j])
+            codes[i] = search_tree(a, view, p, roots[trees[i]], trees[i], k, budget, evaluate,
+                                   context, num_actions, is_logit, metas[g])
 
 
 def _renamed(function: Callable, name: str) -> Callable:
