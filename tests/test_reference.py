@@ -101,6 +101,11 @@ def test_the_explore_table_holds_the_formula_bit_for_bit():
     assert factors[7] == math.sqrt(7) * (1.25 + math.log((7 + 50.0 + 1.0) / 50.0))
 
 
+def test_the_reciprocal_table_holds_one_over_n_bit_for_bit():
+    """PUCT multiplies by ``RECIPROCAL[n]`` where it divided by n, and by ``1 / n`` past the
+    table: both must be the same number, or a node's pick would depend on which path took it."""
+    assert kernels.RECIPROCAL[1:].tolist() == [1.0 / n for n in range(1, EXPLORE_TABLE)]
+
 
 def test_each_forest_gets_its_own_copy_of_a_configs_params():
     """The params are worked out once per config and copied: one forest's array is not
@@ -115,15 +120,21 @@ def test_each_forest_gets_its_own_copy_of_a_configs_params():
         config.kernel_params()[0]["explore"][7])
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize(("k", "virtual_loss"), [(1, 1.0), (3, 1.0), (3, 0.5)])
-def test_parents_past_the_explore_table_follow_the_formula(k, virtual_loss):
-    """The root's visits pass the table's end; with a virtual loss of 0.5 counts are
-    fractional, never in the table."""
+def test_parents_past_the_explore_table_follow_the_formula(k, virtual_loss, fused):
+    """The root's visits pass the tables' end (the id-range scans hand such nodes to the
+    general loop: ``kernels.SCAN_VISITS``); with a virtual loss of 0.5 counts are fractional,
+    never in the tables."""
     game = SyntheticGame(seed=3, branching=3, max_depth=6, terminal_prob=0.1)
     config = EngineConfig(pb_c_base=50.0, virtual_loss=virtual_loss)
     simulations = EXPLORE_TABLE + 300
-    forest = search(evaluator(game), simulations, num_trees=1, config=config,
-                    leaves_per_call=k, logits=True)
+    if fused:
+        forest = search_fused(evaluate_kernel, game, game.branching, simulations, num_trees=1,
+                              config=config, leaves_per_call=k, logits=True)
+    else:
+        forest = search(evaluator(game), simulations, num_trees=1, config=config,
+                        leaves_per_call=k, logits=True)
     reference = ReferenceMCTS(config, game, 1).run(simulations, k)
     assert forest.nodes.visits[forest.roots[0]] > EXPLORE_TABLE
     assert_same_trees(forest, reference, 1)
