@@ -120,7 +120,8 @@ def test_side_by_side_descents_end_where_each_descent_ends_alone():
     ahead, lengths = np.empty(6, np.int64), np.empty(6, np.int64)
     kernels.descend_apart(a.first_child, a.num_children, a.flags, a.visits, a.value_sum,
                           a.reward, a.prior, a.virtual, forest.roots, trees, budget, params[0],
-                          paths, ahead, lengths)
+                          paths, ahead, lengths, a.parent, a.action, a.depth, a.height,
+                          a.state)
     for t in trees.tolist():
         if t in (1, 4):
             assert ahead[t] == NO_NODE

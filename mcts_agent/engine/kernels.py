@@ -493,7 +493,8 @@ def descend_apart(first_child: np.ndarray, num_children: np.ndarray, flags: np.n
                   visits: np.ndarray, value_sum: np.ndarray, reward: np.ndarray,
                   prior: np.ndarray, virtual: np.ndarray, roots: np.ndarray, trees: np.ndarray,
                   budget: np.ndarray, p: KernelParams, paths: np.ndarray, ahead: np.ndarray,
-                  lengths: np.ndarray) -> None:
+                  lengths: np.ndarray, parent: np.ndarray, action: np.ndarray,
+                  depth: np.ndarray, height: np.ndarray, state: np.ndarray) -> None:
     """:func:`descend_dense` from the root of every tree of ``trees`` that has budget and
     nothing pending, the trees side by side: each round takes every tree one level down, the
     statistics of a tree's next children prefetched :data:`PREFETCH_DISTANCE` trees ahead of
@@ -501,7 +502,11 @@ def descend_apart(first_child: np.ndarray, num_children: np.ndarray, flags: np.n
     for memory at every level; side by side those waits overlap (prefetching every tree's
     children before any step overlapped fewer of them: more lines asked for at once than the
     core keeps in flight). Tree ``trees[i]`` stops at ``ahead[i]`` (NO_NODE: not descended)
-    with its path in ``paths[i, :lengths[i]]`` (the picks :func:`descend_dense` makes)."""
+    with its path in ``paths[i, :lengths[i]]`` (the picks :func:`descend_dense` makes).
+
+    Where a descent stops, the leaf's ``parent``, ``action``, ``depth``, ``height`` and
+    ``state`` and its parent's ``height`` and ``state`` are prefetched: what the evaluator and
+    the leaf's expansion read next, each a line out of cache in a wave of many trees."""
     walking = np.zeros(len(trees), np.bool_)
     for i in range(len(trees)):
         root = roots[trees[i]]
@@ -529,10 +534,28 @@ def descend_apart(first_child: np.ndarray, num_children: np.ndarray, flags: np.n
                 if x == NO_NODE:
                     walking[i] = False
                     left -= 1
+                    prefetch_leaf(parent, action, depth, height, state, ahead[i],
+                                  paths[i, lengths[i] - 2] if lengths[i] > 1 else ahead[i])
                 else:
                     paths[i, lengths[i]] = x
                     lengths[i] += 1
                     ahead[i] = x
+
+
+@njit(cache=True, inline="always")
+def prefetch_leaf(parent: np.ndarray, action: np.ndarray, depth: np.ndarray,
+                  height: np.ndarray, state: np.ndarray, leaf: int, up: int) -> None:
+    """Start loading what a selected ``leaf``'s evaluation and expansion read (see
+    :func:`descend_apart`); ``up`` is its parent."""
+    x = np.uint64(leaf)
+    prefetch(parent, x)
+    prefetch(action, x)
+    prefetch(depth, x)
+    prefetch(height, x)
+    prefetch(height, np.uint64(up))
+    if len(state):
+        prefetch(state, x)
+        prefetch(state, np.uint64(up))
 
 
 @njit(cache=True, error_model="numpy")
@@ -691,7 +714,8 @@ def select(
     ahead, lengths = np.full(len(trees), NO_NODE, np.int64), np.zeros(len(trees), np.int64)
     if is_plain(p):  # every tree's first descent, side by side
         descend_apart(first_child, num_children, flags, visits, value_sum, reward, prior,
-                      virtual, roots, trees, budget, p, paths, ahead, lengths)
+                      virtual, roots, trees, budget, p, paths, ahead, lengths, parent, action,
+                      a.depth, height, a.state)
     count = 0
     for i in range(len(trees)):
         t = trees[i]
