@@ -71,11 +71,11 @@ EXPLORE_TABLE = 4096
 #: a 64 × 1,024 search, the same picks).
 RECIPROCAL = np.concatenate(([np.inf], 1.0 / np.arange(1, EXPLORE_TABLE, dtype=np.float64)))
 
-#: The id-range scans (:func:`puct_dense`, :func:`puct_pending`) serve nodes of fewer visits
-#: than this: a child's count is at most its parent's (``Forest.check_invariants``), so every
-#: count and count + 1 :func:`puct_dense` looks up is in :data:`RECIPROCAL` and the explore
-#: table, and it reads them with no test. Busier nodes take :func:`select_tree`'s general
-#: loop (the same arithmetic).
+#: The id-range scans (:func:`puct_dense`, :func:`puct_pending`) serve nodes whose count
+#: (virtual loss included) is below this: a child's count is at most its parent's
+#: (``Forest.check_invariants``), so every count and count + 1 they look up is in
+#: :data:`RECIPROCAL` and the explore table, and they read them with no test. Busier nodes
+#: take :func:`select_tree`'s general loop (the same arithmetic).
 SCAN_VISITS = EXPLORE_TABLE - 1
 
 #: The settings the kernels read, as a numpy record (built by
@@ -342,6 +342,7 @@ def select_tree(
     dw, nw = p.depth_weight, p.diversity_weight
     extra = dw != 0.0 or nw != 0.0  # off: the scores below are exactly the plain rule's
     plain = is_plain(p)
+    whole = vl == np.floor(vl)  # counts with virtual loss stay whole: puct_pending's
     root_stream = mix(np.uint64(p.seed) * np.uint64(GOLDEN) + np.uint64(1))
     descents = 0  # leaves found + terminal revisits
     collisions = 0
@@ -380,7 +381,8 @@ def select_tree(
                     and nc < p.widen_c * visits[node] ** p.widen_alpha):
                 break
             pending = virtual[node] != 0  # else no child has virtual loss or is pending
-            if p.rule == PUCT and not (scattered or extra) and visits[node] < SCAN_VISITS:
+            if (p.rule == PUCT and not (scattered or extra) and (whole or not pending)
+                    and visits[node] + vl * virtual[node] < SCAN_VISITS):
                 if pending:
                     pick = puct_pending(visits, virtual, value_sum, reward, prior, flags,
                                         num_children, node, first, nc, p)
@@ -631,31 +633,34 @@ def puct_pending(visits: np.ndarray, virtual: np.ndarray, value_sum: np.ndarray,
                  p: KernelParams) -> int:
     """:func:`puct_dense` where selections are pending below ``node``: each count carries its
     virtual loss (the arithmetic of :func:`select_tree`'s general loop, so the same picks) and
-    a pending leaf is skipped; NO_NODE when every child is one. A twin of that loop on purpose:
-    one function for both, its per-child branch between an id range and a listed node's
-    edges, made 64 x 1,024 searches at K = 8 17 % slower (63.9 against 54.7 ms)."""
+    a pending leaf is skipped; NO_NODE when every child is one. For a whole virtual loss and
+    a count with it below :data:`SCAN_VISITS` at ``node``: every count is then a whole number
+    in the tables. A twin of that loop on purpose: one function for both, its per-child branch
+    between an id range and a listed node's edges, made 64 x 1,024 searches at K = 8 17 %
+    slower (63.9 against 54.7 ms)."""
     vl, vv, discount = p.virtual_loss, p.virtual_value, p.discount
-    n_parent = visits[node] + vl * virtual[node]
+    loss = np.int64(vl)
+    n_parent = visits[node] + loss * virtual[node]
     lo = (value_sum[node] + vl * virtual[node] * vv) / n_parent if n_parent > 0 else 0.0
     hi = lo
     start = np.uint64(first)
     end = start + np.uint64(nc)
     for c in range(start, end):
-        n = visits[c] + vl * virtual[c]
+        n = visits[c] + loss * virtual[c]
         if n > 0:
-            q = reward[c] + discount * (value_sum[c] + vl * virtual[c] * vv) * (1.0 / n)
+            q = reward[c] + discount * (value_sum[c] + vl * virtual[c] * vv) * scan_reciprocal(n)
             lo = min(lo, q)
             hi = max(hi, q)
     inverse = 1.0 / max(hi - lo, 1e-8)
-    explore = explore_of(n_parent, p)
+    explore = p.explore[np.uint64(n_parent)]
     best, best_score = NO_NODE, -np.inf
     for c in range(start, end):
-        n = visits[c] + vl * virtual[c]
+        n = visits[c] + loss * virtual[c]
         score = 0.0
         if n > 0:
-            q = reward[c] + discount * (value_sum[c] + vl * virtual[c] * vv) * (1.0 / n)
+            q = reward[c] + discount * (value_sum[c] + vl * virtual[c] * vv) * scan_reciprocal(n)
             score = (q - lo) * inverse
-        score += explore * prior[c] * (1.0 / (n + 1.0))
+        score += explore * prior[c] * scan_reciprocal(n + 1)
         if score > best_score and (not flags[c] & PENDING or num_children[c] > 0):
             best, best_score = np.int64(c), score
     return best
