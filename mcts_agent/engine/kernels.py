@@ -204,6 +204,14 @@ def add_virtual(parent: np.ndarray, virtual: np.ndarray, node: int, delta: int) 
 
 
 @njit(cache=True, error_model="numpy")
+def add_virtual_trail(path: np.ndarray, length: int, virtual: np.ndarray) -> None:
+    """:func:`add_virtual` of one along a descent's recorded ``path[:length]`` (root to the
+    node): no walk up ``parent`` links, a load out of cache at each level."""
+    for j in range(length):
+        virtual[path[j]] += 1
+
+
+@njit(cache=True, error_model="numpy")
 def backup_path(
     parent: np.ndarray,
     visits: np.ndarray,
@@ -462,13 +470,13 @@ def select_tree(
         elif blocked or flags[node] & PENDING:
             if collisions >= p.max_collisions:
                 break
-            add_virtual(parent, virtual, node, 1)
+            add_virtual_trail(path, length, virtual)
             collided[collisions] = node
             collisions += 1
         else:
             if mark:
                 flags[node] |= PENDING
-                add_virtual(parent, virtual, node, 1)
+                add_virtual_trail(path, length, virtual)
             out_leaf[count] = node
             out_tree[count] = tree
             count += 1
