@@ -64,8 +64,8 @@ NEED_ROOM = -6  # the edges table or scratch space is too small: grow the edges,
 #: Visit counts 0 .. EXPLORE_TABLE - 1 whose PUCT exploration factor ``params`` carries.
 EXPLORE_TABLE = 4096
 
-#: ``RECIPROCAL[n]`` is ``1 / n`` (IEEE division: the bits :func:`reciprocal` computes past
-#: the table; index 0 is never read). PUCT multiplies by it where it divided by a count: its
+#: ``RECIPROCAL[n]`` is ``1 / n`` (IEEE division: the bits a division past the table gives;
+#: index 0 is never read). PUCT multiplies by it where it divided by a count: its
 #: divisions per child (Q in two passes, the prior term) and the one by the scale bounded a
 #: descent by the divider's throughput (the dense reference with this change: 42.6 → 37.4 ms
 #: a 64 × 1,024 search, the same picks).
@@ -122,21 +122,17 @@ def explore_of(n_parent: float, p: KernelParams) -> float:
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def reciprocal(n: int) -> float:
-    """``1 / n`` for a whole count ``n > 0``: :data:`RECIPROCAL`'s where it is in it."""
-    return RECIPROCAL[np.uint64(n)] if n < EXPLORE_TABLE else 1.0 / n
-
-
-@njit(cache=True, error_model="numpy", inline="always")
 def pending_reciprocal(count: int, pending: int, n: float) -> float:
-    """``1 / n`` for ``n = count + virtual_loss · pending > 0`` (the table's where nothing is
-    pending: the same bits either way)."""
-    return 1.0 / n if pending else reciprocal(count)
+    """``1 / n`` for ``n = count + virtual_loss · pending > 0``: :data:`RECIPROCAL`'s where
+    nothing is pending and the count is in it (the same bits either way)."""
+    if pending or count >= EXPLORE_TABLE:
+        return 1.0 / n
+    return RECIPROCAL[np.uint64(count)]
 
 
 @njit(cache=True, error_model="numpy", inline="always")
 def scan_reciprocal(n: int) -> float:
-    """:func:`reciprocal` of a count below the table's end (see :data:`SCAN_VISITS`), with no
+    """``1 / n`` from :data:`RECIPROCAL` for a count below its end (see :data:`SCAN_VISITS`), no
     test: :func:`puct_dense` looks up three a child, and their tests made it too big for LLVM
     to inline into its callers (the fused search 8 % slower than with none). The mask keeps
     the read inside the table even for a forest that breaks the invariant."""
@@ -389,8 +385,9 @@ def select_tree(
                     and nc < p.widen_c * visits[node] ** p.widen_alpha):
                 break
             pending = virtual[node] != 0  # else no child has virtual loss or is pending
+            n_parent = visits[node] + vl * virtual[node]
             if (p.rule == PUCT and not (scattered or extra) and (whole or not pending)
-                    and visits[node] + vl * virtual[node] < SCAN_VISITS):
+                    and n_parent < SCAN_VISITS):
                 if pending:
                     pick = puct_pending(visits, virtual, value_sum, reward, prior, flags,
                                         num_children, node, first, nc, p)
@@ -407,7 +404,6 @@ def select_tree(
                 path[length] = node
                 length += 1
                 continue
-            n_parent = visits[node] + vl * virtual[node]
             best = NO_NODE
             best_score = -np.inf
             if p.rule == PUCT:
